@@ -1,0 +1,153 @@
+// Package buffer holds the per-partition queues that sit between the rules and
+// the Kafka producer: one Queue per (sink, Kafka topic, partition).
+//
+// A queue has three regions, oldest first: entries in flight (read by the
+// producer, not yet acknowledged by Kafka), entries not yet read, and free
+// room up to the queue's byte limit. Appenders add at the tail; the single
+// reader (the producer's partition drainer) reads from a cursor and
+// acknowledges a prefix once Kafka confirmed it. Rewind moves the cursor
+// back to the oldest unacknowledged entry so that a failed send is repeated
+// from the buffer, in order.
+//
+// Overflow evicts or refuses only entries that are not in flight, so that
+// "delivered + dropped" always adds up to what was appended.
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Mode is how a queue keeps its entries.
+type Mode string
+
+// Buffer modes, as EMQX names them.
+const (
+	ModeMemory Mode = "memory"
+	ModeDisk   Mode = "disk"
+	ModeHybrid Mode = "hybrid"
+)
+
+// Overflow is what a full queue does with a new record.
+type Overflow string
+
+// Overflow policies.
+const (
+	DropOldest Overflow = "drop_oldest"
+	DropNew    Overflow = "drop_new"
+	Block      Overflow = "block"
+)
+
+// Reason says why a record was dropped; it is the label of the dropped counter.
+type Reason string
+
+// Drop reasons shared by the buffer and the producer.
+const (
+	ReasonQueueFull    Reason = "queue_full"
+	ReasonExpired      Reason = "expired"
+	ReasonTooLarge     Reason = "too_large"
+	ReasonUnknownTopic Reason = "unknown_topic"
+	ReasonRenderFailed Reason = "render_failed"
+	ReasonOverload     Reason = "overload"
+	ReasonShutdown     Reason = "shutdown"
+	ReasonKafkaError   Reason = "kafka_error"
+)
+
+// ErrFull is returned by Append when the queue refused the records (drop_new,
+// or block after its timeout); the records were counted as dropped.
+var ErrFull = errors.New("buffer: queue full")
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("buffer: queue closed")
+
+// Header is one Kafka record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one Kafka-bound record as the producer sends it.
+type Record struct {
+	Key     []byte
+	Value   []byte
+	Headers []Header
+	// Time is the enqueue time in Unix milliseconds; it becomes the Kafka
+	// timestamp and is what max_batch_age is measured against.
+	Time int64
+}
+
+// entryOverhead approximates the fixed per-record bookkeeping so that a
+// queue of empty records still has a byte size.
+const entryOverhead = 32
+
+// Size is the number of bytes a record is charged against a queue's limit.
+func (r *Record) Size() int {
+	n := entryOverhead + len(r.Key) + len(r.Value)
+	for i := range r.Headers {
+		n += len(r.Headers[i].Key) + len(r.Headers[i].Value)
+	}
+	return n
+}
+
+// Entry is a record at its sequence number in a queue.
+type Entry struct {
+	Seq uint64
+	Record
+}
+
+// Stats is a snapshot of a queue's gauges.
+type Stats struct {
+	Records  int64 // unacknowledged records, in flight included
+	Bytes    int64 // their size
+	Inflight int64 // records read and not yet acknowledged
+}
+
+// Queue is a FIFO of records for one (sink, topic, partition). Append may be
+// called from many goroutines; Read, Rewind and Ack from one reader.
+type Queue interface {
+	// Append adds records at the tail. When it returns nil they are kept as
+	// the mode promises (for disk: written and synced per the fsync policy).
+	Append(ctx context.Context, recs ...Record) error
+	// Read appends entries from the cursor to dst, at most maxBytes of them
+	// but at least one, and advances the cursor.
+	Read(dst []Entry, maxBytes int) ([]Entry, error)
+	// Rewind moves the cursor back to the oldest unacknowledged entry.
+	Rewind()
+	// Ack removes every entry with Seq <= seq.
+	Ack(seq uint64) error
+	// Ready receives a value whenever an Append made new entries readable.
+	Ready() <-chan struct{}
+	// Stats reports the current gauges.
+	Stats() Stats
+	// Close releases the queue; a hybrid queue writes its memory part to disk.
+	Close() error
+}
+
+// DropFunc counts records a queue dropped itself (overflow, expiry).
+type DropFunc func(reason Reason, n int)
+
+// Options configure one queue.
+type Options struct {
+	Mode     Mode
+	Dir      string // disk and hybrid: the partition's directory
+	Limit    int64  // per_partition_limit in bytes
+	Overflow Overflow
+	// BlockTimeout bounds how long Append waits for room under Block.
+	BlockTimeout time.Duration
+	OnDrop       DropFunc
+}
+
+// Open returns a queue of the configured mode.
+func Open(opts Options) (Queue, error) {
+	if opts.OnDrop == nil {
+		opts.OnDrop = func(Reason, int) {}
+	}
+	switch opts.Mode {
+	case ModeMemory, "":
+		return NewMemory(opts), nil
+	default:
+		return nil, fmt.Errorf("buffer: mode %q is not supported", opts.Mode)
+	}
+}

@@ -1,0 +1,257 @@
+package buffer
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// slot is a queue position; evicted entries stay as tombstones until the
+// acknowledged prefix passes them, because they may sit behind entries in flight.
+type slot struct {
+	Entry
+	evicted bool
+}
+
+// Memory is a queue kept in process memory: lost on any restart, by definition.
+type Memory struct {
+	opts  Options
+	ready chan struct{}
+
+	mu      sync.Mutex
+	slots   []slot // unacknowledged entries, oldest first, from slots[head]
+	head    int
+	cursor  int // index into slots of the next entry to read
+	nextSeq uint64
+	bytes   int64
+	live    int64         // non-evicted entries
+	room    chan struct{} // closed and replaced whenever room frees up
+	closed  bool
+}
+
+// NewMemory returns an empty in-memory queue.
+func NewMemory(opts Options) *Memory {
+	if opts.OnDrop == nil {
+		opts.OnDrop = func(Reason, int) {}
+	}
+	return &Memory{opts: opts, ready: make(chan struct{}, 1), room: make(chan struct{}), nextSeq: 1}
+}
+
+// Append implements Queue.
+func (m *Memory) Append(ctx context.Context, recs ...Record) error {
+	size := int64(0)
+	for i := range recs {
+		size += int64(recs[i].Size())
+	}
+	m.mu.Lock()
+	if err := m.makeRoomLocked(ctx, size, len(recs)); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	for i := range recs {
+		m.slots = append(m.slots, slot{Entry: Entry{Seq: m.nextSeq, Record: recs[i]}})
+		m.nextSeq++
+	}
+	m.bytes += size
+	m.live += int64(len(recs))
+	m.mu.Unlock()
+	m.signal()
+	return nil
+}
+
+func (m *Memory) signal() {
+	select {
+	case m.ready <- struct{}{}:
+	default:
+	}
+}
+
+// makeRoomLocked applies the overflow policy; it returns with m.mu held.
+func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
+	if m.closed {
+		return ErrClosed
+	}
+	limit := m.opts.Limit
+	if limit <= 0 || m.bytes+size <= limit {
+		return nil
+	}
+	if size > limit {
+		m.opts.OnDrop(ReasonTooLarge, n)
+		return ErrFull
+	}
+	switch m.opts.Overflow {
+	case DropNew:
+		m.opts.OnDrop(ReasonQueueFull, n)
+		return ErrFull
+	case Block:
+		return m.waitRoomLocked(ctx, size, n)
+	default:
+		if m.evictLocked(m.bytes + size - limit) {
+			return nil
+		}
+		m.opts.OnDrop(ReasonQueueFull, n)
+		return ErrFull
+	}
+}
+
+// evictLocked drops the oldest unread entries until need bytes are freed.
+// Entries in flight are never evicted; false means not enough could go.
+func (m *Memory) evictLocked(need int64) bool {
+	var unread int64
+	for i := m.cursor; i < len(m.slots) && unread < need; i++ {
+		if !m.slots[i].evicted {
+			unread += int64(m.slots[i].Size())
+		}
+	}
+	if unread < need {
+		return false
+	}
+	dropped := 0
+	for i := m.cursor; i < len(m.slots) && need > 0; i++ {
+		s := &m.slots[i]
+		if s.evicted {
+			continue
+		}
+		sz := int64(s.Size())
+		need -= sz
+		m.bytes -= sz
+		m.live--
+		s.evicted = true
+		s.Record = Record{}
+		dropped++
+	}
+	m.opts.OnDrop(ReasonQueueFull, dropped)
+	return true
+}
+
+func (m *Memory) waitRoomLocked(ctx context.Context, size int64, n int) error {
+	var timeout <-chan time.Time
+	if m.opts.BlockTimeout > 0 {
+		t := time.NewTimer(m.opts.BlockTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for m.bytes+size > m.opts.Limit {
+		room := m.room
+		m.mu.Unlock()
+		select {
+		case <-room:
+			m.mu.Lock()
+			if m.closed {
+				return ErrClosed
+			}
+		case <-ctx.Done():
+			m.mu.Lock()
+			m.opts.OnDrop(ReasonQueueFull, n)
+			return ErrFull
+		case <-timeout:
+			m.mu.Lock()
+			m.opts.OnDrop(ReasonQueueFull, n)
+			return ErrFull
+		}
+	}
+	return nil
+}
+
+// Read implements Queue.
+func (m *Memory) Read(dst []Entry, maxBytes int) ([]Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	taken := 0
+	for m.cursor < len(m.slots) {
+		s := &m.slots[m.cursor]
+		if !s.evicted {
+			sz := s.Size()
+			if taken > 0 && taken+sz > maxBytes {
+				break
+			}
+			taken += sz
+			dst = append(dst, s.Entry)
+		}
+		m.cursor++
+	}
+	return dst, nil
+}
+
+// Rewind implements Queue.
+func (m *Memory) Rewind() {
+	m.mu.Lock()
+	m.cursor = m.head
+	m.mu.Unlock()
+	m.signal()
+}
+
+// Ack implements Queue.
+func (m *Memory) Ack(seq uint64) error {
+	m.mu.Lock()
+	freed := false
+	for m.head < len(m.slots) {
+		s := &m.slots[m.head]
+		if s.Seq > seq && !s.evicted {
+			break
+		}
+		if !s.evicted {
+			m.bytes -= int64(s.Size())
+			m.live--
+		}
+		*s = slot{}
+		m.head++
+		freed = true
+	}
+	if m.cursor < m.head {
+		m.cursor = m.head
+	}
+	m.compactLocked()
+	if freed && !m.closed {
+		close(m.room)
+		m.room = make(chan struct{})
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// compactLocked reclaims the acknowledged prefix once it dominates the slice,
+// so that the copy is amortised over many acknowledgements.
+func (m *Memory) compactLocked() {
+	if m.head == len(m.slots) {
+		m.slots = m.slots[:0]
+		m.cursor -= m.head
+		m.head = 0
+		return
+	}
+	if m.head < 1024 || m.head < len(m.slots)/2 {
+		return
+	}
+	n := copy(m.slots, m.slots[m.head:])
+	clear(m.slots[n:])
+	m.slots = m.slots[:n]
+	m.cursor -= m.head
+	m.head = 0
+}
+
+// Ready implements Queue.
+func (m *Memory) Ready() <-chan struct{} { return m.ready }
+
+// Stats implements Queue.
+func (m *Memory) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var inflight int64
+	for i := m.head; i < m.cursor; i++ {
+		if !m.slots[i].evicted {
+			inflight++
+		}
+	}
+	return Stats{Records: m.live, Bytes: m.bytes, Inflight: inflight}
+}
+
+// Close implements Queue.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		close(m.room)
+	}
+	return nil
+}

@@ -1,0 +1,388 @@
+// Package conf is mqkafka's single source of settings: the TOML schema, its
+// defaults and its validation. Every problem is reported with its line.
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mqkafka/mqkafka/rule"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Broker          Broker        `toml:"broker"`
+	Log             Log           `toml:"log"`
+	EmbeddedKafka   EmbeddedKafka `toml:"embedded_kafka"`
+	Connectors      []Connector   `toml:"connectors"`
+	Rules           []Rule        `toml:"rules"`
+	Sinks           []Sink        `toml:"sinks"`
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// StatsInterval is how often a one-line summary per sink is logged while
+	// there is traffic.
+	StatsInterval time.Duration `toml:"stats_interval"`
+
+	pos Positions
+}
+
+// Broker configures the MQTT side.
+type Broker struct {
+	Listeners []Listener `toml:"listeners"`
+	DataDir   string     `toml:"data_dir"`
+	// Node names this process in records (`${node}`), as EMQX's node name.
+	Node string     `toml:"node"`
+	Auth BrokerAuth `toml:"auth"`
+}
+
+// Listener is one MQTT listener.
+type Listener struct {
+	Type    string `toml:"type"`
+	Address string `toml:"address,required"`
+}
+
+// SetDefaults fills a listener's defaults.
+func (l *Listener) SetDefaults() { l.Type = "tcp" }
+
+// BrokerAuth configures client authentication.
+type BrokerAuth struct {
+	AllowAnonymous bool `toml:"allow_anonymous"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// EmbeddedKafka is the in-memory Kafka for trying things out.
+type EmbeddedKafka struct {
+	Enabled    bool     `toml:"enabled"`
+	Listen     string   `toml:"listen"`
+	Partitions int      `toml:"partitions"`
+	Topics     []string `toml:"topics"`
+}
+
+// Connector is one Kafka cluster.
+type Connector struct {
+	Name           string            `toml:"name,required"`
+	BootstrapHosts string            `toml:"bootstrap_hosts,required"`
+	Properties     map[string]string `toml:"properties"`
+}
+
+// Rule routes publishes to sinks.
+type Rule struct {
+	ID      string   `toml:"id,required"`
+	SQL     string   `toml:"sql,required"`
+	Actions []string `toml:"actions,required"`
+}
+
+// Sink is a Kafka producer action.
+type Sink struct {
+	Name              string        `toml:"name,required"`
+	Connector         string        `toml:"connector,required"`
+	Topic             string        `toml:"topic,required"`
+	Key               string        `toml:"key"`
+	Value             string        `toml:"value"`
+	PartitionStrategy string        `toml:"partition_strategy"`
+	RequiredAcks      string        `toml:"required_acks"`
+	Compression       string        `toml:"compression"`
+	MaxInflight       int           `toml:"max_inflight"`
+	MaxBatchBytes     ByteSize      `toml:"max_batch_bytes"`
+	MaxLingerTime     time.Duration `toml:"max_linger_time"`
+	QueryMode         string        `toml:"query_mode"`
+	Buffer            SinkBuffer    `toml:"buffer"`
+}
+
+// SinkBuffer configures a sink's per-partition queues.
+type SinkBuffer struct {
+	Mode              string        `toml:"mode"`
+	PerPartitionLimit ByteSize      `toml:"per_partition_limit"`
+	SegmentBytes      ByteSize      `toml:"segment_bytes"`
+	Overflow          string        `toml:"overflow"`
+	BlockTimeout      time.Duration `toml:"block_timeout"`
+}
+
+// SetDefaults fills a sink's defaults, as EMQX's Kafka producer has them.
+func (s *Sink) SetDefaults() {
+	s.Key = "${clientid}"
+	s.Value = "${.}"
+	s.PartitionStrategy = "random"
+	s.RequiredAcks = "all_isr"
+	s.Compression = "no_compression"
+	s.MaxInflight = 10
+	s.MaxBatchBytes = 896 * KB
+	s.MaxLingerTime = 5 * time.Millisecond
+	s.QueryMode = "async"
+	s.Buffer = SinkBuffer{
+		Mode:              "memory",
+		PerPartitionLimit: 256 * MB,
+		SegmentBytes:      10 * MB,
+		Overflow:          "drop_oldest",
+		BlockTimeout:      10 * time.Second,
+	}
+}
+
+// Defaults returns a config with every default filled in.
+func Defaults() *Config {
+	return &Config{
+		Broker: Broker{
+			Listeners: []Listener{{Type: "tcp", Address: ":1883"}},
+			DataDir:   "data",
+		},
+		Log:             Log{Level: "info", Format: "text"},
+		EmbeddedKafka:   EmbeddedKafka{Listen: "127.0.0.1:9092", Partitions: 3},
+		ShutdownTimeout: 10 * time.Second,
+		StatsInterval:   60 * time.Second,
+	}
+}
+
+// Error lists every problem of a config file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if p.Line > 0 {
+			fmt.Fprintf(&b, "%s:%d: %s", e.File, p.Line, p.Msg)
+		} else {
+			fmt.Fprintf(&b, "%s: %s", e.File, p.Msg)
+		}
+	}
+	return b.String()
+}
+
+// Load reads, decodes and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config text; name is used in messages.
+func Parse(name string, data []byte) (*Config, error) {
+	cfg := Defaults()
+	pos, problems := decode(data, cfg)
+	cfg.pos = pos
+	if len(problems) == 0 {
+		problems = cfg.validate()
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+		return nil, &Error{File: name, Problems: problems}
+	}
+	return cfg, nil
+}
+
+// Line returns the line where the key at path is set, or 0.
+func (c *Config) Line(path string) int {
+	for path != "" {
+		if l, ok := c.pos[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// Problemf makes a problem located at the key path.
+func (c *Config) Problemf(path, format string, args ...any) Problem {
+	return Problem{Line: c.Line(path), Path: path, Msg: path + ": " + fmt.Sprintf(format, args...)}
+}
+
+func oneOf(v string, allowed ...string) bool {
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) validate() []Problem {
+	var ps []Problem
+	bad := func(path, format string, args ...any) { ps = append(ps, c.Problemf(path, format, args...)) }
+	enum := func(path, v string, allowed ...string) {
+		if !oneOf(v, allowed...) {
+			bad(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		}
+	}
+	if len(c.Broker.Listeners) == 0 {
+		bad("broker.listeners", "at least one listener is needed")
+	}
+	for i, l := range c.Broker.Listeners {
+		enum(fmt.Sprintf("broker.listeners[%d].type", i), l.Type, "tcp")
+	}
+	if c.Broker.DataDir == "" {
+		bad("broker.data_dir", "must not be empty")
+	}
+	enum("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	enum("log.format", c.Log.Format, "text", "json")
+	if c.EmbeddedKafka.Enabled && (c.EmbeddedKafka.Partitions < 1 || c.EmbeddedKafka.Partitions > 1000) {
+		bad("embedded_kafka.partitions", "must be between 1 and 1000")
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must not be negative")
+	}
+	if c.StatsInterval <= 0 {
+		bad("stats_interval", "must be positive")
+	}
+
+	connectors := map[string]bool{}
+	for i, cn := range c.Connectors {
+		p := fmt.Sprintf("connectors[%d]", i)
+		if connectors[cn.Name] {
+			bad(p+".name", "duplicate connector name %q", cn.Name)
+		}
+		connectors[cn.Name] = true
+		if strings.TrimSpace(cn.BootstrapHosts) == "" {
+			bad(p+".bootstrap_hosts", "must not be empty")
+		}
+	}
+	sinks := map[string]bool{}
+	for i := range c.Sinks {
+		s := &c.Sinks[i]
+		p := fmt.Sprintf("sinks[%d]", i)
+		if sinks[s.Name] {
+			bad(p+".name", "duplicate sink name %q", s.Name)
+		}
+		sinks[s.Name] = true
+		if !connectors[s.Connector] {
+			bad(p+".connector", "no connector named %q", s.Connector)
+		}
+		for _, t := range []struct{ key, src string }{{"topic", s.Topic}, {"key", s.Key}, {"value", s.Value}} {
+			if _, err := rule.CompileTemplate(t.src); err != nil {
+				bad(p+"."+t.key, "%v", err)
+			}
+		}
+		if tpl, err := rule.CompileTemplate(s.Topic); err == nil && !tpl.IsStatic() {
+			bad(p+".topic", "templated topics are not supported yet; use a fixed topic name")
+		} else if err == nil {
+			if err := ValidTopicName(s.Topic); err != nil {
+				bad(p+".topic", "%v", err)
+			}
+		}
+		enum(p+".partition_strategy", s.PartitionStrategy, "random")
+		enum(p+".required_acks", s.RequiredAcks, "all_isr", "leader_only", "none")
+		enum(p+".compression", s.Compression, "no_compression", "gzip", "snappy", "lz4", "zstd")
+		enum(p+".query_mode", s.QueryMode, "async")
+		if s.MaxInflight < 1 {
+			bad(p+".max_inflight", "must be at least 1")
+		}
+		if s.MaxBatchBytes < 1 {
+			bad(p+".max_batch_bytes", "must be positive")
+		}
+		if s.MaxLingerTime < 0 {
+			bad(p+".max_linger_time", "must not be negative")
+		}
+		b := p + ".buffer"
+		enum(b+".mode", s.Buffer.Mode, "memory")
+		enum(b+".overflow", s.Buffer.Overflow, "drop_oldest", "drop_new", "block")
+		if s.Buffer.PerPartitionLimit < 1 {
+			bad(b+".per_partition_limit", "must be positive")
+		}
+		if s.Buffer.SegmentBytes < 1 {
+			bad(b+".segment_bytes", "must be positive")
+		}
+	}
+	rules := map[string]bool{}
+	for i, r := range c.Rules {
+		p := fmt.Sprintf("rules[%d]", i)
+		if rules[r.ID] {
+			bad(p+".id", "duplicate rule id %q", r.ID)
+		}
+		rules[r.ID] = true
+		if _, err := rule.Parse(r.SQL); err != nil {
+			var se *rule.SyntaxError
+			if errors.As(err, &se) {
+				pr := c.Problemf(p+".sql", "%v", err)
+				// SQL written on the lines after a multi-line string's opening quotes.
+				if l := pr.Line; l > 0 && se.Line > 1 {
+					pr.Line = l + se.Line - 1
+				}
+				ps = append(ps, pr)
+			} else {
+				bad(p+".sql", "%v", err)
+			}
+		}
+		if len(r.Actions) == 0 {
+			bad(p+".actions", "at least one action is needed")
+		}
+		for j, a := range r.Actions {
+			kind, name, ok := strings.Cut(a, ":")
+			ap := fmt.Sprintf("%s.actions[%d]", p, j)
+			switch {
+			case !ok || kind != "kafka_producer":
+				bad(ap, "%q: an action is written \"kafka_producer:<sink name>\"", a)
+			case !sinks[name]:
+				bad(ap, "no sink named %q", name)
+			}
+		}
+	}
+	return ps
+}
+
+// ValidTopicName checks a Kafka topic name as Kafka does.
+func ValidTopicName(t string) error {
+	if t == "" || t == "." || t == ".." {
+		return fmt.Errorf("invalid Kafka topic name %q", t)
+	}
+	if len(t) > 249 {
+		return fmt.Errorf("Kafka topic name longer than 249 characters")
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("invalid Kafka topic name %q: only letters, digits, '.', '_' and '-' are allowed", t)
+		}
+	}
+	return nil
+}
+
+// ByteSize is a size in bytes written as "256MB", "896KB", "1GB" or a plain number.
+// Units are binary, as EMQX reads them (1KB = 1024 bytes).
+type ByteSize int64
+
+// Byte size units.
+const (
+	KB ByteSize = 1 << 10
+	MB ByteSize = 1 << 20
+	GB ByteSize = 1 << 30
+)
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.ToUpper(strings.TrimSpace(string(text)))
+	mult := ByteSize(1)
+	for _, u := range []struct {
+		suffix string
+		mult   ByteSize
+	}{{"KB", KB}, {"MB", MB}, {"GB", GB}, {"K", KB}, {"M", MB}, {"G", GB}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("invalid size %q (write e.g. \"256MB\", \"896KB\" or a number of bytes)", string(text))
+	}
+	*b = ByteSize(n) * mult
+	return nil
+}

@@ -1,0 +1,291 @@
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Status is a connector's connection state, as EMQX reports it.
+type Status int32
+
+// Connector states; the numbers are what /metrics exports.
+const (
+	Disconnected Status = 0
+	Connecting   Status = 1
+	Connected    Status = 2
+)
+
+func (s Status) String() string {
+	switch s {
+	case Connected:
+		return "connected"
+	case Connecting:
+		return "connecting"
+	}
+	return "disconnected"
+}
+
+// ClientConfig selects a librdkafka producer's settings.
+type ClientConfig struct {
+	Connector      string
+	BootstrapHosts string
+	RequiredAcks   string // all_isr | leader_only | none
+	Compression    string // no_compression | gzip | snappy | lz4 | zstd
+	Linger         time.Duration
+	// Properties are passed to librdkafka as they are, overriding the rest.
+	Properties map[string]string
+}
+
+func (c ClientConfig) configMap() kafka.ConfigMap {
+	acks := map[string]string{"all_isr": "all", "leader_only": "1", "none": "0"}[c.RequiredAcks]
+	if acks == "" {
+		acks = "all"
+	}
+	codec := c.Compression
+	if codec == "" || codec == "no_compression" {
+		codec = "none"
+	}
+	cm := kafka.ConfigMap{
+		"bootstrap.servers":  c.BootstrapHosts,
+		"client.id":          "mqkafka:" + c.Connector + ":egress",
+		"acks":               acks,
+		"enable.idempotence": acks == "all",
+		"compression.type":   codec,
+		"linger.ms":          int(c.Linger / time.Millisecond),
+		// The buffer bounds what is handed over; librdkafka's own queue
+		// limits would only turn into needless ErrQueueFull retries.
+		"queue.buffering.max.messages": 10_000_000,
+		"queue.buffering.max.kbytes":   4 << 20,
+		"enable.metrics.push":          false,
+		"go.delivery.report.fields":    "none",
+		"go.logs.channel.enable":       true,
+	}
+	for k, v := range c.Properties {
+		cm[k] = v
+	}
+	return cm
+}
+
+// CheckProperties reports whether librdkafka accepts the connector's
+// properties, naming the one it rejects.
+func CheckProperties(cfg ClientConfig) error {
+	cm := cfg.configMap()
+	// An unroutable bootstrap keeps the probe from talking to anyone.
+	cm["bootstrap.servers"] = "127.0.0.1:1"
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for range p.Logs() {
+		}
+	}()
+	p.Close()
+	return nil
+}
+
+// Client is one librdkafka producer of a connector, recreated when it fails
+// fatally. Its delivery reports are routed to the batches that produced them.
+type Client struct {
+	cfg ClientConfig
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	p      *kafka.Producer
+	status atomic.Int32
+	wg     sync.WaitGroup
+	closed bool
+
+	lastErrLog atomic.Int64
+}
+
+// NewClient creates the producer; it does not wait for Kafka to be reachable.
+func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
+	c := &Client{cfg: cfg, log: log.With("connector", cfg.Connector)}
+	c.status.Store(int32(Connecting))
+	p, err := c.newProducer()
+	if err != nil {
+		return nil, err
+	}
+	c.p = p
+	return c, nil
+}
+
+func (c *Client) newProducer() (*kafka.Producer, error) {
+	cm := c.cfg.configMap()
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("connector %s: %w", c.cfg.Connector, err)
+	}
+	c.wg.Add(2)
+	go c.serveEvents(p)
+	go c.serveLogs(p)
+	return p, nil
+}
+
+// Status reports the connection state.
+func (c *Client) Status() Status { return Status(c.status.Load()) }
+
+func (c *Client) setStatus(s Status) {
+	if old := Status(c.status.Swap(int32(s))); old != s {
+		c.log.Info("kafka connector status", "status", s.String(), "was", old.String())
+	}
+}
+
+// withProducer runs fn with the current producer, held for a whole batch so
+// that a batch never straddles a recreated producer.
+func (c *Client) withProducer(fn func(p *kafka.Producer) error) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return errClientClosed
+	}
+	return fn(c.p)
+}
+
+var errClientClosed = errors.New("producer closed")
+
+func (c *Client) serveLogs(p *kafka.Producer) {
+	defer c.wg.Done()
+	for ev := range p.Logs() {
+		switch {
+		case ev.Level <= 3:
+			c.log.Warn("librdkafka", "tag", ev.Tag, "msg", ev.Message)
+		case ev.Level == 4:
+			c.log.Info("librdkafka", "tag", ev.Tag, "msg", ev.Message)
+		default:
+			c.log.Debug("librdkafka", "tag", ev.Tag, "msg", ev.Message)
+		}
+	}
+}
+
+// serveEvents drains a producer's events until it is closed; an undrained
+// Events channel keeps Flush and Close from ever finishing.
+func (c *Client) serveEvents(p *kafka.Producer) {
+	defer c.wg.Done()
+	for ev := range p.Events() {
+		switch e := ev.(type) {
+		case *kafka.Message:
+			b, ok := e.Opaque.(*batch)
+			if !ok {
+				continue
+			}
+			if e.TopicPartition.Error == nil {
+				c.setStatus(Connected)
+			}
+			b.delivered(e.TopicPartition.Error)
+		case kafka.Error:
+			c.onError(p, e)
+		}
+	}
+}
+
+func (c *Client) onError(p *kafka.Producer, e kafka.Error) {
+	if e.IsFatal() {
+		c.log.Error("kafka producer failed fatally; recreating it and re-sending from the buffer", "err", e)
+		c.recreate(p)
+		return
+	}
+	if e.Code() == kafka.ErrAllBrokersDown {
+		c.setStatus(Connecting)
+	}
+	now := time.Now().UnixNano()
+	if last := c.lastErrLog.Load(); now-last > int64(time.Second) && c.lastErrLog.CompareAndSwap(last, now) {
+		c.log.Warn("kafka client error", "err", e, "code", e.Code().String())
+	}
+}
+
+// recreate replaces a fatally failed producer. Purging the old one fails its
+// outstanding records as retriable, so their partitions rewind and send them
+// again through the new producer.
+func (c *Client) recreate(old *kafka.Producer) {
+	c.mu.Lock()
+	if c.closed || c.p != old {
+		c.mu.Unlock()
+		return
+	}
+	np, err := c.newProducer()
+	if err != nil {
+		c.mu.Unlock()
+		c.log.Error("recreating kafka producer", "err", err)
+		return
+	}
+	c.p = np
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		retire(old)
+	}()
+}
+
+// retire purges and closes a producer; its events goroutine delivers the
+// purge reports and ends when Close closes the channel.
+func retire(p *kafka.Producer) {
+	_ = p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+	for i := 0; i < 100 && p.Len() > 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Close()
+}
+
+// TopicInfo is what metadata says of a topic.
+type TopicInfo struct {
+	Partitions int
+	Exists     bool
+}
+
+// Metadata asks Kafka about one topic.
+func (c *Client) Metadata(ctx context.Context, topic string) (TopicInfo, error) {
+	c.mu.RLock()
+	p, closed := c.p, c.closed
+	c.mu.RUnlock()
+	if closed {
+		return TopicInfo{}, errClientClosed
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	md, err := p.GetMetadata(&topic, false, int(max(timeout, time.Millisecond)/time.Millisecond))
+	if err != nil {
+		c.setStatus(Connecting)
+		return TopicInfo{}, fmt.Errorf("connector %s: metadata of %q: %w", c.cfg.Connector, topic, err)
+	}
+	c.setStatus(Connected)
+	tm, ok := md.Topics[topic]
+	if !ok {
+		return TopicInfo{}, nil
+	}
+	switch tm.Error.Code() {
+	case kafka.ErrNoError:
+		return TopicInfo{Partitions: len(tm.Partitions), Exists: len(tm.Partitions) > 0}, nil
+	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrTopicException:
+		return TopicInfo{}, nil
+	default:
+		return TopicInfo{}, fmt.Errorf("connector %s: metadata of %q: %w", c.cfg.Connector, topic, tm.Error)
+	}
+}
+
+// Close purges what librdkafka still holds (the buffer keeps those records)
+// and closes the producer.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	p := c.p
+	c.mu.Unlock()
+	retire(p)
+	c.wg.Wait()
+	c.setStatus(Disconnected)
+}
