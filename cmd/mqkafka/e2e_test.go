@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/mqkafka/mqkafka/buffer"
@@ -35,7 +37,7 @@ type publishedRecord struct {
 // TestPublishesReachKafka is the walking skeleton end to end: MQTT in over
 // TCP, the real serve wiring, a real Kafka client reading what landed.
 func TestPublishesReachKafka(t *testing.T) {
-	_, kafkaAddr := newKafka(t, 0, kfake.SeedTopics(3, "testtopic-in"))
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "testtopic-in"))
 	a := startApp(t, baseConfig(t, kafkaAddr, "testtopic-in"))
 	c := connectMQTT(t, a.broker.Addrs()[0], "dev-1", nil)
 
@@ -47,7 +49,7 @@ func TestPublishesReachKafka(t *testing.T) {
 			t.Fatalf("publish %d: PUBACK reason %d", i, resp.ReasonCode)
 		}
 	}
-	recs := consume(t, kafkaAddr, "testtopic-in", n, 30*time.Second)
+	recs := testkit.Consume(t, kafkaAddr, "testtopic-in", n, 30*time.Second)
 	if len(recs) != n {
 		t.Fatalf("Kafka has %d records, want %d", len(recs), n)
 	}
@@ -78,7 +80,7 @@ func TestPublishesReachKafka(t *testing.T) {
 		t.Fatalf("%d distinct payloads and %d distinct ids, want %d", len(seen), len(ids), n)
 	}
 	s := a.sinks[0]
-	waitFor(t, 5*time.Second, "success counter", func() bool { return s.Counters.Success.Load() == n })
+	testkit.WaitFor(t, 5*time.Second, "success counter", func() bool { return s.Counters.Success.Load() == n })
 	if m := s.Counters.Matched.Load(); m != n {
 		t.Fatalf("matched = %d, want %d", m, n)
 	}
@@ -90,7 +92,7 @@ func TestPublishesReachKafka(t *testing.T) {
 // TestKafkaUnreachableAtStart: publishes are accepted while Kafka is not
 // there, and all of them arrive once it is.
 func TestKafkaUnreachableAtStart(t *testing.T) {
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	a := startApp(t, baseConfig(t, kafkaAddr, "late-topic"))
 	c := connectMQTT(t, a.broker.Addrs()[0], "dev-late", nil)
@@ -103,8 +105,8 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 	if q := a.sinks[0].Queued(); q.Records != n {
 		t.Fatalf("buffered %d records while Kafka is down, want %d", q.Records, n)
 	}
-	newKafka(t, port, kfake.SeedTopics(2, "late-topic"))
-	recs := consume(t, kafkaAddr, "late-topic", n, 60*time.Second)
+	testkit.NewKafka(t, port, kfake.SeedTopics(2, "late-topic"))
+	recs := testkit.Consume(t, kafkaAddr, "late-topic", n, 60*time.Second)
 	if len(recs) != n {
 		t.Fatalf("Kafka has %d records after it came up, want %d", len(recs), n)
 	}
@@ -126,7 +128,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 // TestUnknownTopicIsDroppedAndCounted: a sink whose Kafka topic does not
 // exist drops and counts; the other sink of the same rule is unaffected.
 func TestUnknownTopicIsDroppedAndCounted(t *testing.T) {
-	_, kafkaAddr := newKafka(t, 0, kfake.SeedTopics(1, "exists"))
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "exists"))
 	cfg := baseConfig(t, kafkaAddr, "exists") + `
 [[sinks]]
 name = "missing"
@@ -147,10 +149,10 @@ actions = ["kafka_producer:missing"]
 		}
 	}
 	missing := a.sinks[1]
-	waitFor(t, 20*time.Second, "unknown_topic drops", func() bool {
+	testkit.WaitFor(t, 20*time.Second, "unknown_topic drops", func() bool {
 		return missing.Counters.Dropped()[buffer.ReasonUnknownTopic] == n
 	})
-	if recs := consume(t, kafkaAddr, "exists", n, 30*time.Second); len(recs) != n {
+	if recs := testkit.Consume(t, kafkaAddr, "exists", n, 30*time.Second); len(recs) != n {
 		t.Fatalf("the healthy sink delivered %d, want %d", len(recs), n)
 	}
 	if s := missing.Counters.Success.Load(); s != 0 {
@@ -166,7 +168,7 @@ actions = ["kafka_producer:missing"]
 // TestUnmatchedPublishesOnlyRouted: a publish no rule reads never reaches a
 // sink, and MQTT subscribers still receive it.
 func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
-	_, kafkaAddr := newKafka(t, 0, kfake.SeedTopics(1, "tt"))
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "tt"))
 	a := startApp(t, baseConfig(t, kafkaAddr, "tt"))
 	addr := a.broker.Addrs()[0]
 	var got atomic.Int64
@@ -184,7 +186,7 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	for range n {
 		publish(t, pub, "other/1", 1, []byte("x"))
 	}
-	waitFor(t, 10*time.Second, "subscriber to get every publish", func() bool { return got.Load() == n })
+	testkit.WaitFor(t, 10*time.Second, "subscriber to get every publish", func() bool { return got.Load() == n })
 	if m := a.sinks[0].Counters.Matched.Load(); m != 0 {
 		t.Fatalf("sink matched %d publishes no rule reads", m)
 	}
@@ -301,7 +303,7 @@ func TestExamplesAreValid(t *testing.T) {
 
 // TestEmbeddedKafka: the quickstart's embedded Kafka takes records like a real one.
 func TestEmbeddedKafka(t *testing.T) {
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	cfg := strings.Replace(baseConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "emb"), "shutdown_timeout", fmt.Sprintf(`
 [embedded_kafka]
 enabled = true
@@ -314,7 +316,7 @@ topics = ["emb"]
 	a := startApp(t, cfg)
 	c := connectMQTT(t, a.broker.Addrs()[0], "dev-e", nil)
 	publish(t, c, "t/e", 1, []byte("hello"))
-	recs := consume(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), "emb", 1, 20*time.Second)
+	recs := testkit.Consume(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), "emb", 1, 20*time.Second)
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), `"payload":"hello"`) {
 		t.Fatalf("got %d records: %v", len(recs), recs)
 	}

@@ -1,60 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
 )
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// newKafka starts a kfake cluster of one broker on port (0: any free port).
-func newKafka(t testing.TB, port int, opts ...kfake.Opt) (*kfake.Cluster, string) {
-	t.Helper()
-	if port == 0 {
-		port = freePort(t)
-	}
-	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port)}, opts...)
-	c, err := kfake.NewCluster(opts...)
-	if err != nil {
-		t.Fatalf("kfake: %v", err)
-	}
-	t.Cleanup(c.Close)
-	return c, c.ListenAddrs()[0]
-}
-
-// testLogger writes to the test log only when the test fails or -v is set.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // startApp validates cfgText exactly as serve does and starts it in-process.
 func startApp(t testing.TB, cfgText string) *app {
@@ -67,7 +25,7 @@ func startApp(t testing.TB, cfgText string) *app {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, cfgText)
 	}
-	a, err := start(cfg, testLogger(t))
+	a, err := start(cfg, testkit.Logger(t))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -140,57 +98,4 @@ func publish(t testing.TB, c *paho.Client, topic string, qos byte, payload []byt
 		t.Fatalf("publish %s: %v", topic, err)
 	}
 	return resp
-}
-
-// consume reads topic from the beginning with a real Kafka client until want
-// records arrived or timeout passed, and returns what it read.
-func consume(t testing.TB, kafkaAddr, topic string, want int, timeout time.Duration) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(kafkaAddr),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < want && ctx.Err() == nil {
-		fs := cl.PollFetches(ctx)
-		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	}
-	return recs
-}
-
-// waitFor polls cond every 20ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,0 +1,162 @@
+package producer
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+	"github.com/mqkafka/mqkafka/rule"
+)
+
+func newTestSink(t *testing.T, kafkaAddr, topic string, props map[string]string) *Sink {
+	t.Helper()
+	var sc conf.Sink
+	sc.SetDefaults()
+	sc.Name, sc.Connector, sc.Topic = "s", "k", topic
+	log := testkit.Logger(t)
+	client, err := NewClient(ClientConfig{
+		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
+		Compression: sc.Compression, Linger: sc.MaxLingerTime, Properties: props,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSink(sc, client, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Close()
+		client.Close()
+	})
+	return s
+}
+
+func enqueue(t *testing.T, s *Sink, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		ev := &rule.Event{ClientID: "c", Topic: "t", Payload: fmt.Appendf(nil, "m%06d", i)}
+		if err := s.Enqueue(context.Background(), ev); err != nil {
+			t.Fatalf("enqueue %d: %v", i, err)
+		}
+	}
+}
+
+// payloadsInOrder returns each record's payload per partition, in offset order.
+func payloadsInOrder(t *testing.T, recs []*kgo.Record) map[int32][]string {
+	t.Helper()
+	out := map[int32][]string{}
+	for _, r := range recs {
+		out[r.Partition] = append(out[r.Partition], string(r.Value))
+	}
+	return out
+}
+
+// checkDelivered asserts every payload 0..n-1 is in Kafka, and that within a
+// partition first occurrences keep enqueue order. It returns the duplicates.
+func checkDelivered(t *testing.T, kafkaAddr, topic string, n int) int {
+	t.Helper()
+	recs := testkit.Consume(t, kafkaAddr, topic, n, 30*time.Second)
+	seen := map[string]bool{}
+	dups := 0
+	for part, vals := range payloadsInOrder(t, recs) {
+		last := ""
+		for _, v := range vals {
+			if seen[v] {
+				dups++
+				continue
+			}
+			seen[v] = true
+			if v < last {
+				t.Fatalf("partition %d: %s after %s: order broken", part, v, last)
+			}
+			last = v
+		}
+	}
+	for i := range n {
+		if !seen[fmt.Sprintf("m%06d", i)] {
+			t.Fatalf("record m%06d missing from Kafka (%d distinct of %d)", i, len(seen), n)
+		}
+	}
+	return dups
+}
+
+func newValueSink(t *testing.T, kafkaAddr, topic string, props map[string]string) *Sink {
+	s := newTestSink(t, kafkaAddr, topic, props)
+	s.valueTpl = rule.MustTemplate("${payload}")
+	return s
+}
+
+// TestFatalErrorRecreatesProducer: a fatal idempotence error recreates the
+// producer and everything enqueued still reaches Kafka.
+func TestFatalErrorRecreatesProducer(t *testing.T) {
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "f"))
+	s := newValueSink(t, addr, "f", nil)
+	enqueue(t, s, 0, 100)
+	testkit.WaitFor(t, 20*time.Second, "first 100 delivered", func() bool { return s.Counters.Success.Load() == 100 })
+
+	old := s.client.p
+	if code := old.TestFatalError(kafka.ErrOutOfOrderSequenceNumber, "injected by test"); code != kafka.ErrNoError {
+		t.Fatalf("TestFatalError: %v", code)
+	}
+	testkit.WaitFor(t, 10*time.Second, "producer recreated", func() bool {
+		s.client.mu.RLock()
+		defer s.client.mu.RUnlock()
+		return s.client.p != old
+	})
+	enqueue(t, s, 100, 100)
+	testkit.WaitFor(t, 30*time.Second, "all 200 delivered", func() bool { return s.Counters.Success.Load() >= 200 })
+	if dups := checkDelivered(t, addr, "f", 200); dups > 0 {
+		t.Logf("%d duplicates after recreation", dups)
+	}
+}
+
+// TestRetriableFailuresAreResent: Kafka failing produce requests with a
+// retriable error for a while makes records time out in librdkafka; they are
+// sent again from the buffer, in order, and none is lost.
+func TestRetriableFailuresAreResent(t *testing.T) {
+	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "r"))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "r", Err: kerr.NotEnoughReplicas, Count: -1})
+	s := newValueSink(t, addr, "r", map[string]string{"message.timeout.ms": "500", "retry.backoff.ms": "50"})
+	enqueue(t, s, 0, 300)
+	testkit.WaitFor(t, 20*time.Second, "a retry", func() bool { return s.Counters.Retried.Load() > 0 })
+	if got := s.Counters.Success.Load(); got != 0 {
+		t.Fatalf("%d successes while Kafka refuses every produce", got)
+	}
+	fault.Remove()
+	testkit.WaitFor(t, 30*time.Second, "all delivered", func() bool { return s.Counters.Success.Load() == 300 })
+	dups := checkDelivered(t, addr, "r", 300)
+	t.Logf("retried %d, duplicates %d", s.Counters.Retried.Load(), dups)
+	if d := s.Counters.DroppedTotal(); d != 0 {
+		t.Fatalf("dropped %v", s.Counters.Dropped())
+	}
+}
+
+// TestTooLargeIsDroppedNotRetried: a record over message.max.bytes is dropped
+// with reason too_large; its neighbours are delivered.
+func TestTooLargeIsDroppedNotRetried(t *testing.T) {
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "big"))
+	s := newValueSink(t, addr, "big", map[string]string{"message.max.bytes": "10000"})
+	enqueue(t, s, 0, 5)
+	huge := make([]byte, 20000)
+	if err := s.Enqueue(context.Background(), &rule.Event{Payload: huge}); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, s, 5, 5)
+	testkit.WaitFor(t, 20*time.Second, "delivery and drop", func() bool {
+		return s.Counters.Success.Load() == 10 && s.Counters.Dropped()["too_large"] == 1
+	})
+	checkDelivered(t, addr, "big", 10)
+	if q := s.Queued(); q.Records != 0 {
+		t.Fatalf("%d records left in the buffer", q.Records)
+	}
+}
