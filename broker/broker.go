@@ -44,7 +44,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (*Broker
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       log.With("component", "mqtt"),
+		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "mqtt"),
 		InlineClient: true,
 	})
 	if cfg.Auth.AllowAnonymous {
@@ -56,7 +56,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (*Broker
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 	}
-	h := &bridgeHook{pub: pub, node: node, log: log}
+	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge")}
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -117,6 +117,8 @@ type bridgeHook struct {
 	log      *slog.Logger
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
+
+	lastRefusal atomic.Int64 // unix ns of the last refusal logged
 }
 
 func (h *bridgeHook) ID() string { return "mqkafka-bridge" }
@@ -150,7 +152,10 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err == nil {
 		return pk, nil
 	}
-	h.log.Debug("publish not accepted by the bridge", "client", cl.ID, "topic", pk.TopicName, "err", err)
+	now = time.Now().UnixNano()
+	if last := h.lastRefusal.Load(); now-last > int64(time.Second) && h.lastRefusal.CompareAndSwap(last, now) {
+		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
+	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		if errors.Is(err, buffer.ErrFull) {
 			return pk, packets.ErrQuotaExceeded
@@ -190,3 +195,20 @@ func fillProps(ev *rule.Event, p *packets.Properties) {
 		ev.Props = append(ev.Props, rule.Prop{Name: "Correlation-Data", Str: string(bytes.Clone(p.CorrelationData))})
 	}
 }
+
+// quietHandler drops mochi's per-packet error line for publishes the bridge
+// refused: those are counted and logged, rate-limited, by the bridge itself,
+// and mochi's line would print the whole packet once per refused publish.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "publish packet error" {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(as)}
+}
+func (h quietHandler) WithGroup(n string) slog.Handler { return quietHandler{h.Handler.WithGroup(n)} }

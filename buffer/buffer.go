@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -38,6 +39,21 @@ const (
 	DropOldest Overflow = "drop_oldest"
 	DropNew    Overflow = "drop_new"
 	Block      Overflow = "block"
+)
+
+// Fsync is when a disk or hybrid queue forces its writes to stable storage.
+type Fsync string
+
+// Fsync policies.
+const (
+	// FsyncBatch is group commit: Append returns after its records are
+	// fsynced, and appenders arriving together share one fsync.
+	FsyncBatch Fsync = "batch"
+	// FsyncInterval fsyncs at most every Options.FsyncInterval; Append
+	// returns once its records are written.
+	FsyncInterval Fsync = "interval"
+	// FsyncNever leaves flushing to the OS (and to Close).
+	FsyncNever Fsync = "never"
 )
 
 // Reason says why a record was dropped; it is the label of the dropped counter.
@@ -137,6 +153,22 @@ type Options struct {
 	// BlockTimeout bounds how long Append waits for room under Block.
 	BlockTimeout time.Duration
 	OnDrop       DropFunc
+	// Fsync is the disk and hybrid fsync policy; empty means FsyncBatch.
+	Fsync Fsync
+	// FsyncInterval is the fsync period under FsyncInterval; 0 means 100ms.
+	FsyncInterval time.Duration
+	// SegmentBytes is the target size of one WAL segment file; 0 means 10 MB.
+	SegmentBytes int64
+	// MemoryLimit is how many bytes a hybrid queue keeps only in memory before
+	// it spills to disk; a disk queue uses it as its read cache budget.
+	// 0 means SegmentBytes.
+	MemoryLimit int64
+	// Logger receives WAL repair and I/O reports; nil means slog.Default().
+	Logger *slog.Logger
+	// Overloaded, for memory queues, reports that system memory is short:
+	// each append then sheds at least as many bytes of the oldest unread
+	// records, counted as ReasonOverload (memory_overload_protection).
+	Overloaded func() bool
 }
 
 // Open returns a queue of the configured mode.
@@ -147,6 +179,10 @@ func Open(opts Options) (Queue, error) {
 	switch opts.Mode {
 	case ModeMemory, "":
 		return NewMemory(opts), nil
+	case ModeDisk:
+		return OpenDisk(opts)
+	case ModeHybrid:
+		return OpenHybrid(opts)
 	default:
 		return nil, fmt.Errorf("buffer: mode %q is not supported", opts.Mode)
 	}

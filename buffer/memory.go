@@ -71,6 +71,11 @@ func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
 	if m.closed {
 		return ErrClosed
 	}
+	if m.opts.Overloaded != nil && m.opts.Overloaded() {
+		// The queue must not grow while memory is short; when nothing is
+		// left to shed it is empty anyway, and the record is taken.
+		m.evictLocked(size, ReasonOverload, true)
+	}
 	limit := m.opts.Limit
 	if limit <= 0 || m.bytes+size <= limit {
 		return nil
@@ -86,7 +91,7 @@ func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
 	case Block:
 		return m.waitRoomLocked(ctx, size, n)
 	default:
-		if m.evictLocked(m.bytes + size - limit) {
+		if m.evictLocked(m.bytes+size-limit, ReasonQueueFull, false) {
 			return nil
 		}
 		m.opts.OnDrop(ReasonQueueFull, n)
@@ -95,15 +100,16 @@ func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
 }
 
 // evictLocked drops the oldest unread entries until need bytes are freed.
-// Entries in flight are never evicted; false means not enough could go.
-func (m *Memory) evictLocked(need int64) bool {
+// Entries in flight are never evicted; false means not enough could go, and
+// then nothing is evicted unless partial is set.
+func (m *Memory) evictLocked(need int64, reason Reason, partial bool) bool {
 	var unread int64
 	for i := m.cursor; i < len(m.slots) && unread < need; i++ {
 		if !m.slots[i].evicted {
 			unread += int64(m.slots[i].Size())
 		}
 	}
-	if unread < need {
+	if unread < need && !partial {
 		return false
 	}
 	dropped := 0
@@ -120,8 +126,10 @@ func (m *Memory) evictLocked(need int64) bool {
 		s.Record = Record{}
 		dropped++
 	}
-	m.opts.OnDrop(ReasonQueueFull, dropped)
-	return true
+	if dropped > 0 {
+		m.opts.OnDrop(reason, dropped)
+	}
+	return need <= 0
 }
 
 func (m *Memory) waitRoomLocked(ctx context.Context, size int64, n int) error {

@@ -22,6 +22,7 @@ type Config struct {
 	Connectors      []Connector   `toml:"connectors"`
 	Rules           []Rule        `toml:"rules"`
 	Sinks           []Sink        `toml:"sinks"`
+	Sysmon          Sysmon        `toml:"sysmon"`
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// StatsInterval is how often a one-line summary per sink is logged while
 	// there is traffic.
@@ -100,11 +101,30 @@ type Sink struct {
 
 // SinkBuffer configures a sink's per-partition queues.
 type SinkBuffer struct {
-	Mode              string        `toml:"mode"`
-	PerPartitionLimit ByteSize      `toml:"per_partition_limit"`
-	SegmentBytes      ByteSize      `toml:"segment_bytes"`
-	Overflow          string        `toml:"overflow"`
-	BlockTimeout      time.Duration `toml:"block_timeout"`
+	Mode              string   `toml:"mode"`
+	PerPartitionLimit ByteSize `toml:"per_partition_limit"`
+	SegmentBytes      ByteSize `toml:"segment_bytes"`
+	// MemoryLimit is what a hybrid queue keeps in memory before it spills
+	// to disk; 0 means segment_bytes.
+	MemoryLimit   ByteSize      `toml:"memory_limit"`
+	Overflow      string        `toml:"overflow"`
+	BlockTimeout  time.Duration `toml:"block_timeout"`
+	Fsync         string        `toml:"fsync"`
+	FsyncInterval time.Duration `toml:"fsync_interval"`
+	// MemoryOverloadProtection drops the oldest records of memory queues
+	// while system memory use is above sysmon.os.sysmem_high_watermark.
+	MemoryOverloadProtection bool `toml:"memory_overload_protection"`
+}
+
+// Sysmon configures system monitoring, as EMQX's sysmon.
+type Sysmon struct {
+	OS SysmonOS `toml:"os"`
+}
+
+// SysmonOS holds the operating-system watermarks.
+type SysmonOS struct {
+	SysmemHighWatermark Percent       `toml:"sysmem_high_watermark"`
+	CheckInterval       time.Duration `toml:"mem_check_interval"`
 }
 
 // SetDefaults fills a sink's defaults, as EMQX's Kafka producer has them.
@@ -124,6 +144,8 @@ func (s *Sink) SetDefaults() {
 		SegmentBytes:      10 * MB,
 		Overflow:          "drop_oldest",
 		BlockTimeout:      10 * time.Second,
+		Fsync:             "batch",
+		FsyncInterval:     100 * time.Millisecond,
 	}
 }
 
@@ -138,6 +160,7 @@ func Defaults() *Config {
 		EmbeddedKafka:   EmbeddedKafka{Listen: "127.0.0.1:9092", Partitions: 3},
 		ShutdownTimeout: 10 * time.Second,
 		StatsInterval:   60 * time.Second,
+		Sysmon:          Sysmon{OS: SysmonOS{SysmemHighWatermark: 70, CheckInterval: time.Second}},
 	}
 }
 
@@ -243,6 +266,12 @@ func (c *Config) validate() []Problem {
 	if c.StatsInterval <= 0 {
 		bad("stats_interval", "must be positive")
 	}
+	if w := c.Sysmon.OS.SysmemHighWatermark; w <= 0 || w > 100 {
+		bad("sysmon.os.sysmem_high_watermark", "must be between 0%% and 100%%")
+	}
+	if c.Sysmon.OS.CheckInterval <= 0 {
+		bad("sysmon.os.mem_check_interval", "must be positive")
+	}
 
 	connectors := map[string]bool{}
 	for i, cn := range c.Connectors {
@@ -292,8 +321,21 @@ func (c *Config) validate() []Problem {
 			bad(p+".max_linger_time", "must not be negative")
 		}
 		b := p + ".buffer"
-		enum(b+".mode", s.Buffer.Mode, "memory")
+		enum(b+".mode", s.Buffer.Mode, "memory", "disk", "hybrid")
 		enum(b+".overflow", s.Buffer.Overflow, "drop_oldest", "drop_new", "block")
+		enum(b+".fsync", s.Buffer.Fsync, "batch", "interval", "never")
+		if s.Buffer.Fsync == "interval" && s.Buffer.FsyncInterval <= 0 {
+			bad(b+".fsync_interval", "must be positive with fsync = \"interval\"")
+		}
+		if s.Buffer.MemoryLimit < 0 {
+			bad(b+".memory_limit", "must not be negative")
+		}
+		if s.Buffer.MemoryOverloadProtection && s.Buffer.Mode != "memory" {
+			bad(b+".memory_overload_protection", "applies to mode = \"memory\" only")
+		}
+		if s.Buffer.Overflow == "block" && s.Buffer.BlockTimeout <= 0 {
+			bad(b+".block_timeout", "must be positive with overflow = \"block\"")
+		}
 		if s.Buffer.PerPartitionLimit < 1 {
 			bad(b+".per_partition_limit", "must be positive")
 		}
@@ -384,5 +426,19 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 		return fmt.Errorf("invalid size %q (write e.g. \"256MB\", \"896KB\" or a number of bytes)", string(text))
 	}
 	*b = ByteSize(n) * mult
+	return nil
+}
+
+// Percent is a percentage written as "70%" (or a plain number).
+type Percent float64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (p *Percent) UnmarshalText(text []byte) error {
+	s := strings.TrimSuffix(strings.TrimSpace(string(text)), "%")
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return fmt.Errorf("invalid percentage %q (write e.g. \"70%%\")", string(text))
+	}
+	*p = Percent(f)
 	return nil
 }

@@ -16,6 +16,7 @@ var reasons = [...]buffer.Reason{
 	buffer.ReasonRenderFailed,
 	buffer.ReasonOverload,
 	buffer.ReasonShutdown,
+	buffer.ReasonCorrupt,
 	buffer.ReasonKafkaError,
 }
 

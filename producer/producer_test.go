@@ -30,7 +30,7 @@ func newTestSink(t *testing.T, kafkaAddr, topic string, props map[string]string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSink(sc, client, t.TempDir(), log)
+	s, err := NewSink(sc, client, SinkEnv{DataDir: t.TempDir(), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,22 +66,7 @@ func payloadsInOrder(t *testing.T, recs []*kgo.Record) map[int32][]string {
 func checkDelivered(t *testing.T, kafkaAddr, topic string, n int) int {
 	t.Helper()
 	recs := testkit.Consume(t, kafkaAddr, topic, n, 30*time.Second)
-	seen := map[string]bool{}
-	dups := 0
-	for part, vals := range payloadsInOrder(t, recs) {
-		last := ""
-		for _, v := range vals {
-			if seen[v] {
-				dups++
-				continue
-			}
-			seen[v] = true
-			if v < last {
-				t.Fatalf("partition %d: %s after %s: order broken", part, v, last)
-			}
-			last = v
-		}
-	}
+	seen, dups := testkit.Ordered(t, payloadsInOrder(t, recs))
 	for i := range n {
 		if !seen[fmt.Sprintf("m%06d", i)] {
 			t.Fatalf("record m%06d missing from Kafka (%d distinct of %d)", i, len(seen), n)

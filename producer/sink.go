@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,17 +45,30 @@ type Sink struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	overloaded func() bool
+
 	scratch  sync.Pool
 	dropLogs sync.Map // reason+topic → *atomic.Int64 (last log, unix ns)
 }
 
+// SinkEnv is what a sink takes from the process around it.
+type SinkEnv struct {
+	DataDir string
+	Log     *slog.Logger
+	// Overloaded reports system memory shortage (memory_overload_protection).
+	Overloaded func() bool
+}
+
 // NewSink builds a sink on a client and starts its goroutines; Close stops them.
-func NewSink(cfg conf.Sink, client *Client, dataDir string, log *slog.Logger) (*Sink, error) {
+func NewSink(cfg conf.Sink, client *Client, env SinkEnv) (*Sink, error) {
 	s := &Sink{
 		cfg:     cfg,
 		client:  client,
-		log:     log.With("sink", cfg.Name),
-		dataDir: dataDir,
+		log:     env.Log.With("sink", cfg.Name),
+		dataDir: env.DataDir,
+	}
+	if cfg.Buffer.MemoryOverloadProtection {
+		s.overloaded = env.Overloaded
 	}
 	var err error
 	if s.keyTpl, err = rule.CompileTemplate(cfg.Key); err != nil {
@@ -84,12 +98,18 @@ func (s *Sink) Name() string { return s.cfg.Name }
 
 func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
 	q, err := buffer.Open(buffer.Options{
-		Mode:         buffer.Mode(s.cfg.Buffer.Mode),
-		Dir:          filepath.Join(s.dataDir, "buffer", s.cfg.Name, topic, part),
-		Limit:        int64(s.cfg.Buffer.PerPartitionLimit),
-		Overflow:     buffer.Overflow(s.cfg.Buffer.Overflow),
-		BlockTimeout: s.cfg.Buffer.BlockTimeout,
-		OnDrop:       s.Counters.Drop,
+		Mode:          buffer.Mode(s.cfg.Buffer.Mode),
+		Dir:           filepath.Join(s.dataDir, "buffer", s.cfg.Name, topic, part),
+		Limit:         int64(s.cfg.Buffer.PerPartitionLimit),
+		Overflow:      buffer.Overflow(s.cfg.Buffer.Overflow),
+		BlockTimeout:  s.cfg.Buffer.BlockTimeout,
+		OnDrop:        s.Counters.Drop,
+		Fsync:         buffer.Fsync(s.cfg.Buffer.Fsync),
+		FsyncInterval: s.cfg.Buffer.FsyncInterval,
+		SegmentBytes:  int64(s.cfg.Buffer.SegmentBytes),
+		MemoryLimit:   int64(s.cfg.Buffer.MemoryLimit),
+		Logger:        s.log.With("topic", topic, "partition", part),
+		Overloaded:    s.overloaded,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: topic %s partition %s: %w", s.cfg.Name, topic, part, err)
@@ -118,21 +138,26 @@ func (s *Sink) Enqueue(ctx context.Context, r rule.Record) error {
 	return err
 }
 
-// logDrop writes at most one line per second per reason and topic.
-func (s *Sink) logDrop(reason buffer.Reason, topic string, err error) {
-	key := string(reason) + "\x00" + topic
+// warnEvery logs at most one line per second for each key.
+func (s *Sink) warnEvery(key, msg string, args ...any) {
 	v, _ := s.dropLogs.LoadOrStore(key, new(atomic.Int64))
 	last := v.(*atomic.Int64)
 	now := time.Now().UnixNano()
 	if l := last.Load(); now-l < int64(time.Second) || !last.CompareAndSwap(l, now) {
 		return
 	}
-	s.log.Warn("dropping records", "reason", string(reason), "topic", topic, "err", err,
-		"dropped_total", s.Counters.DroppedTotal())
+	s.log.Warn(msg, args...)
+}
+
+// logDrop reports dropped records, at most once a second per reason and topic.
+func (s *Sink) logDrop(reason buffer.Reason, topic string, err error) {
+	s.warnEvery(string(reason)+"\x00"+topic, "dropping records", "reason", string(reason), "topic", topic,
+		"err", err, "dropped_total", s.Counters.DroppedTotal())
 }
 
 func (s *Sink) logRetry(topic string, part int32, err error) {
-	s.logDrop("retry", topic+"/"+strconv.Itoa(int(part)), err)
+	s.warnEvery("retry\x00"+topic, "sending records again from the buffer", "topic", topic,
+		"partition", part, "err", err)
 }
 
 // PartitionStats is one partition queue's gauges.
@@ -186,12 +211,26 @@ func (s *Sink) Close() error {
 type topic struct {
 	s    *Sink
 	name string
+	hold buffer.Queue
 
+	// mu is held for reading by every enqueue (an Append may block under
+	// overflow = "block") and for writing only to end holding, which
+	// cannot happen while an append into the holding queue is under way.
 	mu      sync.RWMutex
-	parts   []*partition
 	holding bool
-	unknown bool
-	hold    buffer.Queue
+
+	// Partitions are copy-on-write so that learning them never waits for
+	// appenders blocked on a full holding queue.
+	parts   atomic.Pointer[[]*partition]
+	partsMu sync.Mutex
+	unknown atomic.Bool
+}
+
+func (t *topic) partitions() []*partition {
+	if p := t.parts.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (s *Sink) newTopic(name string) (*topic, error) {
@@ -205,15 +244,16 @@ func (s *Sink) newTopic(name string) (*topic, error) {
 func (t *topic) enqueue(ctx context.Context, rec buffer.Record) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	switch {
-	case t.holding:
+	if t.holding {
 		return t.hold.Append(ctx, rec)
-	case t.unknown:
+	}
+	parts := t.partitions()
+	if t.unknown.Load() || len(parts) == 0 {
 		t.s.Counters.Drop(buffer.ReasonUnknownTopic, 1)
 		t.s.logDrop(buffer.ReasonUnknownTopic, t.name, fmt.Errorf("topic %q does not exist", t.name))
 		return nil
 	}
-	return t.parts[rand.IntN(len(t.parts))].q.Append(ctx, rec)
+	return parts[rand.IntN(len(parts))].q.Append(ctx, rec)
 }
 
 const (
@@ -226,11 +266,14 @@ const (
 func (t *topic) run(ctx context.Context) {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
-		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// librdkafka cannot cancel a metadata request, so its timeout is
+		// also how long a stop may wait for this goroutine.
+		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := t.s.client.Metadata(mctx, t.name)
 		cancel()
 		if err != nil {
-			t.s.logDrop("connecting", t.name, err)
+			t.s.warnEvery("connecting\x00"+t.name, "kafka not reachable; records are kept in the buffer",
+				"topic", t.name, "err", err, "queuing", t.hold.Stats().Records)
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -264,22 +307,21 @@ func (t *topic) isHolding() bool {
 }
 
 func (t *topic) setUnknown() {
-	t.mu.Lock()
-	t.unknown = true
-	t.mu.Unlock()
-	if !t.isHolding() {
-		return
+	t.unknown.Store(true)
+	if t.isHolding() {
+		t.s.logDrop(buffer.ReasonUnknownTopic, t.name, fmt.Errorf("topic %q does not exist", t.name))
 	}
-	t.s.logDrop(buffer.ReasonUnknownTopic, t.name, fmt.Errorf("topic %q does not exist", t.name))
 }
 
 // setPartitions opens queues and starts drainers for partitions not seen yet.
 func (t *topic) setPartitions(ctx context.Context, n int) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.unknown = false
+	t.partsMu.Lock()
+	defer t.partsMu.Unlock()
+	t.unknown.Store(false)
 	namePtr := &t.name
-	for id := len(t.parts); id < n; id++ {
+	parts := slices.Clone(t.partitions())
+	defer func() { t.parts.Store(&parts) }()
+	for id := len(parts); id < n; id++ {
 		q, err := t.s.openQueue(t.name, strconv.Itoa(id))
 		if err != nil {
 			return err
@@ -292,7 +334,7 @@ func (t *topic) setPartitions(ctx context.Context, n int) error {
 			log:   t.s.log.With("topic", t.name, "partition", id),
 			wake:  make(chan struct{}, 1),
 		}
-		t.parts = append(t.parts, p)
+		parts = append(parts, p)
 		t.s.wg.Add(1)
 		go func() {
 			defer t.s.wg.Done()
@@ -340,10 +382,8 @@ func (t *topic) release(ctx context.Context) {
 }
 
 func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
-	t.mu.RLock()
-	parts, unknown := t.parts, t.unknown
-	t.mu.RUnlock()
-	if unknown || len(parts) == 0 {
+	parts := t.partitions()
+	if t.unknown.Load() || len(parts) == 0 {
 		t.s.Counters.Drop(buffer.ReasonUnknownTopic, len(ents))
 		return true
 	}
@@ -356,26 +396,33 @@ func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
 }
 
 func (t *topic) stats() []PartitionStats {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
 	out := []PartitionStats{{Topic: t.name, Partition: -1, Stats: t.hold.Stats()}}
-	for _, p := range t.parts {
+	for _, p := range t.partitions() {
 		out = append(out, PartitionStats{Topic: t.name, Partition: p.id, Stats: p.q.Stats()})
 	}
 	return out
 }
 
+// close closes the topic's queues; records a memory queue still holds are
+// lost, by definition of the mode, and counted as dropped{shutdown}.
 func (t *topic) close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	queues := []buffer.Queue{t.hold}
+	for _, p := range t.partitions() {
+		queues = append(queues, p.q)
+	}
 	var first error
-	for _, p := range t.parts {
-		if err := p.q.Close(); err != nil && first == nil {
+	lost := int64(0)
+	for _, q := range queues {
+		if t.s.cfg.Buffer.Mode == string(buffer.ModeMemory) {
+			lost += q.Stats().Records
+		}
+		if err := q.Close(); err != nil && first == nil {
 			first = err
 		}
 	}
-	if err := t.hold.Close(); err != nil && first == nil {
-		first = err
+	if lost > 0 {
+		t.s.Counters.Drop(buffer.ReasonShutdown, int(lost))
+		t.s.log.Warn("memory buffer: records not yet in Kafka are lost at shutdown", "topic", t.name, "lost", lost)
 	}
 	return first
 }

@@ -312,7 +312,7 @@ partitions = 2
 topics = ["emb"]
 `, port)+"\nshutdown_timeout", 1)
 	// TOML wants top-level keys before tables: move the embedded table after them.
-	cfg = strings.Replace(cfg, "\nshutdown_timeout = \"5s\"", "", 1)
+	cfg = strings.Replace(cfg, "\nshutdown_timeout = \"1s\"", "", 1)
 	a := startApp(t, cfg)
 	c := connectMQTT(t, a.broker.Addrs()[0], "dev-e", nil)
 	publish(t, c, "t/e", 1, []byte("hello"))

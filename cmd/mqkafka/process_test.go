@@ -55,7 +55,7 @@ func binary(t testing.TB) string {
 // proc is a running mqkafka child process.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testkit.SyncBuffer
 	done chan struct{}
 	err  error
 }
@@ -63,7 +63,7 @@ type proc struct {
 // startProc runs `mqkafka serve -c cfgPath` and waits until it has started.
 func startProc(t testing.TB, cfgPath string) *proc {
 	t.Helper()
-	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{out: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary(t), "serve", "-c", cfgPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -143,22 +143,4 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	if recs := testkit.Consume(t, kafkaAddr, "drain", n, 30*time.Second); len(recs) != n {
 		t.Fatalf("Kafka has %d records after a graceful stop, want %d", len(recs), n)
 	}
-}
-
-// syncBuffer collects a child's output for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/mqkafka/mqkafka/broker"
+	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
@@ -28,6 +29,9 @@ type app struct {
 	sinks   []*producer.Sink
 	broker  *broker.Broker
 
+	memMon *buffer.MemoryMonitor
+
+	ctx    context.Context // ends when the app stops; owns background goroutines
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -81,6 +85,7 @@ func hostname() string {
 // the broker never accepts a publish no sink is ready to buffer.
 func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
 	a = &app{cfg: cfg, log: log}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			a.closeAll()
@@ -112,7 +117,9 @@ func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
 			clients[key] = client
 			a.clients = append(a.clients, client)
 		}
-		sink, err := producer.NewSink(s, client, cfg.Broker.DataDir, log)
+		sink, err := producer.NewSink(s, client, producer.SinkEnv{
+			DataDir: cfg.Broker.DataDir, Log: log, Overloaded: a.memoryMonitor(),
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -138,12 +145,10 @@ func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
 		return nil, err
 	}
 	log.Info("mqkafka started", "version", buildVersion(), "mqtt", a.broker.Addrs(), "sinks", len(a.sinks), "rules", len(rules))
-	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		a.reportStats(ctx, cfg.StatsInterval)
+		a.reportStats(a.ctx, cfg.StatsInterval)
 	}()
 	return a, nil
 }
@@ -173,6 +178,21 @@ func startEmbeddedKafka(c conf.EmbeddedKafka, log *slog.Logger) (*kfake.Cluster,
 	log.Warn("EMBEDDED KAFKA: an in-memory Kafka for trying things out only; everything in it is lost when mqkafka stops",
 		"listen", cl.ListenAddrs(), "topics", c.Topics, "partitions", c.Partitions)
 	return cl, nil
+}
+
+// memoryMonitor starts the system memory sampler the first time a sink
+// with memory_overload_protection asks for it.
+func (a *app) memoryMonitor() func() bool {
+	if a.memMon == nil {
+		os := a.cfg.Sysmon.OS
+		a.memMon = buffer.NewMemoryMonitor(float64(os.SysmemHighWatermark), os.CheckInterval, a.log)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.memMon.Run(a.ctx)
+		}()
+	}
+	return a.memMon.Overloaded
 }
 
 // reportStats logs one line per sink every interval while there is traffic.

@@ -4,10 +4,12 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,4 +89,48 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Ordered checks values read per partition, each in offset order, whose
+// order of first arrival must follow their sort order (zero-padded
+// sequence numbers from one publisher). It returns the distinct values and
+// how many arrived again.
+func Ordered(t testing.TB, parts map[int32][]string) (distinct map[string]bool, dups int) {
+	t.Helper()
+	distinct = map[string]bool{}
+	for part, vals := range parts {
+		last := ""
+		for _, v := range vals {
+			if distinct[v] {
+				dups++
+				continue
+			}
+			distinct[v] = true
+			if v < last {
+				t.Fatalf("partition %d: %s arrived after %s: order broken", part, v, last)
+			}
+			last = v
+		}
+	}
+	return distinct, dups
+}
+
+// SyncBuffer collects output written by one goroutine and read by another.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
