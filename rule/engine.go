@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 )
 
 // Action receives the records of the rules that name it.
@@ -14,6 +16,10 @@ type Action interface {
 // Engine matches publishes against every rule and hands the record to the
 // matching rules' actions.
 type Engine struct {
+	// Logger receives the rate-limited lines about messages a rule failed
+	// on; nil means slog.Default(). Set it before the first Publish.
+	Logger *slog.Logger
+
 	rules   []*Rule
 	actions [][]Action // per rule, resolved once
 }
@@ -35,6 +41,9 @@ func NewEngine(rules []*Rule, actions map[string]Action) (*Engine, error) {
 	return e, nil
 }
 
+// Rules returns the engine's rules, for their metrics.
+func (e *Engine) Rules() []*Rule { return e.rules }
+
 // Matches reports whether any rule reads topic; callers build the event only then.
 func (e *Engine) Matches(topic string) bool {
 	for _, r := range e.rules {
@@ -46,18 +55,49 @@ func (e *Engine) Matches(topic string) bool {
 }
 
 // Publish runs the event through every matching rule. Every action is
-// tried; the error reports the ones that did not accept the record.
+// tried; the error reports the ones that did not accept the record. A rule
+// that fails on the message (ReasonRenderFailed) or whose WHERE turns it
+// down only skips it: that is counted, not returned, so that the publisher
+// is not refused for what its payload contains.
 func (e *Engine) Publish(ctx context.Context, ev *Event) error {
 	var errs []error
 	for i, r := range e.rules {
 		if !r.Matches(ev.Topic) {
 			continue
 		}
+		r.Metrics.Matched.Add(1)
+		rec, ok, err := r.Eval(ev)
+		if err != nil {
+			r.Metrics.Failed.Add(1)
+			e.logFailure(r, ev, err)
+			continue
+		}
+		if !ok {
+			r.Metrics.NoResult.Add(1)
+			continue
+		}
+		r.Metrics.Passed.Add(1)
 		for _, a := range e.actions[i] {
-			if err := a.Enqueue(ctx, ev); err != nil {
+			if err := a.Enqueue(ctx, rec); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// logFailure writes at most one line per second per rule, so that a
+// publisher sending bad payloads cannot flood the log.
+func (e *Engine) logFailure(r *Rule, ev *Event, err error) {
+	now := time.Now().UnixNano()
+	last := r.lastFailLog.Load()
+	if now-last < int64(time.Second) || !r.lastFailLog.CompareAndSwap(last, now) {
+		return
+	}
+	log := e.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Warn("rule skipped a message", "rule", r.ID, "reason", ReasonRenderFailed,
+		"topic", ev.Topic, "clientid", ev.ClientID, "err", err, "failed_total", r.Metrics.Failed.Load())
 }

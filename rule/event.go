@@ -3,8 +3,7 @@ package rule
 import (
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/tidwall/gjson"
+	"unsafe"
 )
 
 // Record is what a rule emits and what templates render.
@@ -127,7 +126,9 @@ func (p *Prop) appendText(dst []byte) []byte {
 	return append(dst, p.Str...)
 }
 
-// AppendPath implements Record.
+// AppendPath implements Record. Paths follow the rule SQL: "[N]" segments
+// index arrays from 1, and the payload is read as JSON only as far as the
+// path goes (a payload that is not JSON has no fields).
 func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 	if len(path) == 0 {
 		return e.AppendJSON(dst), true
@@ -138,7 +139,8 @@ func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 		if leaf {
 			return append(dst, e.Payload...), true
 		}
-		return appendPayloadPath(dst, e.Payload, path[1:])
+		raw := unsafe.String(unsafe.SliceData(e.Payload), len(e.Payload))
+		return walk(value{k: kRaw, s: raw}, path[1:]).appendText(dst)
 	case "flags":
 		switch {
 		case leaf:
@@ -150,9 +152,18 @@ func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 		}
 		return dst, false
 	case "pub_props":
-		return e.appendPubPropsPath(dst, path[1:])
+		if leaf {
+			return e.appendPubProps(dst), true
+		}
+		if len(path) == 2 && path[1] == "User-Property" {
+			return e.appendUserProps(dst), true
+		}
+		return pubPropsValue(e, path[1:]).appendText(dst)
 	}
 	if !leaf {
+		if f := eventFieldByName[path[0]]; f != fUnknown {
+			return walk(eventScalar(e, f), path[1:]).appendText(dst)
+		}
 		return dst, false
 	}
 	switch path[0] {
@@ -176,61 +187,6 @@ func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 		return append(dst, e.Node...), true
 	}
 	return dst, false
-}
-
-func (e *Event) appendPubPropsPath(dst []byte, path []string) ([]byte, bool) {
-	if len(path) == 0 {
-		return e.appendPubProps(dst), true
-	}
-	if path[0] == "User-Property" {
-		if len(path) == 1 {
-			return e.appendUserProps(dst), true
-		}
-		if len(path) == 2 {
-			for _, kv := range e.UserProps {
-				if kv[0] == path[1] {
-					return append(dst, kv[1]...), true
-				}
-			}
-		}
-		return dst, false
-	}
-	if len(path) == 1 {
-		for i := range e.Props {
-			if e.Props[i].Name == path[0] {
-				return e.Props[i].appendText(dst), true
-			}
-		}
-	}
-	return dst, false
-}
-
-// appendPayloadPath decodes the payload as JSON only when a template reaches
-// into it, and only as far as the path goes.
-func appendPayloadPath(dst, payload []byte, path []string) ([]byte, bool) {
-	var buf [128]byte
-	gp := buf[:0]
-	for i, p := range path {
-		if i > 0 {
-			gp = append(gp, '.')
-		}
-		for j := 0; j < len(p); j++ {
-			switch c := p[j]; c {
-			case '.', '*', '?', '|', '#', '@', '\\', '!', '=', '<', '>', '%':
-				gp = append(gp, '\\', c)
-			default:
-				gp = append(gp, c)
-			}
-		}
-	}
-	r := gjson.GetBytes(payload, string(gp))
-	if !r.Exists() {
-		return dst, false
-	}
-	if r.Type == gjson.String {
-		return append(dst, r.Str...), true
-	}
-	return append(dst, r.Raw...), true
 }
 
 // AppendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.

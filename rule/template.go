@@ -2,10 +2,13 @@ package rule
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
 // Template is a compiled `${path}` template: literal text with placeholders.
+// Paths are written as in the rule SQL: `${payload.a.b}`, `${payload.arr[1]}`
+// (1-based), `${pub_props.'User-Property'.k}` or `${pub_props.User-Property.k}`.
 // `${.}` is the whole record as JSON; a missing field renders as "".
 type Template struct {
 	src   string
@@ -40,15 +43,11 @@ func CompileTemplate(src string) (*Template, error) {
 		expr := strings.TrimSpace(rest[i+2 : i+end])
 		p := part{isVar: true}
 		if expr != "." {
-			if expr == "" {
-				return nil, fmt.Errorf("template %q: empty ${}", src)
+			path, err := parseTemplatePath(expr)
+			if err != nil {
+				return nil, fmt.Errorf("template %q: %w", src, err)
 			}
-			p.path = strings.Split(expr, ".")
-			for _, seg := range p.path {
-				if seg == "" {
-					return nil, fmt.Errorf("template %q: bad path %q", src, expr)
-				}
-			}
+			p.path = path
 		}
 		t.parts = append(t.parts, p)
 		rest = rest[i+end+1:]
@@ -92,4 +91,58 @@ func (t *Template) Render(dst []byte, r Record) []byte {
 		dst, _ = r.AppendPath(dst, p.path)
 	}
 	return dst
+}
+
+// parseTemplatePath splits a placeholder into path segments; an index is
+// kept as a "[N]" segment, which Record.AppendPath implementations read as
+// an array index. Unquoted keys end only at '.' or '[', so that MQTT
+// property names with dashes need no quotes.
+func parseTemplatePath(expr string) ([]string, error) {
+	var path []string
+	i := 0
+	for {
+		switch {
+		case i < len(expr) && (expr[i] == '\'' || expr[i] == '"'):
+			end := strings.IndexByte(expr[i+1:], expr[i])
+			if end < 0 {
+				return nil, fmt.Errorf("unterminated quote in %q", expr)
+			}
+			path = append(path, expr[i+1:i+1+end])
+			i += end + 2
+		default:
+			j := i
+			for j < len(expr) && expr[j] != '.' && expr[j] != '[' {
+				j++
+			}
+			if j == i && !(j < len(expr) && expr[j] == '[' && len(path) > 0) {
+				return nil, fmt.Errorf("bad path %q", expr)
+			}
+			if j > i {
+				path = append(path, expr[i:j])
+			}
+			i = j
+		}
+		for i < len(expr) && expr[i] == '[' {
+			end := strings.IndexByte(expr[i:], ']')
+			if end < 0 {
+				return nil, fmt.Errorf("unterminated [ in %q", expr)
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(expr[i+1 : i+end]))
+			if err != nil {
+				return nil, fmt.Errorf("bad array index in %q: want an integer, 1 for the first element", expr)
+			}
+			path = append(path, indexSeg(n))
+			i += end + 1
+		}
+		if i == len(expr) {
+			return path, nil
+		}
+		if expr[i] != '.' {
+			return nil, fmt.Errorf("bad path %q", expr)
+		}
+		i++
+		if i == len(expr) {
+			return nil, fmt.Errorf("bad path %q", expr)
+		}
+	}
 }
