@@ -363,6 +363,12 @@ func (d *Disk) pushScanned(size int, tomb bool) {
 
 // Append implements Queue.
 func (d *Disk) Append(ctx context.Context, recs ...Record) error {
+	_, err := d.AppendSeq(ctx, recs...)
+	return err
+}
+
+// AppendSeq implements Queue.
+func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	size := int64(0)
 	tooLarge := false
 	for i := range recs {
@@ -374,18 +380,20 @@ func (d *Disk) Append(ctx context.Context, recs ...Record) error {
 	if tooLarge && !d.closed {
 		d.mu.Unlock()
 		d.opts.OnDrop(ReasonTooLarge, len(recs))
-		return ErrFull
+		return 0, ErrFull
 	}
 	if err := d.makeRoomLocked(ctx, size, len(recs)); err != nil {
 		d.mu.Unlock()
-		return err
+		return 0, err
 	}
 	if len(recs) == 0 {
+		last := d.nextSeq - 1
 		d.mu.Unlock()
-		return nil
+		return last, nil
 	}
 	if d.hybrid {
-		return d.appendMemoryLocked(recs, size)
+		last := d.nextSeq + uint64(len(recs)) - 1
+		return last, d.appendMemoryLocked(recs, size)
 	}
 	g := d.pending
 	creator := g.n == 0
@@ -405,7 +413,8 @@ func (d *Disk) Append(ctx context.Context, recs ...Record) error {
 	d.bytes += size
 	d.live += int64(len(recs))
 	d.trimCacheLocked()
-	return d.commitLocked(g, creator)
+	last := d.nextSeq - 1
+	return last, d.commitLocked(g, creator)
 }
 
 // pushLocked assigns the next Seq to r and keeps it in the read cache.

@@ -39,6 +39,12 @@ func NewMemory(opts Options) *Memory {
 
 // Append implements Queue.
 func (m *Memory) Append(ctx context.Context, recs ...Record) error {
+	_, err := m.AppendSeq(ctx, recs...)
+	return err
+}
+
+// AppendSeq implements Queue.
+func (m *Memory) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	size := int64(0)
 	for i := range recs {
 		size += int64(recs[i].Size())
@@ -46,17 +52,18 @@ func (m *Memory) Append(ctx context.Context, recs ...Record) error {
 	m.mu.Lock()
 	if err := m.makeRoomLocked(ctx, size, len(recs)); err != nil {
 		m.mu.Unlock()
-		return err
+		return 0, err
 	}
 	for i := range recs {
 		m.slots = append(m.slots, slot{Entry: Entry{Seq: m.nextSeq, Record: recs[i]}})
 		m.nextSeq++
 	}
+	last := m.nextSeq - 1
 	m.bytes += size
 	m.live += int64(len(recs))
 	m.mu.Unlock()
 	m.signal()
-	return nil
+	return last, nil
 }
 
 func (m *Memory) signal() {

@@ -22,6 +22,7 @@ type Config struct {
 	Connectors      []Connector   `toml:"connectors"`
 	Rules           []Rule        `toml:"rules"`
 	Sinks           []Sink        `toml:"sinks"`
+	Sources         []Source      `toml:"sources"`
 	Sysmon          Sysmon        `toml:"sysmon"`
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// StatsInterval is how often a one-line summary per sink is logged while
@@ -68,52 +69,13 @@ type EmbeddedKafka struct {
 	Topics     []string `toml:"topics"`
 }
 
-// Connector is one Kafka cluster.
-type Connector struct {
-	Name           string            `toml:"name,required"`
-	BootstrapHosts string            `toml:"bootstrap_hosts,required"`
-	Properties     map[string]string `toml:"properties"`
-}
-
 // Rule routes publishes to sinks.
 type Rule struct {
 	ID      string   `toml:"id,required"`
 	SQL     string   `toml:"sql,required"`
-	Actions []string `toml:"actions,required"`
-}
-
-// Sink is a Kafka producer action.
-type Sink struct {
-	Name              string        `toml:"name,required"`
-	Connector         string        `toml:"connector,required"`
-	Topic             string        `toml:"topic,required"`
-	Key               string        `toml:"key"`
-	Value             string        `toml:"value"`
-	PartitionStrategy string        `toml:"partition_strategy"`
-	RequiredAcks      string        `toml:"required_acks"`
-	Compression       string        `toml:"compression"`
-	MaxInflight       int           `toml:"max_inflight"`
-	MaxBatchBytes     ByteSize      `toml:"max_batch_bytes"`
-	MaxLingerTime     time.Duration `toml:"max_linger_time"`
-	QueryMode         string        `toml:"query_mode"`
-	Buffer            SinkBuffer    `toml:"buffer"`
-}
-
-// SinkBuffer configures a sink's per-partition queues.
-type SinkBuffer struct {
-	Mode              string   `toml:"mode"`
-	PerPartitionLimit ByteSize `toml:"per_partition_limit"`
-	SegmentBytes      ByteSize `toml:"segment_bytes"`
-	// MemoryLimit is what a hybrid queue keeps in memory before it spills
-	// to disk; 0 means segment_bytes.
-	MemoryLimit   ByteSize      `toml:"memory_limit"`
-	Overflow      string        `toml:"overflow"`
-	BlockTimeout  time.Duration `toml:"block_timeout"`
-	Fsync         string        `toml:"fsync"`
-	FsyncInterval time.Duration `toml:"fsync_interval"`
-	// MemoryOverloadProtection drops the oldest records of memory queues
-	// while system memory use is above sysmon.os.sysmem_high_watermark.
-	MemoryOverloadProtection bool `toml:"memory_overload_protection"`
+	Actions []string `toml:"actions"`
+	// Republish are EMQX's republish actions of the rule (source.go).
+	Republish []Republish `toml:"republish"`
 }
 
 // Sysmon configures system monitoring, as EMQX's sysmon.
@@ -125,28 +87,6 @@ type Sysmon struct {
 type SysmonOS struct {
 	SysmemHighWatermark Percent       `toml:"sysmem_high_watermark"`
 	CheckInterval       time.Duration `toml:"mem_check_interval"`
-}
-
-// SetDefaults fills a sink's defaults, as EMQX's Kafka producer has them.
-func (s *Sink) SetDefaults() {
-	s.Key = "${clientid}"
-	s.Value = "${.}"
-	s.PartitionStrategy = "random"
-	s.RequiredAcks = "all_isr"
-	s.Compression = "no_compression"
-	s.MaxInflight = 10
-	s.MaxBatchBytes = 896 * KB
-	s.MaxLingerTime = 5 * time.Millisecond
-	s.QueryMode = "async"
-	s.Buffer = SinkBuffer{
-		Mode:              "memory",
-		PerPartitionLimit: 256 * MB,
-		SegmentBytes:      10 * MB,
-		Overflow:          "drop_oldest",
-		BlockTimeout:      10 * time.Second,
-		Fsync:             "batch",
-		FsyncInterval:     100 * time.Millisecond,
-	}
 }
 
 // Defaults returns a config with every default filled in.
@@ -273,76 +213,9 @@ func (c *Config) validate() []Problem {
 		bad("sysmon.os.mem_check_interval", "must be positive")
 	}
 
-	connectors := map[string]bool{}
-	for i, cn := range c.Connectors {
-		p := fmt.Sprintf("connectors[%d]", i)
-		if connectors[cn.Name] {
-			bad(p+".name", "duplicate connector name %q", cn.Name)
-		}
-		connectors[cn.Name] = true
-		if strings.TrimSpace(cn.BootstrapHosts) == "" {
-			bad(p+".bootstrap_hosts", "must not be empty")
-		}
-	}
-	sinks := map[string]bool{}
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		p := fmt.Sprintf("sinks[%d]", i)
-		if sinks[s.Name] {
-			bad(p+".name", "duplicate sink name %q", s.Name)
-		}
-		sinks[s.Name] = true
-		if !connectors[s.Connector] {
-			bad(p+".connector", "no connector named %q", s.Connector)
-		}
-		for _, t := range []struct{ key, src string }{{"topic", s.Topic}, {"key", s.Key}, {"value", s.Value}} {
-			if _, err := rule.CompileTemplate(t.src); err != nil {
-				bad(p+"."+t.key, "%v", err)
-			}
-		}
-		if tpl, err := rule.CompileTemplate(s.Topic); err == nil && !tpl.IsStatic() {
-			bad(p+".topic", "templated topics are not supported yet; use a fixed topic name")
-		} else if err == nil {
-			if err := ValidTopicName(s.Topic); err != nil {
-				bad(p+".topic", "%v", err)
-			}
-		}
-		enum(p+".partition_strategy", s.PartitionStrategy, "random")
-		enum(p+".required_acks", s.RequiredAcks, "all_isr", "leader_only", "none")
-		enum(p+".compression", s.Compression, "no_compression", "gzip", "snappy", "lz4", "zstd")
-		enum(p+".query_mode", s.QueryMode, "async")
-		if s.MaxInflight < 1 {
-			bad(p+".max_inflight", "must be at least 1")
-		}
-		if s.MaxBatchBytes < 1 {
-			bad(p+".max_batch_bytes", "must be positive")
-		}
-		if s.MaxLingerTime < 0 {
-			bad(p+".max_linger_time", "must not be negative")
-		}
-		b := p + ".buffer"
-		enum(b+".mode", s.Buffer.Mode, "memory", "disk", "hybrid")
-		enum(b+".overflow", s.Buffer.Overflow, "drop_oldest", "drop_new", "block")
-		enum(b+".fsync", s.Buffer.Fsync, "batch", "interval", "never")
-		if s.Buffer.Fsync == "interval" && s.Buffer.FsyncInterval <= 0 {
-			bad(b+".fsync_interval", "must be positive with fsync = \"interval\"")
-		}
-		if s.Buffer.MemoryLimit < 0 {
-			bad(b+".memory_limit", "must not be negative")
-		}
-		if s.Buffer.MemoryOverloadProtection && s.Buffer.Mode != "memory" {
-			bad(b+".memory_overload_protection", "applies to mode = \"memory\" only")
-		}
-		if s.Buffer.Overflow == "block" && s.Buffer.BlockTimeout <= 0 {
-			bad(b+".block_timeout", "must be positive with overflow = \"block\"")
-		}
-		if s.Buffer.PerPartitionLimit < 1 {
-			bad(b+".per_partition_limit", "must be positive")
-		}
-		if s.Buffer.SegmentBytes < 1 {
-			bad(b+".segment_bytes", "must be positive")
-		}
-	}
+	c.validateConnectors(bad, enum)
+	sinks := c.validateSinks(bad, enum)
+	c.validateSources(bad, enum)
 	rules := map[string]bool{}
 	for i, r := range c.Rules {
 		p := fmt.Sprintf("rules[%d]", i)
@@ -363,14 +236,14 @@ func (c *Config) validate() []Problem {
 				bad(p+".sql", "%v", err)
 			}
 		}
-		if len(r.Actions) == 0 {
+		if len(r.Actions) == 0 && len(r.Republish) == 0 {
 			bad(p+".actions", "at least one action is needed")
 		}
 		for j, a := range r.Actions {
-			kind, name, ok := strings.Cut(a, ":")
+			name, ok := parseAction(a)
 			ap := fmt.Sprintf("%s.actions[%d]", p, j)
 			switch {
-			case !ok || kind != "kafka_producer":
+			case !ok:
 				bad(ap, "%q: an action is written \"kafka_producer:<sink name>\"", a)
 			case !sinks[name]:
 				bad(ap, "no sink named %q", name)

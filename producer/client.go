@@ -39,6 +39,15 @@ type ClientConfig struct {
 	RequiredAcks   string // all_isr | leader_only | none
 	Compression    string // no_compression | gzip | snappy | lz4 | zstd
 	Linger         time.Duration
+	// Node, SinkIndex and ClientNo complete the client id (see clientID).
+	Node      string
+	SinkIndex int
+	ClientNo  int
+	// Conn is the connector's TLS, SASL, timeout and socket settings.
+	Conn ConnectorConfig
+	// MetadataTimeout bounds a metadata request (metadata_request_timeout;
+	// librdkafka's metadata.request.timeout.ms is deprecated and unused).
+	MetadataTimeout time.Duration
 	// Properties are passed to librdkafka as they are, overriding the rest.
 	Properties map[string]string
 }
@@ -54,7 +63,6 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 	}
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":  c.BootstrapHosts,
-		"client.id":          "mqkafka:" + c.Connector + ":egress",
 		"acks":               acks,
 		"enable.idempotence": acks == "all",
 		"compression.type":   codec,
@@ -66,6 +74,9 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 		"enable.metrics.push":          false,
 		"go.delivery.report.fields":    "none",
 		"go.logs.channel.enable":       true,
+	}
+	for k, v := range c.connectorProperties() {
+		cm[k] = v
 	}
 	for k, v := range c.Properties {
 		cm[k] = v
@@ -152,16 +163,24 @@ func (c *Client) withProducer(fn func(p *kafka.Producer) error) error {
 
 var errClientClosed = errors.New("producer closed")
 
+// serveLogs forwards librdkafka's log to slog. While a broker is
+// unreachable librdkafka repeats its error many times a second, so warnings
+// and notices are passed on at most once a second per tag.
 func (c *Client) serveLogs(p *kafka.Producer) {
 	defer c.wg.Done()
+	last := map[string]time.Time{}
 	for ev := range p.Logs() {
-		switch {
-		case ev.Level <= 3:
-			c.log.Warn("librdkafka", "tag", ev.Tag, "msg", ev.Message)
-		case ev.Level == 4:
-			c.log.Info("librdkafka", "tag", ev.Tag, "msg", ev.Message)
-		default:
+		if ev.Level > 4 {
 			c.log.Debug("librdkafka", "tag", ev.Tag, "msg", ev.Message)
+			continue
+		}
+		if now := time.Now(); now.Sub(last[ev.Tag]) >= time.Second {
+			last[ev.Tag] = now
+			level := slog.LevelInfo
+			if ev.Level <= 3 {
+				level = slog.LevelWarn
+			}
+			c.log.Log(context.Background(), level, "librdkafka", "tag", ev.Tag, "msg", ev.Message)
 		}
 	}
 }
@@ -173,14 +192,14 @@ func (c *Client) serveEvents(p *kafka.Producer) {
 	for ev := range p.Events() {
 		switch e := ev.(type) {
 		case *kafka.Message:
-			b, ok := e.Opaque.(*batch)
+			m, ok := e.Opaque.(*msgRef)
 			if !ok {
 				continue
 			}
 			if e.TopicPartition.Error == nil {
 				c.setStatus(Connected)
 			}
-			b.delivered(e.TopicPartition.Error)
+			m.delivered(e.TopicPartition.Error)
 		case kafka.Error:
 			c.onError(p, e)
 		}

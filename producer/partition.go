@@ -3,6 +3,7 @@ package producer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -17,37 +18,57 @@ import (
 // queue's only reader; delivery reports complete batches from the client's
 // events goroutine.
 type partition struct {
-	sink  *Sink
-	topic *string
-	id    int32
-	q     buffer.Queue
-	log   *slog.Logger
-	wake  chan struct{}
+	sink   *Sink
+	client *Client
+	topic  *string
+	id     int32
+	q      buffer.Queue
+	log    *slog.Logger
+	wake   chan struct{}
 
 	mu        sync.Mutex
 	inflight  []*batch // oldest first
 	rewinding bool     // a batch failed: resend from the oldest unacknowledged entry
 	backoff   time.Duration
+	// attempts counts sends of the oldest unacknowledged record, for max_retries.
+	attempts  int
+	sentHigh  uint64 // highest Seq handed to librdkafka
+	retryHigh uint64 // records up to here are being sent again
+	// waiters are sync-mode publishers waiting for a Seq's outcome.
+	waiters map[uint64]chan error
+	acked   uint64           // highest Seq acknowledged
+	outcome map[uint64]error // recent drops, for waiters that register late
 }
 
-// batch is a run of consecutive entries produced together; one allocation
-// per batch serves as the opaque of every record in it.
+// batch is a run of entries produced together. Its refs are the opaques of
+// its records, so one allocation per batch carries every record's outcome.
 type batch struct {
 	part     *partition
+	refs     []msgRef
 	lastSeq  uint64
 	n        int32
 	done     atomic.Int32
 	retry    atomic.Bool
 	complete bool // guarded by part.mu
-	drops    [len(reasons)]atomic.Int32
 	firstErr atomic.Pointer[error]
 }
 
-// delivered records the outcome of one record of the batch.
-func (b *batch) delivered(err error) {
+// msgRef is one record of a batch; err is written once, before the batch's
+// done counter counts the record, and read after the batch completed.
+type msgRef struct {
+	b      *batch
+	seq    uint64
+	err    error
+	reason buffer.Reason // set when the record is dropped
+}
+
+// delivered records the outcome of one record of its batch.
+func (m *msgRef) delivered(err error) {
+	b := m.b
 	if err != nil {
 		if reason, drop := classify(err); drop {
-			b.drop(reason, err)
+			m.err, m.reason = err, reason
+			b.part.sink.logDrop(reason, *b.part.topic, err)
 		} else {
 			b.retry.Store(true)
 			b.firstErr.CompareAndSwap(nil, &err)
@@ -58,25 +79,14 @@ func (b *batch) delivered(err error) {
 	}
 }
 
-func (b *batch) drop(reason buffer.Reason, err error) {
-	for i, r := range reasons {
-		if r == reason {
-			b.drops[i].Add(1)
-		}
-	}
-	b.part.sink.logDrop(reason, *b.part.topic, err)
-}
-
-func (b *batch) dropped() int32 {
-	var n int32
-	for i := range b.drops {
-		n += b.drops[i].Load()
-	}
-	return n
-}
+// errExpired drops a record over max_batch_age or max_retries.
+var errExpired = errors.New("record expired (max_batch_age or max_retries)")
 
 // classify decides whether a failed record is dropped (and why) or sent again.
 func classify(err error) (buffer.Reason, bool) {
+	if errors.Is(err, errExpired) {
+		return buffer.ReasonExpired, true
+	}
 	var ke kafka.Error
 	if !errors.As(err, &ke) {
 		return "", false
@@ -103,7 +113,6 @@ func (p *partition) signal() {
 // complete runs when every record of b has a delivery report. It acknowledges
 // the queue up to the longest fully delivered prefix of batches.
 func (p *partition) complete(b *batch) {
-	c := &p.sink.Counters
 	p.mu.Lock()
 	b.complete = true
 	var ack uint64
@@ -117,15 +126,11 @@ func (p *partition) complete(b *batch) {
 			break
 		}
 		ack = f.lastSeq
-		for i := range f.drops {
-			if n := f.drops[i].Load(); n > 0 {
-				c.Drop(reasons[i], int(n))
-			}
-		}
-		c.Success.Add(int64(f.n - f.dropped()))
+		p.settleLocked(f)
 		p.inflight[0] = nil
 		p.inflight = p.inflight[1:]
 		p.backoff = 0
+		p.attempts = 0
 	}
 	p.mu.Unlock()
 	if ack > 0 {
@@ -134,6 +139,69 @@ func (p *partition) complete(b *batch) {
 		}
 	}
 	p.signal()
+}
+
+// settleLocked counts a delivered batch and answers its sync waiters.
+func (p *partition) settleLocked(f *batch) {
+	c := &p.sink.Counters
+	success := int64(f.n)
+	for i := range f.refs {
+		r := &f.refs[i]
+		if r.reason != "" {
+			success--
+			c.Drop(r.reason, 1)
+			if len(p.waiters) > 0 || p.outcome != nil {
+				p.rememberLocked(r.seq, r.err)
+			}
+		}
+	}
+	c.Success.Add(success)
+	p.acked = f.lastSeq
+	for seq, ch := range p.waiters {
+		if seq <= p.acked {
+			ch <- p.outcome[seq]
+			delete(p.waiters, seq)
+		}
+	}
+}
+
+// rememberLocked keeps a dropped record's error for a sync waiter that has
+// not registered yet; the map is bounded because waiters are few.
+func (p *partition) rememberLocked(seq uint64, err error) {
+	if p.outcome == nil || len(p.outcome) > 4096 {
+		p.outcome = map[uint64]error{}
+	}
+	p.outcome[seq] = err
+}
+
+// await waits for the outcome of the record at seq (query_mode = "sync").
+func (p *partition) await(ctx context.Context, seq uint64, timeout <-chan time.Time) error {
+	p.mu.Lock()
+	if seq <= p.acked {
+		err := p.outcome[seq]
+		p.mu.Unlock()
+		return err
+	}
+	if p.waiters == nil {
+		p.waiters = map[uint64]chan error{}
+		p.outcome = map[uint64]error{}
+	}
+	ch := make(chan error, 1)
+	p.waiters[seq] = ch
+	p.mu.Unlock()
+	select {
+	case err := <-ch:
+		if err != nil {
+			return fmt.Errorf("kafka refused the record: %w", err)
+		}
+		return nil
+	case <-timeout:
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	delete(p.waiters, seq)
+	p.mu.Unlock()
+	return fmt.Errorf("topic %s partition %d: %w", *p.topic, p.id, errSyncTimeout)
 }
 
 const maxBackoff = 5 * time.Second
@@ -154,6 +222,8 @@ func (p *partition) run(ctx context.Context) {
 			clear(p.inflight)
 			p.inflight = p.inflight[:0]
 			p.rewinding = false
+			p.attempts++
+			p.retryHigh = p.sentHigh
 			p.backoff = min(max(2*p.backoff, 100*time.Millisecond), maxBackoff)
 		}
 		ready := !p.rewinding && len(p.inflight) < maxInflight
@@ -183,11 +253,14 @@ func (p *partition) run(ctx context.Context) {
 			p.wait(ctx, p.q.Ready())
 			continue
 		}
-		b := &batch{part: p, n: int32(len(ents)), lastSeq: ents[len(ents)-1].Seq}
+		b := &batch{part: p, n: int32(len(ents)), lastSeq: ents[len(ents)-1].Seq, refs: make([]msgRef, len(ents))}
 		p.mu.Lock()
 		p.inflight = append(p.inflight, b)
+		expireRetries := p.sink.cfg.MaxRetries > 0 && p.attempts >= p.sink.cfg.MaxRetries
+		retryHigh := p.retryHigh
+		p.sentHigh = max(p.sentHigh, b.lastSeq)
 		p.mu.Unlock()
-		p.send(ctx, b, ents)
+		p.send(ctx, b, ents, expireRetries, retryHigh)
 	}
 }
 
@@ -223,14 +296,26 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // send produces a batch's records in order. A record librdkafka refuses at
-// once is completed here with the same outcome a delivery report would carry.
-func (p *partition) send(ctx context.Context, b *batch, ents []buffer.Entry) {
-	msg := kafka.Message{TopicPartition: kafka.TopicPartition{Topic: p.topic, Partition: p.id}, Opaque: b}
+// once, or one past max_batch_age or max_retries, completes here with the
+// outcome a delivery report would carry.
+func (p *partition) send(ctx context.Context, b *batch, ents []buffer.Entry, expireRetries bool, retryHigh uint64) {
+	msg := kafka.Message{TopicPartition: kafka.TopicPartition{Topic: p.topic, Partition: p.id}}
+	var oldest int64
+	if age := p.sink.cfg.MaxBatchAge; age > 0 {
+		oldest = time.Now().Add(-age).UnixMilli()
+	}
+	for i := range ents {
+		b.refs[i] = msgRef{b: b, seq: ents[i].Seq}
+	}
 	sent := 0
-	err := p.sink.client.withProducer(func(kp *kafka.Producer) error {
+	err := p.client.withProducer(func(kp *kafka.Producer) error {
 		for ; sent < len(ents); sent++ {
-			e := &ents[sent]
-			msg.Key, msg.Value = e.Key, e.Value
+			e, ref := &ents[sent], &b.refs[sent]
+			if e.Time < oldest || expireRetries && e.Seq <= retryHigh {
+				ref.delivered(errExpired)
+				continue
+			}
+			msg.Key, msg.Value, msg.Opaque = e.Key, e.Value, ref
 			msg.Timestamp = time.UnixMilli(e.Time)
 			msg.Headers = toKafkaHeaders(msg.Headers[:0], e.Headers)
 			for {
@@ -246,7 +331,7 @@ func (p *partition) send(ctx context.Context, b *batch, ents []buffer.Entry) {
 					continue
 				}
 				if _, drop := classify(err); drop {
-					b.delivered(err)
+					ref.delivered(err)
 					break
 				}
 				return err
@@ -258,7 +343,7 @@ func (p *partition) send(ctx context.Context, b *batch, ents []buffer.Entry) {
 		// The rest of the batch was not handed over; it completes as failed
 		// so that the partition rewinds and sends it again in order.
 		for ; sent < len(ents); sent++ {
-			b.delivered(retriableError{err})
+			b.refs[sent].delivered(retriableError{err})
 		}
 	}
 }

@@ -30,7 +30,7 @@ func newTestSink(t *testing.T, kafkaAddr, topic string, props map[string]string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSink(sc, client, SinkEnv{DataDir: t.TempDir(), Log: log})
+	s, err := NewSink(sc, []*Client{client}, SinkEnv{DataDir: t.TempDir(), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func checkDelivered(t *testing.T, kafkaAddr, topic string, n int) int {
 
 func newValueSink(t *testing.T, kafkaAddr, topic string, props map[string]string) *Sink {
 	s := newTestSink(t, kafkaAddr, topic, props)
-	s.valueTpl = rule.MustTemplate("${payload}")
+	s.render.value = rule.MustTemplate("${payload}")
 	return s
 }
 
@@ -89,14 +89,14 @@ func TestFatalErrorRecreatesProducer(t *testing.T) {
 	enqueue(t, s, 0, 100)
 	testkit.WaitFor(t, 20*time.Second, "first 100 delivered", func() bool { return s.Counters.Success.Load() == 100 })
 
-	old := s.client.p
+	old := s.clients[0].p
 	if code := old.TestFatalError(kafka.ErrOutOfOrderSequenceNumber, "injected by test"); code != kafka.ErrNoError {
 		t.Fatalf("TestFatalError: %v", code)
 	}
 	testkit.WaitFor(t, 10*time.Second, "producer recreated", func() bool {
-		s.client.mu.RLock()
-		defer s.client.mu.RUnlock()
-		return s.client.p != old
+		s.clients[0].mu.RLock()
+		defer s.clients[0].mu.RUnlock()
+		return s.clients[0].p != old
 	})
 	enqueue(t, s, 100, 100)
 	testkit.WaitFor(t, 30*time.Second, "all 200 delivered", func() bool { return s.Counters.Success.Load() >= 200 })

@@ -39,6 +39,10 @@ type Event struct {
 	Timestamp         int64 // ms
 	PublishReceivedAt int64 // ms
 	Node              string
+	// Columns, when set, makes the event a record of other fields (a Kafka
+	// source message) given as one JSON object: SQL and templates read it
+	// instead of the publish fields above (see columns.go).
+	Columns string
 }
 
 const hexDigits = "0123456789ABCDEF"
@@ -52,6 +56,9 @@ func appendID(dst []byte, id *[16]byte) []byte {
 
 // AppendJSON implements Record.
 func (e *Event) AppendJSON(dst []byte) []byte {
+	if e.Columns != "" {
+		return append(dst, e.Columns...)
+	}
 	dst = append(dst, `{"id":"`...)
 	dst = appendID(dst, &e.ID)
 	dst = append(dst, `","clientid":`...)
@@ -133,6 +140,9 @@ func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 	if len(path) == 0 {
 		return e.AppendJSON(dst), true
 	}
+	if e.Columns != "" {
+		return e.columnsPath(dst, path)
+	}
 	leaf := len(path) == 1
 	switch path[0] {
 	case "payload":
@@ -141,6 +151,20 @@ func (e *Event) AppendPath(dst []byte, path []string) ([]byte, bool) {
 		}
 		raw := unsafe.String(unsafe.SliceData(e.Payload), len(e.Payload))
 		return walk(value{k: kRaw, s: raw}, path[1:]).appendText(dst)
+	case "local":
+		// RMQTT's ${local.topic}: the MQTT topic with '/' turned into '.',
+		// a valid Kafka topic name for most MQTT topics.
+		if len(path) == 2 && path[1] == "topic" {
+			for i := 0; i < len(e.Topic); i++ {
+				c := e.Topic[i]
+				if c == '/' {
+					c = '.'
+				}
+				dst = append(dst, c)
+			}
+			return dst, true
+		}
+		return dst, false
 	case "flags":
 		switch {
 		case leaf:

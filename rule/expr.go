@@ -101,6 +101,9 @@ func (e *pathExpr) eval(c *evalCtx) (value, error) {
 		}
 	}
 	ev := c.ev
+	if ev.Columns != "" {
+		return walk(rawKey(ev.Columns, e.root), e.path), nil
+	}
 	var base value
 	switch e.field {
 	case fPayload:

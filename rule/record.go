@@ -57,7 +57,9 @@ func (s *selected) AppendJSON(dst []byte) []byte {
 	dst = append(dst, '{')
 	first := true
 	for i := 0; i <= len(s.pairs); i += 2 {
-		if s.ev != nil && i == 2*s.starAt {
+		if s.ev != nil && i == 2*s.starAt && s.ev.Columns != "" {
+			dst, first = s.appendColumns(dst, first)
+		} else if s.ev != nil && i == 2*s.starAt {
 			for j := range eventJSONFields {
 				f := &eventJSONFields[j]
 				if s.has(f.name) {

@@ -145,6 +145,8 @@ func TestTemplates(t *testing.T) {
 		{"${pub_props.User-Property}", `{"k":"v"}`},
 		{"static", "static"},
 		{"${nope.deeper}", ""},
+		{"${.timestamp}", "1700000000123"},
+		{"k.${local.topic}", "k.t.1"},
 	} {
 		tpl, err := CompileTemplate(tc.src)
 		if err != nil {

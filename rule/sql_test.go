@@ -152,7 +152,7 @@ func TestTemplatePaths(t *testing.T) {
 			t.Errorf("%q: path %q, want %q", tc.src, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"${a[}", "${a[x]}", "${'a}", "${a.}", "${.a}", "${[1]}"} {
+	for _, bad := range []string{"${a[}", "${a[x]}", "${'a}", "${a.}", "${..a}", "${[1]}"} {
 		if _, err := CompileTemplate(bad); err == nil {
 			t.Errorf("%q compiled", bad)
 		}

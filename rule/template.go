@@ -43,7 +43,8 @@ func CompileTemplate(src string) (*Template, error) {
 		expr := strings.TrimSpace(rest[i+2 : i+end])
 		p := part{isVar: true}
 		if expr != "." {
-			path, err := parseTemplatePath(expr)
+			// EMQX writes fields of the rule's output as ${.field}.
+			path, err := parseTemplatePath(strings.TrimPrefix(expr, "."))
 			if err != nil {
 				return nil, fmt.Errorf("template %q: %w", src, err)
 			}

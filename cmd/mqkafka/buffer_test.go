@@ -356,17 +356,7 @@ func TestTornTail(t *testing.T) {
 			tc.damage(t, lastSegment(t, filepath.Join(dataDir, "buffer")))
 
 			testkit.NewKafka(t, port, kfake.SeedTopics(1, "rs"))
-			var logs testkit.SyncBuffer
-			cfgPath := writeFile(t, restartConfig(t, port, dataDir, `mode = "disk"`))
-			cfg, err := loadConfig(cfgPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := start(cfg, newLogger(cfg.Log, &logs))
-			if err != nil {
-				t.Fatalf("start refused after a torn tail: %v", err)
-			}
-			t.Cleanup(func() { _ = b.stop() })
+			_, logs := startAppLogged(t, restartConfig(t, port, dataDir, `mode = "disk"`))
 			got := payloads(t, fmt.Sprintf("127.0.0.1:%d", port), "rs", n-1, 30*time.Second)[0]
 			if len(got) != n-1 || got[len(got)-1] != fmt.Sprintf("m%06d", n-2) {
 				t.Fatalf("delivered %d records ending %v, want the %d before the damage", len(got), got[len(got)-1:], n-1)

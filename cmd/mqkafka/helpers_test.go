@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +19,13 @@ import (
 // startApp validates cfgText exactly as serve does and starts it in-process.
 func startApp(t testing.TB, cfgText string) *app {
 	t.Helper()
+	a, _ := startAppLogged(t, cfgText)
+	return a
+}
+
+// startAppLogged is startApp that also keeps the log for inspection.
+func startAppLogged(t testing.TB, cfgText string) (*app, *testkit.SyncBuffer) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "mqkafka.toml")
 	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -25,16 +34,24 @@ func startApp(t testing.TB, cfgText string) *app {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, cfgText)
 	}
-	a, err := start(cfg, testkit.Logger(t))
+	buf := &testkit.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(buf, testkit.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := start(cfg, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	t.Cleanup(func() { _ = a.stop() })
-	return a
+	return a, buf
 }
 
-// baseConfig is a broker on a free port with one connector, one rule and one sink.
+// baseConfig is a broker on a free port with one connector, one rule on
+// t/# and one sink writing to topic.
 func baseConfig(t testing.TB, kafkaAddr, topic string) string {
+	return sinkConfig(t, kafkaAddr, fmt.Sprintf("topic = %q", topic))
+}
+
+// sinkConfig is one connector, one rule on t/# and one sink given as TOML lines.
+func sinkConfig(t testing.TB, kafkaAddr, sinkTOML string) string {
 	return fmt.Sprintf(`
 shutdown_timeout = "1s"
 [broker]
@@ -46,6 +63,7 @@ allow_anonymous = true
 [[connectors]]
 name = "k"
 bootstrap_hosts = %q
+metadata_request_timeout = "1s"
 [connectors.properties]
 "message.timeout.ms" = "10000"
 "reconnect.backoff.max.ms" = "200"
@@ -58,8 +76,8 @@ actions = ["kafka_producer:s1"]
 [[sinks]]
 name = "s1"
 connector = "k"
-topic = %q
-`, t.TempDir(), kafkaAddr, topic)
+%s
+`, t.TempDir(), kafkaAddr, sinkTOML)
 }
 
 // connectMQTT opens an MQTT 5 connection; received publishes go to onMsg.

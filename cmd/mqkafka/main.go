@@ -24,6 +24,7 @@ const usage = `mqkafka: an MQTT broker with a durable Kafka bridge
 usage:
   mqkafka serve -c FILE     run the broker and every configured bridge until SIGINT/SIGTERM
   mqkafka check -c FILE     validate a config file (exit 2 and FILE:LINE: messages if it is invalid)
+  mqkafka rule test …       run a test publish through rule SQL (and a sink's templates); see 'mqkafka rule'
   mqkafka version           print the version
 `
 
@@ -44,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "rule":
+		return cmdRule(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mqkafka", buildVersion())
 		return 0

@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds the real mqkafka once per test run.
-func binary(t testing.TB) string {
+// builtBinary builds the real mqkafka once per test run.
+func builtBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "mqkafka-bin")
@@ -64,7 +64,7 @@ type proc struct {
 func startProc(t testing.TB, cfgPath string) *proc {
 	t.Helper()
 	p := &proc{out: &testkit.SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), "serve", "-c", cfgPath)
+	p.cmd = exec.Command(builtBinary(t), "serve", "-c", cfgPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,16 +37,20 @@ type app struct {
 	wg     sync.WaitGroup
 }
 
-// clientConfig is the librdkafka producer a sink needs; sinks whose settings
-// agree share one producer per connector.
+// clientConfig is the librdkafka producer a sink needs. The sink's index is
+// part of the client id, so each sink has its own producer.
 func clientConfig(cn conf.Connector, s conf.Sink) producer.ClientConfig {
 	return producer.ClientConfig{
-		Connector:      cn.Name,
-		BootstrapHosts: cn.BootstrapHosts,
-		RequiredAcks:   s.RequiredAcks,
-		Compression:    s.Compression,
-		Linger:         s.MaxLingerTime,
-		Properties:     cn.Properties,
+		Connector:       cn.Name,
+		BootstrapHosts:  cn.BootstrapHosts,
+		RequiredAcks:    s.RequiredAcks,
+		Compression:     s.Compression,
+		Linger:          s.MaxLingerTime,
+		Node:            cn.Node(),
+		SinkIndex:       cn.SinkIndex(s.Name),
+		Conn:            producer.ConnectorSettings(cn),
+		MetadataTimeout: cn.MetadataRequestTimeout,
+		Properties:      cn.Properties,
 	}
 }
 
@@ -106,27 +111,42 @@ func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
 	}
 	clients := map[string]*producer.Client{}
 	actions := map[string]rule.Action{}
+	var rules []*rule.Rule
 	for _, s := range cfg.Sinks {
-		cc := clientConfig(connectors[s.Connector], s)
-		key := fmt.Sprint(cc)
-		client := clients[key]
-		if client == nil {
-			if client, err = producer.NewClient(cc, log); err != nil {
-				return nil, err
+		cn := connectors[s.Connector]
+		// concurrent_clients producers per sink; each partition is drained
+		// by one of them, so order per partition holds.
+		var sinkClients []*producer.Client
+		for no := range max(cn.ConcurrentClients, 1) {
+			cc := clientConfig(cn, s)
+			cc.ClientNo = no
+			key := fmt.Sprint(cc)
+			client := clients[key]
+			if client == nil {
+				if client, err = producer.NewClient(cc, log); err != nil {
+					return nil, err
+				}
+				clients[key] = client
+				a.clients = append(a.clients, client)
 			}
-			clients[key] = client
-			a.clients = append(a.clients, client)
+			sinkClients = append(sinkClients, client)
 		}
-		sink, err := producer.NewSink(s, client, producer.SinkEnv{
+		sink, err := producer.NewSink(s, sinkClients, producer.SinkEnv{
 			DataDir: cfg.Broker.DataDir, Log: log, Overloaded: a.memoryMonitor(),
 		})
 		if err != nil {
 			return nil, err
 		}
 		a.sinks = append(a.sinks, sink)
-		actions["kafka_producer:"+s.Name] = sink
+		actions[conf.ActionName(s.Name)] = sink
+		if len(s.MQTTTopicFilters) > 0 {
+			r, err := shorthandRule(s)
+			if err != nil {
+				return nil, err
+			}
+			rules = append(rules, r)
+		}
 	}
-	var rules []*rule.Rule
 	for _, r := range cfg.Rules {
 		cr, err := rule.Compile(r.ID, r.SQL, r.Actions)
 		if err != nil {
@@ -151,6 +171,16 @@ func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
 		a.reportStats(a.ctx, cfg.StatsInterval)
 	}()
 	return a, nil
+}
+
+// shorthandRule is the rule RMQTT's `mqtt_topic_filters` on a sink stands for:
+// SELECT * FROM those filters, feeding that sink.
+func shorthandRule(s conf.Sink) (*rule.Rule, error) {
+	from := make([]string, len(s.MQTTTopicFilters))
+	for i, f := range s.MQTTTopicFilters {
+		from[i] = `"` + strings.ReplaceAll(f, `"`, `""`) + `"`
+	}
+	return rule.Compile("sink:"+s.Name, "SELECT * FROM "+strings.Join(from, ", "), []string{conf.ActionName(s.Name)})
 }
 
 func startEmbeddedKafka(c conf.EmbeddedKafka, log *slog.Logger) (*kfake.Cluster, error) {

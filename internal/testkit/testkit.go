@@ -6,6 +6,7 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -46,8 +47,11 @@ func NewKafka(t testing.TB, port int, opts ...kfake.Opt) (*kfake.Cluster, string
 
 // Logger writes to the test log, shown when the test fails or with -v.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
+
+// LogWriter writes each line to the test log.
+func LogWriter(t testing.TB) io.Writer { return tWriter{t} }
 
 type tWriter struct{ t testing.TB }
 
@@ -57,14 +61,15 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // Consume reads topic from the beginning with a real Kafka client until want
-// records arrived or timeout passed, and returns what it read.
-func Consume(t testing.TB, kafkaAddr, topic string, want int, timeout time.Duration) []*kgo.Record {
+// records arrived or timeout passed, and returns what it read. opts add
+// client options (SASL, TLS).
+func Consume(t testing.TB, kafkaAddr, topic string, want int, timeout time.Duration, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(kafkaAddr),
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

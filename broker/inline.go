@@ -1,0 +1,216 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// ErrClosed is returned by publishes after the inline publisher was closed.
+var ErrClosed = errors.New("broker: inline publisher closed")
+
+// Publish hands a message to the broker as mochi's inline client. When it
+// returns, the message is routed: queued to every matching subscriber with
+// the subscription's QoS up to qos, stored in the offline sessions of
+// persistent subscribers, retained if asked. The publish runs the rules
+// like any other publish.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte, userProps [][2]string) error {
+	cl, ok := b.srv.Clients.Get(mqtt.InlineClientId)
+	if !ok {
+		return errors.New("broker: no inline client")
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
+		TopicName:   topic,
+		Payload:     payload,
+		// mochi never acknowledges an inline publish, but its validity
+		// check wants a packet id on QoS > 0, as its own Server.Publish does.
+		PacketID: uint16(qos),
+	}
+	if len(userProps) > 0 {
+		pk.Properties.User = make([]packets.UserProperty, len(userProps))
+		for i, kv := range userProps {
+			pk.Properties.User[i] = packets.UserProperty{Key: kv[0], Val: kv[1]}
+		}
+	}
+	if err := b.srv.InjectPacket(cl, pk); err != nil {
+		return fmt.Errorf("broker: publish to %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Inline publishes into the broker for the bridge: Kafka sources and the
+// republish action. It exists before the broker does, because rule
+// actions are built before the broker that runs the rules; Bind attaches
+// the running broker, and publishes made before wait for it.
+type Inline struct {
+	ready  chan struct{}
+	once   sync.Once
+	b      *Broker
+	flow   *flowHook
+	closed atomic.Bool
+}
+
+// NewInline returns an inline publisher waiting for Bind.
+func NewInline() *Inline { return &Inline{ready: make(chan struct{})} }
+
+// Bind attaches the started broker and its flow control.
+func (in *Inline) Bind(b *Broker) error {
+	caps := b.srv.Options.Capabilities
+	high := int(min(int32(caps.MaximumInflight), caps.MaximumClientWritesPending)) / 2
+	f := &flowHook{high: max(high, 1), low: max(high/2, 1), congested: map[*mqtt.Client]time.Time{}}
+	if err := b.srv.AddHook(f, nil); err != nil {
+		return fmt.Errorf("broker: flow control: %w", err)
+	}
+	in.b, in.flow = b, f
+	in.once.Do(func() { close(in.ready) })
+	return nil
+}
+
+// Close makes every later publish fail with ErrClosed and releases the
+// publishes waiting for Bind.
+func (in *Inline) Close() {
+	in.closed.Store(true)
+	in.once.Do(func() { close(in.ready) })
+}
+
+func (in *Inline) broker(ctx context.Context) (*Broker, error) {
+	select {
+	case <-in.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if in.closed.Load() || in.b == nil {
+		return nil, ErrClosed
+	}
+	return in.b, nil
+}
+
+// Publish is Broker.Publish once the broker is bound.
+func (in *Inline) Publish(ctx context.Context, topic string, payload []byte, retain bool, qos byte, userProps [][2]string) error {
+	b, err := in.broker(ctx)
+	if err != nil {
+		return err
+	}
+	return b.Publish(topic, payload, retain, qos, userProps)
+}
+
+// stallLimit is how long a connected subscriber may hold back the bridge's
+// publishes without acknowledging any; after it, the subscriber is treated
+// as stuck and mochi's own limits apply to it.
+const stallLimit = 10 * time.Second
+
+// WaitRoom blocks while a connected subscriber of the bridge's publishes
+// has more unacknowledged QoS 1/2 messages than half its broker-side
+// limit. Without it a Kafka backlog outruns a subscriber, and mochi
+// silently drops what no longer fits its inflight store or write queue.
+// Offline sessions never hold the bridge back: they queue up to mochi's
+// limits, as MQTT says. It returns ctx's error if ctx ends first.
+func (in *Inline) WaitRoom(ctx context.Context) error {
+	if _, err := in.broker(ctx); err != nil {
+		return err
+	}
+	f := in.flow
+	if f.n.Load() == 0 {
+		return nil
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for f.blocked() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// flowHook tracks the connected clients whose inflight store the bridge's
+// publishes filled past the high watermark, until they are below the low one.
+type flowHook struct {
+	mqtt.HookBase
+	high, low int
+	n         atomic.Int32 // len(congested), read without the lock
+	mu        sync.Mutex
+	congested map[*mqtt.Client]time.Time // since when, refreshed by each acknowledgement
+}
+
+func (f *flowHook) ID() string { return "mqkafka-bridge-flow" }
+
+func (f *flowHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+func (f *flowHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	if resends > 0 || pk.Origin != mqtt.InlineClientId || cl.Closed() || cl.State.Inflight.Len() < f.high {
+		return
+	}
+	f.mu.Lock()
+	if _, ok := f.congested[cl]; !ok {
+		f.congested[cl] = time.Now()
+		f.n.Store(int32(len(f.congested)))
+	}
+	f.mu.Unlock()
+}
+
+func (f *flowHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) { f.progress(cl) }
+func (f *flowHook) OnQosDropped(cl *mqtt.Client, _ packets.Packet)  { f.progress(cl) }
+
+func (f *flowHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if f.n.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	f.remove(cl)
+	f.mu.Unlock()
+}
+
+// progress notes an acknowledgement: the client is alive, and maybe drained.
+func (f *flowHook) progress(cl *mqtt.Client) {
+	if f.n.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.congested[cl]; !ok {
+		return
+	}
+	if cl.State.Inflight.Len() <= f.low {
+		f.remove(cl)
+		return
+	}
+	f.congested[cl] = time.Now()
+}
+
+func (f *flowHook) remove(cl *mqtt.Client) {
+	delete(f.congested, cl)
+	f.n.Store(int32(len(f.congested)))
+}
+
+// blocked reports whether a congested client acknowledged something within stallLimit.
+func (f *flowHook) blocked() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for cl, since := range f.congested {
+		if cl.Closed() {
+			f.remove(cl)
+			continue
+		}
+		if now.Sub(since) < stallLimit {
+			return true
+		}
+	}
+	return false
+}

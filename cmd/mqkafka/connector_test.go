@@ -1,0 +1,455 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+	"github.com/mqkafka/mqkafka/producer"
+)
+
+// withConnectorKeys adds top-level keys to baseConfig's connector.
+func withConnectorKeys(t *testing.T, cfg, keys string) string {
+	t.Helper()
+	i := strings.Index(cfg, "\nbootstrap_hosts = ")
+	if i < 0 {
+		t.Fatal("config has no bootstrap_hosts line")
+	}
+	j := i + 1 + strings.IndexByte(cfg[i+1:], '\n') + 1
+	return cfg[:j] + keys + cfg[j:]
+}
+
+// withConnectorTables adds sub-tables ([connectors.ssl], …) to baseConfig's connector.
+func withConnectorTables(t *testing.T, cfg, tables string) string {
+	t.Helper()
+	i := strings.Index(cfg, "\n[[rules]]")
+	if i < 0 {
+		t.Fatal("config has no [[rules]]")
+	}
+	return cfg[:i] + "\n" + tables + cfg[i:]
+}
+
+// publishOne publishes at QoS 1 and requires a successful PUBACK.
+func publishOne(t *testing.T, a *app, clientID, payload string) {
+	t.Helper()
+	c := connectMQTT(t, a.broker.Addrs()[0], clientID, nil)
+	if resp := publish(t, c, "t/1", 1, []byte(payload)); resp.ReasonCode != 0 {
+		t.Fatalf("publish: PUBACK reason %d", resp.ReasonCode)
+	}
+}
+
+// requireDelivered waits for payload in topic, read with opts.
+func requireDelivered(t *testing.T, a *app, addr, topic, payload string, opts ...kgo.Opt) {
+	t.Helper()
+	recs := testkit.Consume(t, addr, topic, 1, 30*time.Second, opts...)
+	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), payload) {
+		t.Fatalf("Kafka has %d records, want the one with %q", len(recs), payload)
+	}
+	testkit.WaitFor(t, 5*time.Second, "buffer to empty", func() bool { return a.sinks[0].Queued().Records == 0 })
+}
+
+// requireKeptNotDelivered checks that Kafka has nothing, the record stays
+// buffered, the connector is not connected and the broker still accepts.
+func requireKeptNotDelivered(t *testing.T, a *app, addr, topic string, opts ...kgo.Opt) {
+	t.Helper()
+	time.Sleep(3 * time.Second) // several connection attempts
+	if recs := testkit.Consume(t, addr, topic, 1, 2*time.Second, opts...); len(recs) != 0 {
+		t.Fatalf("Kafka has %d records, want none", len(recs))
+	}
+	if q := a.sinks[0].Queued(); q.Records != 1 {
+		t.Fatalf("buffer holds %d records, want 1", q.Records)
+	}
+	if s := a.clients[0].Status(); s == producer.Connected {
+		t.Fatalf("connector status %s", s)
+	}
+	if d := a.sinks[0].Counters.DroppedTotal(); d != 0 {
+		t.Fatalf("dropped %v", a.sinks[0].Counters.Dropped())
+	}
+	publishOne(t, a, "dev-still-up", "still up")
+	if q := a.sinks[0].Queued(); q.Records != 2 {
+		t.Fatalf("buffer holds %d records after a second publish, want 2", q.Records)
+	}
+}
+
+// newSASLKafka starts a kfake that requires SASL from user with mechanism
+// (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), plus opts.
+//
+// kfake serves SaslHandshake v1 only, but librdkafka wants brokers to list
+// v0 as well (every real Kafka does, 0..1) and otherwise refuses with "SASL
+// Handshake not supported by broker". The cluster's ApiVersions answer is
+// therefore read once and served again with SaslHandshake from v0; what
+// librdkafka then sends is v1, which kfake handles.
+func newSASLKafka(t *testing.T, mechanism, user, pass string, read []kgo.Opt, opts ...kfake.Opt) string {
+	t.Helper()
+	c, addr := testkit.NewKafka(t, 0, append([]kfake.Opt{kfake.EnableSASL(), kfake.Superuser(mechanism, user, pass)}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, read...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("ApiVersions: %v", err)
+	}
+	maxVersion := int16(-1)
+	for i, k := range resp.ApiKeys {
+		switch k.ApiKey {
+		case int16(kmsg.SASLHandshake):
+			resp.ApiKeys[i].MinVersion = 0
+		case int16(kmsg.ApiVersions):
+			maxVersion = k.MaxVersion
+		}
+	}
+	c.ControlKey(int16(kmsg.ApiVersions), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if kreq.GetVersion() > maxVersion {
+			return nil, nil, false
+		}
+		r := *resp
+		r.SetVersion(kreq.GetVersion())
+		return &r, nil, true
+	})
+	return addr
+}
+
+func saslTable(mechanism, password string) string {
+	return fmt.Sprintf("[connectors.authentication]\nmechanism = %q\nusername = \"admin\"\npassword = %q\n", mechanism, password)
+}
+
+// TestSASLMechanisms: each SASL mechanism delivers with the right password;
+// with a wrong one nothing is delivered, the record stays buffered, the
+// process stays up and the password shows nowhere in the log.
+func TestSASLMechanisms(t *testing.T) {
+	for _, m := range []struct {
+		conf, kfake string
+		mech        func(user, pass string) kgo.Opt
+	}{
+		{"scram_sha_256", "SCRAM-SHA-256", func(u, p string) kgo.Opt { return kgo.SASL(scram.Auth{User: u, Pass: p}.AsSha256Mechanism()) }},
+		{"scram_sha_512", "SCRAM-SHA-512", func(u, p string) kgo.Opt { return kgo.SASL(scram.Auth{User: u, Pass: p}.AsSha512Mechanism()) }},
+		{"plain", "PLAIN", func(u, p string) kgo.Opt { return kgo.SASL(plain.Auth{User: u, Pass: p}.AsMechanism()) }},
+	} {
+		t.Run(m.conf, func(t *testing.T) {
+			const secret = "s3cret-Pa55"
+			read := m.mech("admin", secret)
+			t.Run("delivers", func(t *testing.T) {
+				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
+				// The password comes from a file, as file:// lets one write it.
+				pwFile := filepath.Join(t.TempDir(), "kafka-password")
+				if err := os.WriteFile(pwFile, []byte(secret+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				cfg := withConnectorTables(t, baseConfig(t, addr, "sasl-in"), saslTable(m.conf, "file://"+pwFile))
+				a, log := startAppLogged(t, cfg)
+				publishOne(t, a, "dev-sasl", "hello sasl")
+				requireDelivered(t, a, addr, "sasl-in", "hello sasl", read)
+				if strings.Contains(log.String(), secret) {
+					t.Fatal("the password shows in the log")
+				}
+			})
+			t.Run("wrong password", func(t *testing.T) {
+				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
+				const wrong = "Wr0ng-Pa55word"
+				a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "sasl-in"), saslTable(m.conf, wrong)))
+				publishOne(t, a, "dev-sasl", "never")
+				requireKeptNotDelivered(t, a, addr, "sasl-in", read)
+				out := log.String()
+				if strings.Contains(out, wrong) {
+					t.Fatal("the password shows in the log")
+				}
+				if !strings.Contains(strings.ToLower(out), "authentication") {
+					t.Fatalf("the log does not say authentication failed:\n%s", out)
+				}
+			})
+		})
+	}
+}
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  string // file holding the CA certificate
+}
+
+func newTestCA(t *testing.T, dir, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, pem: path}
+}
+
+// serverCert issues a certificate for the given IP addresses and DNS names.
+func (ca *testCA) serverCert(t *testing.T, ips []net.IP, dnsNames ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kafka"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  ips,
+		DNSNames:     dnsNames,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func (ca *testCA) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+func sslTable(caFile string, extra string) string {
+	return fmt.Sprintf("[connectors.ssl]\nenable = true\ncacertfile = %q\n%s", caFile, extra)
+}
+
+// TestTLSConnector: a TLS connector verifying the broker with its CA
+// delivers; with a CA that did not sign the broker's certificate nothing is
+// delivered and the process stays up.
+func TestTLSConnector(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "ca")
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, []net.IP{net.ParseIP("127.0.0.1")}, "localhost")}, MinVersion: tls.VersionTLS12}
+	read := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"})
+
+	t.Run("verify_peer", func(t *testing.T) {
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")))
+		publishOne(t, a, "dev-tls", "hello tls")
+		requireDelivered(t, a, addr, "tls-in", "hello tls", read)
+	})
+	t.Run("wrong CA", func(t *testing.T) {
+		other := newTestCA(t, dir, "other-ca")
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.pem, "")))
+		publishOne(t, a, "dev-tls", "never")
+		requireKeptNotDelivered(t, a, addr, "tls-in", read)
+		if !strings.Contains(log.String(), "certificate verify failed") {
+			t.Errorf("the log does not say why:\n%s", log.String())
+		}
+	})
+	t.Run("wrong CA with verify_none", func(t *testing.T) {
+		other := newTestCA(t, dir, "other-ca2")
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.pem, "verify = \"verify_none\"\n")))
+		publishOne(t, a, "dev-tls", "unverified")
+		requireDelivered(t, a, addr, "tls-in", "unverified", read)
+	})
+	t.Run("host name checked", func(t *testing.T) {
+		// A certificate of the right CA but for another host.
+		otherHost := &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, nil, "kafka.invalid")}}
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
+		readOther := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool(), ServerName: "kafka.invalid"})
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")))
+		publishOne(t, a, "dev-tls", "never")
+		requireKeptNotDelivered(t, a, addr, "tls-in", readOther)
+
+		// server_name_indication = "disable" turns the host name check off.
+		_, addr = testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
+		a = startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "server_name_indication = \"disable\"\n")))
+		publishOne(t, a, "dev-tls", "no host check")
+		requireDelivered(t, a, addr, "tls-in", "no host check", readOther)
+	})
+	t.Run("SASL_SSL", func(t *testing.T) {
+		// kfake serves SASL over its TLS listener too.
+		scramRead := kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())
+		addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", []kgo.Opt{read, scramRead}, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")+saslTable("scram_sha_256", "secret")))
+		publishOne(t, a, "dev-tls", "hello sasl_ssl")
+		requireDelivered(t, a, addr, "tls-in", "hello sasl_ssl", read, scramRead)
+	})
+}
+
+// readClientIDs accepts connections on ln and returns the client id of the
+// first request of each, until want distinct ids arrived or timeout passed.
+func readClientIDs(t *testing.T, ln net.Listener, want int, timeout time.Duration) map[string]bool {
+	t.Helper()
+	ids := map[string]bool{}
+	deadline := time.Now().Add(timeout)
+	for len(ids) < want && time.Now().Before(deadline) {
+		ln.(*net.TCPListener).SetDeadline(deadline)
+		conn, err := ln.Accept()
+		if err != nil {
+			break
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		// Request: size, api key, api version, correlation id, client id (int16 length + bytes).
+		var hdr [14]byte
+		if _, err := io.ReadFull(conn, hdr[:]); err == nil {
+			n := int(int16(uint16(hdr[12])<<8 | uint16(hdr[13])))
+			id := make([]byte, max(n, 0))
+			if _, err := io.ReadFull(conn, id); err == nil {
+				ids[string(id)] = true
+			}
+		}
+		conn.Close()
+	}
+	return ids
+}
+
+// TestConnectorClientIDs: client ids are
+// "<prefix>:<connector>:egress:<node>:<sink index>:<client no>", without the
+// leading ":" when there is no prefix.
+func TestConnectorClientIDs(t *testing.T) {
+	for _, tc := range []struct{ keys, node, prefix string }{
+		{"", conf.DefaultNode(), ""},
+		{"client_id_prefix = \"site-a\"\n", "emqx@10.1.2.3", "site-a:"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := withConnectorKeys(t, baseConfig(t, ln.Addr().String(), "ids"), tc.keys)
+		if tc.node != conf.DefaultNode() {
+			cfg = strings.Replace(cfg, "[broker]\n", fmt.Sprintf("[broker]\nnode = %q\n", tc.node), 1)
+		}
+		cfg += "\n[[sinks]]\nname = \"s2\"\nconnector = \"k\"\ntopic = \"ids2\"\n"
+		a := startApp(t, cfg)
+		ids := readClientIDs(t, ln, 2, 20*time.Second)
+		ln.Close()
+		for i := range 2 {
+			want := fmt.Sprintf("%sk:egress:%s:%d:0", tc.prefix, tc.node, i)
+			if !ids[want] {
+				t.Errorf("no connection with client id %q; got %v", want, ids)
+			}
+		}
+		_ = a.stop()
+	}
+}
+
+// TestConnectorCheckProblems: connector settings are checked with their
+// lines, and no message shows the SASL password, not even librdkafka's.
+func TestConnectorCheckProblems(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing-ca.pem")
+	check := func(text string) (int, string) {
+		path := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr strings.Builder
+		code := run([]string{"check", "-c", path}, &stdout, &stderr)
+		return code, strings.ReplaceAll(stderr.String(), path, "FILE")
+	}
+	const secret = "TopSecret-4711"
+	base := baseConfig(t, "127.0.0.1:9092", "t")
+	text := withConnectorTables(t, base, sslTable(missing, "server_name_indication = \"kafka.example.com\"\n")+saslTable("scram_sha_256", "file://"+filepath.Join(dir, "no-password")))
+	code, out := check(text)
+	line := func(key string) int {
+		for i, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, key+" = ") {
+				return i + 1
+			}
+		}
+		t.Fatalf("no %s line", key)
+		return 0
+	}
+	for _, w := range []string{
+		fmt.Sprintf("FILE:%d: connectors[0].ssl.cacertfile: file %q does not exist", line("cacertfile"), missing),
+		fmt.Sprintf("FILE:%d: connectors[0].ssl.server_name_indication: \"kafka.example.com\": librdkafka cannot send a chosen SNI host name", line("server_name_indication")),
+		fmt.Sprintf("FILE:%d: connectors[0].authentication.password: file %q does not exist", line("password"), filepath.Join(dir, "no-password")),
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("missing %q in:\n%s", w, out)
+		}
+	}
+	if code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+
+	// librdkafka's own rejections: an unknown property, a key it cannot load.
+	badKey := filepath.Join(dir, "bad.key")
+	cert := filepath.Join(dir, "c.pem")
+	for path, typ := range map[string]string{badKey: "PRIVATE KEY", cert: "CERTIFICATE"} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: []byte("garbage")}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := newTestCA(t, dir, "ca")
+	for _, tc := range []struct{ text, want string }{
+		{strings.Replace(withConnectorTables(t, base, saslTable("scram_sha_256", secret)), `"message.timeout.ms"`, `"no.such.property" = "1"`+"\n"+`"message.timeout.ms"`, 1), "no.such.property"},
+		{withConnectorTables(t, base, sslTable(ca.pem, fmt.Sprintf("certfile = %q\nkeyfile = %q\n", cert, badKey))+saslTable("plain", secret)), "librdkafka rejects the configuration"},
+		{strings.Replace(withConnectorTables(t, base, saslTable("plain", secret)), `"message.timeout.ms"`, `"sasl.mechanisms" = "BOGUS"`+"\n"+`"message.timeout.ms"`, 1), "librdkafka rejects the configuration"},
+	} {
+		code, out := check(tc.text)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("exit %d, want 2 and %q in:\n%s", code, tc.want, out)
+		}
+		if strings.Contains(out, secret) {
+			t.Errorf("the password shows in:\n%s", out)
+		}
+	}
+
+	// The password is not in the client configuration's printed form either.
+	path := filepath.Join(dir, "ok.toml")
+	if err := os.WriteFile(path, []byte(withConnectorTables(t, base, saslTable("plain", secret))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := clientConfig(cfg.Connectors[0], cfg.Sinks[0])
+	if s := fmt.Sprintf("%v %+v %#v", cc, cc, cc); strings.Contains(s, secret) {
+		t.Fatalf("the password shows in %s", s)
+	}
+	if string(cc.Conn.SASL.Password) != secret || cc.Conn.SASL.Mechanism != "PLAIN" {
+		t.Fatalf("SASL settings %+v", cc.Conn.SASL)
+	}
+}

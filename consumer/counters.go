@@ -1,0 +1,90 @@
+package consumer
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Reason is why a Kafka message was not published to MQTT.
+type Reason string
+
+// Drop reasons of a source.
+const (
+	// ReasonInvalidUTF8: with encoding mode "none", the key, value or a
+	// header is not UTF-8 text, and a template or rule needs it as JSON.
+	ReasonInvalidUTF8 Reason = "invalid_utf8"
+	// ReasonInvalidTopic: the MQTT topic rendered empty, with wildcards or
+	// not as UTF-8 text.
+	ReasonInvalidTopic Reason = "invalid_topic"
+)
+
+var reasons = [...]Reason{ReasonInvalidUTF8, ReasonInvalidTopic}
+
+// Partition names one Kafka partition.
+type Partition struct {
+	Topic     string
+	Partition int32
+}
+
+// Counters are one source's counters, named as EMQX's source metrics.
+type Counters struct {
+	Received atomic.Int64 // messages read from Kafka
+	Success  atomic.Int64 // messages handed to the broker and the rules
+	// Failed counts messages the broker or a rule action did not take;
+	// a message the broker did not take is read again.
+	Failed      atomic.Int64
+	KafkaErrors atomic.Int64 // client errors: Kafka down, topic missing, …
+	Rebalances  atomic.Int64 // partition assignments received
+	dropped     [len(reasons)]atomic.Int64
+
+	mu  sync.Mutex
+	lag map[Partition]int64
+}
+
+// Drop counts a message dropped for reason.
+func (c *Counters) Drop(reason Reason) {
+	for i, r := range reasons {
+		if r == reason {
+			c.dropped[i].Add(1)
+			return
+		}
+	}
+}
+
+// Dropped returns the drop counts by reason, omitting zeros.
+func (c *Counters) Dropped() map[Reason]int64 {
+	m := map[Reason]int64{}
+	for i, r := range reasons {
+		if n := c.dropped[i].Load(); n > 0 {
+			m[r] = n
+		}
+	}
+	return m
+}
+
+// DroppedTotal is the sum of all drops.
+func (c *Counters) DroppedTotal() int64 {
+	var n int64
+	for i := range c.dropped {
+		n += c.dropped[i].Load()
+	}
+	return n
+}
+
+// Lag returns the consumer lag of each assigned partition whose position
+// and high watermark are known: messages in Kafka not yet handed over.
+func (c *Counters) Lag() map[Partition]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[Partition]int64, len(c.lag))
+	for p, n := range c.lag {
+		m[p] = n
+	}
+	return m
+}
+
+func (c *Counters) setLag(lag map[Partition]int64) {
+	c.mu.Lock()
+	c.lag = lag
+	c.mu.Unlock()
+}
