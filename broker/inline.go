@@ -60,8 +60,17 @@ type Inline struct {
 // NewInline returns an inline publisher waiting for Bind.
 func NewInline() *Inline { return &Inline{ready: make(chan struct{})} }
 
-// Bind attaches the started broker and its flow control.
+// Bind attaches the started broker and its flow control; binding the same
+// broker again (after a reconfiguration) changes nothing.
 func (in *Inline) Bind(b *Broker) error {
+	select {
+	case <-in.ready:
+		if in.b == b {
+			return nil
+		}
+		return errors.New("broker: inline publisher already bound or closed")
+	default:
+	}
 	caps := b.srv.Options.Capabilities
 	high := int(min(int32(caps.MaximumInflight), caps.MaximumClientWritesPending)) / 2
 	f := &flowHook{high: max(high, 1), low: max(high/2, 1), congested: map[*mqtt.Client]time.Time{}}

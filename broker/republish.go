@@ -119,7 +119,9 @@ func (r *Republish) Enqueue(ctx context.Context, rec rule.Record) error {
 
 type errBadQoS []byte
 
-func (e errBadQoS) Error() string { return "qos rendered " + strconv.Quote(string(e)) + ", want 0, 1 or 2" }
+func (e errBadQoS) Error() string {
+	return "qos rendered " + strconv.Quote(string(e)) + ", want 0, 1 or 2"
+}
 
 type errBadRetain []byte
 

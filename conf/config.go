@@ -18,6 +18,7 @@ import (
 type Config struct {
 	Broker          Broker        `toml:"broker"`
 	Log             Log           `toml:"log"`
+	Admin           Admin         `toml:"admin"`
 	EmbeddedKafka   EmbeddedKafka `toml:"embedded_kafka"`
 	Connectors      []Connector   `toml:"connectors"`
 	Rules           []Rule        `toml:"rules"`
@@ -53,6 +54,16 @@ func (l *Listener) SetDefaults() { l.Type = "tcp" }
 // BrokerAuth configures client authentication.
 type BrokerAuth struct {
 	AllowAnonymous bool `toml:"allow_anonymous"`
+}
+
+// Admin configures the REST API, /metrics and health endpoints.
+type Admin struct {
+	// Listen is the admin address; "" turns the listener off.
+	Listen string `toml:"listen"`
+	// Token is required as "Authorization: Bearer <token>" on every
+	// endpoint but /healthz; TokenFile reads it from a file instead.
+	Token     Secret `toml:"token"`
+	TokenFile string `toml:"token_file"`
 }
 
 // Log configures logging.
@@ -97,6 +108,7 @@ func Defaults() *Config {
 			DataDir:   "data",
 		},
 		Log:             Log{Level: "info", Format: "text"},
+		Admin:           Admin{Listen: "127.0.0.1:18083"},
 		EmbeddedKafka:   EmbeddedKafka{Listen: "127.0.0.1:9092", Partitions: 3},
 		ShutdownTimeout: 10 * time.Second,
 		StatsInterval:   60 * time.Second,
@@ -195,6 +207,7 @@ func (c *Config) validate() []Problem {
 	if c.Broker.DataDir == "" {
 		bad("broker.data_dir", "must not be empty")
 	}
+	c.validateAdmin(bad)
 	enum("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	enum("log.format", c.Log.Format, "text", "json")
 	if c.EmbeddedKafka.Enabled && (c.EmbeddedKafka.Partitions < 1 || c.EmbeddedKafka.Partitions > 1000) {

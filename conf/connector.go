@@ -27,6 +27,9 @@ type Connector struct {
 	ClientIDPrefix string `toml:"client_id_prefix"`
 	// ConcurrentClients is how many Kafka clients each sink of this connector runs (1..16).
 	ConcurrentClients int `toml:"concurrent_clients"`
+	// HealthCheckInterval is how often a metadata request checks the
+	// connection; a status change never restarts a producer or drops a buffer.
+	HealthCheckInterval time.Duration `toml:"health_check_interval"`
 	// SSL configures TLS to the brokers.
 	SSL ConnectorSSL `toml:"ssl"`
 	// Authentication is SASL; absent means none.
@@ -85,6 +88,7 @@ func (cn *Connector) SetDefaults() {
 	cn.MetadataRequestTimeout = 5 * time.Second
 	cn.MinMetadataRefreshInterval = 3 * time.Second
 	cn.ConcurrentClients = 1
+	cn.HealthCheckInterval = 15 * time.Second
 	cn.SSL = ConnectorSSL{Verify: "verify_peer", ServerNameIndication: "auto"}
 	cn.SocketOpts = SocketOpts{Nodelay: true, TCPKeepalive: "none"}
 }
@@ -165,6 +169,9 @@ func (c *Config) validateConnectors(bad func(path, format string, args ...any), 
 		}
 		if cn.MinMetadataRefreshInterval < time.Millisecond || cn.MinMetadataRefreshInterval > time.Minute {
 			bad(p+".min_metadata_refresh_interval", "must be between 1ms and 1m (librdkafka's limits)")
+		}
+		if cn.HealthCheckInterval < time.Second {
+			bad(p+".health_check_interval", "must be at least 1s")
 		}
 		if cn.ConcurrentClients < 1 || cn.ConcurrentClients > 16 {
 			bad(p+".concurrent_clients", "must be between 1 and 16")

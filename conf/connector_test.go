@@ -135,7 +135,7 @@ topic = "b"
 	want := Connector{
 		Name: "k", BootstrapHosts: "kafka-1.example.com:9093,kafka-1.example.com:9094",
 		ConnectTimeout: 7 * time.Second, MetadataRequestTimeout: 2500 * time.Millisecond,
-		MinMetadataRefreshInterval: 500 * time.Millisecond, ClientIDPrefix: "site-a", ConcurrentClients: 4,
+		MinMetadataRefreshInterval: 500 * time.Millisecond, ClientIDPrefix: "site-a", ConcurrentClients: 4, HealthCheckInterval: 15 * time.Second,
 		SSL: ConnectorSSL{Enable: true, CACertFile: ca, CertFile: crt, KeyFile: key,
 			Verify: "verify_none", ServerNameIndication: "kafka-1.example.com"},
 		Authentication: &ConnectorAuth{Mechanism: "scram_sha_512", Username: "bridge", Password: "s3cret"},

@@ -35,6 +35,7 @@ type Counters struct {
 	Failed      atomic.Int64
 	KafkaErrors atomic.Int64 // client errors: Kafka down, topic missing, …
 	Rebalances  atomic.Int64 // partition assignments received
+	Assigned    atomic.Int32 // partitions assigned now
 	dropped     [len(reasons)]atomic.Int64
 
 	mu  sync.Mutex

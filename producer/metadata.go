@@ -1,6 +1,10 @@
 package producer
 
-import "time"
+import (
+	"context"
+	"fmt"
+	"time"
+)
 
 // metadataTimeout bounds one metadata request of the sink's topic goroutines
 // (metadata_request_timeout). librdkafka cannot cancel such a request, so it
@@ -11,3 +15,27 @@ func (c *Client) metadataTimeout() time.Duration {
 	}
 	return 5 * time.Second
 }
+
+// Ping asks Kafka for cluster metadata, which updates the client's status:
+// the connector health check. It never restarts the producer nor touches a buffer.
+func (c *Client) Ping(ctx context.Context) error {
+	c.mu.RLock()
+	p, closed := c.p, c.closed
+	c.mu.RUnlock()
+	if closed {
+		return errClientClosed
+	}
+	timeout := c.metadataTimeout()
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if _, err := p.GetMetadata(nil, false, int(max(timeout, time.Millisecond)/time.Millisecond)); err != nil {
+		c.setStatus(Connecting)
+		return fmt.Errorf("connector %s: %w", c.cfg.Connector, err)
+	}
+	c.setStatus(Connected)
+	return nil
+}
+
+// Connector is the name of the client's connector.
+func (c *Client) Connector() string { return c.cfg.Connector }

@@ -98,7 +98,7 @@ memory_limit = "4KB"`, mode)))
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
-			s := a.sinks[0]
+			s := a.sinks[0].sink
 			testkit.WaitFor(t, 60*time.Second, "buffer drained", func() bool { return s.Queued().Records == 0 })
 			parts := payloads(t, kafkaAddr, "outage", n, 30*time.Second)
 			seen, dups := testkit.Ordered(t, parts)
@@ -145,7 +145,7 @@ func TestOverflowDropNew(t *testing.T) {
 		t.Fatalf("accepted %d, refused %d from %v; want %d accepted", accepted, len(refused), refused[:1], fitInKB)
 	}
 	testkit.NewKafka(t, port, kfake.SeedTopics(1, "ovf"))
-	s := a.sinks[0]
+	s := a.sinks[0].sink
 	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return s.Counters.Success.Load() == int64(accepted) })
 	if d := s.Counters.Dropped()[buffer.ReasonQueueFull]; s.Counters.Success.Load()+d != n || d != int64(len(refused)) {
 		t.Fatalf("delivered %d + dropped %d != %d", s.Counters.Success.Load(), d, n)
@@ -167,7 +167,7 @@ func TestOverflowDropOldest(t *testing.T) {
 		}
 	}
 	testkit.NewKafka(t, port, kfake.SeedTopics(1, "ovf"))
-	s := a.sinks[0]
+	s := a.sinks[0].sink
 	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return s.Queued().Records == 0 && s.Counters.Success.Load() > 0 })
 	success, dropped := s.Counters.Success.Load(), s.Counters.Dropped()[buffer.ReasonQueueFull]
 	if success+dropped != n || success != fitInKB {
@@ -212,7 +212,7 @@ func TestOverflowBlock(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("PUBACK still withheld after Kafka drained the queue")
 	}
-	s := a.sinks[0]
+	s := a.sinks[0].sink
 	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return s.Counters.Success.Load() == fitInKB+1 })
 	if d := s.Counters.DroppedTotal(); d != 0 {
 		t.Fatalf("dropped %v under block", s.Counters.Dropped())
@@ -229,7 +229,7 @@ func TestOverflowBlockTimeout(t *testing.T) {
 	if resp := publish(t, c, "t/ovf", 1, []byte("m_timeout_")); resp.ReasonCode != 0x97 {
 		t.Fatalf("reason %#x after block_timeout, want 0x97 quota exceeded", resp.ReasonCode)
 	}
-	if d := a.sinks[0].Counters.Dropped()[buffer.ReasonQueueFull]; d != 1 {
+	if d := a.sinks[0].sink.Counters.Dropped()[buffer.ReasonQueueFull]; d != 1 {
 		t.Fatalf("dropped %d, want 1", d)
 	}
 }
@@ -272,7 +272,7 @@ func TestGracefulRestartWithKafkaDown(t *testing.T) {
 			a := startApp(t, restartConfig(t, port, dataDir, tc.table))
 			publishN(t, a, n)
 			_ = a.stop()
-			lost := a.sinks[0].Counters.Dropped()[buffer.ReasonShutdown]
+			lost := a.sinks[0].sink.Counters.Dropped()[buffer.ReasonShutdown]
 			if tc.kept && lost != 0 || !tc.kept && lost != n {
 				t.Fatalf("%s: %d records counted lost at shutdown", tc.mode, lost)
 			}
@@ -280,7 +280,7 @@ func TestGracefulRestartWithKafkaDown(t *testing.T) {
 			b := startApp(t, restartConfig(t, port, dataDir, tc.table))
 			if !tc.kept {
 				// Nothing to wait for: prove the restarted memory buffer is empty.
-				if q := b.sinks[0].Queued(); q.Records != 0 {
+				if q := b.sinks[0].sink.Queued(); q.Records != 0 {
 					t.Fatalf("memory buffer holds %d records after restart", q.Records)
 				}
 				return

@@ -67,7 +67,7 @@ func requireDelivered(t *testing.T, a *app, addr, topic, payload string, opts ..
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), payload) {
 		t.Fatalf("Kafka has %d records, want the one with %q", len(recs), payload)
 	}
-	testkit.WaitFor(t, 5*time.Second, "buffer to empty", func() bool { return a.sinks[0].Queued().Records == 0 })
+	testkit.WaitFor(t, 5*time.Second, "buffer to empty", func() bool { return a.sinks[0].sink.Queued().Records == 0 })
 }
 
 // requireKeptNotDelivered checks that Kafka has nothing, the record stays
@@ -78,17 +78,17 @@ func requireKeptNotDelivered(t *testing.T, a *app, addr, topic string, opts ...k
 	if recs := testkit.Consume(t, addr, topic, 1, 2*time.Second, opts...); len(recs) != 0 {
 		t.Fatalf("Kafka has %d records, want none", len(recs))
 	}
-	if q := a.sinks[0].Queued(); q.Records != 1 {
+	if q := a.sinks[0].sink.Queued(); q.Records != 1 {
 		t.Fatalf("buffer holds %d records, want 1", q.Records)
 	}
-	if s := a.clients[0].Status(); s == producer.Connected {
+	if s := a.sinks[0].clients[0].Status(); s == producer.Connected {
 		t.Fatalf("connector status %s", s)
 	}
-	if d := a.sinks[0].Counters.DroppedTotal(); d != 0 {
-		t.Fatalf("dropped %v", a.sinks[0].Counters.Dropped())
+	if d := a.sinks[0].sink.Counters.DroppedTotal(); d != 0 {
+		t.Fatalf("dropped %v", a.sinks[0].sink.Counters.Dropped())
 	}
 	publishOne(t, a, "dev-still-up", "still up")
-	if q := a.sinks[0].Queued(); q.Records != 2 {
+	if q := a.sinks[0].sink.Queued(); q.Records != 2 {
 		t.Fatalf("buffer holds %d records after a second publish, want 2", q.Records)
 	}
 }

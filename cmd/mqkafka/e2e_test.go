@@ -79,7 +79,7 @@ func TestPublishesReachKafka(t *testing.T) {
 	if len(seen) != n || len(ids) != n {
 		t.Fatalf("%d distinct payloads and %d distinct ids, want %d", len(seen), len(ids), n)
 	}
-	s := a.sinks[0]
+	s := a.sinks[0].sink
 	testkit.WaitFor(t, 5*time.Second, "success counter", func() bool { return s.Counters.Success.Load() == n })
 	if m := s.Counters.Matched.Load(); m != n {
 		t.Fatalf("matched = %d, want %d", m, n)
@@ -102,7 +102,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 			t.Fatalf("publish %d refused while Kafka is down: reason %d", i, resp.ReasonCode)
 		}
 	}
-	if q := a.sinks[0].Queued(); q.Records != n {
+	if q := a.sinks[0].sink.Queued(); q.Records != n {
 		t.Fatalf("buffered %d records while Kafka is down, want %d", q.Records, n)
 	}
 	testkit.NewKafka(t, port, kfake.SeedTopics(2, "late-topic"))
@@ -148,7 +148,7 @@ actions = ["kafka_producer:missing"]
 			t.Fatalf("publish %d: reason %d", i, resp.ReasonCode)
 		}
 	}
-	missing := a.sinks[1]
+	missing := a.sinks[1].sink
 	testkit.WaitFor(t, 20*time.Second, "unknown_topic drops", func() bool {
 		return missing.Counters.Dropped()[buffer.ReasonUnknownTopic] == n
 	})
@@ -187,7 +187,7 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 		publish(t, pub, "other/1", 1, []byte("x"))
 	}
 	testkit.WaitFor(t, 10*time.Second, "subscriber to get every publish", func() bool { return got.Load() == n })
-	if m := a.sinks[0].Counters.Matched.Load(); m != 0 {
+	if m := a.sinks[0].sink.Counters.Matched.Load(); m != 0 {
 		t.Fatalf("sink matched %d publishes no rule reads", m)
 	}
 }

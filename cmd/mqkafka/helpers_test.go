@@ -36,7 +36,7 @@ func startAppLogged(t testing.TB, cfgText string) (*app, *testkit.SyncBuffer) {
 	}
 	buf := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(buf, testkit.LogWriter(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := start(cfg, log)
+	a, err := start(path, cfg, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -59,6 +59,8 @@ listeners = [{ address = "127.0.0.1:0" }]
 data_dir = %q
 [broker.auth]
 allow_anonymous = true
+[admin]
+listen = "127.0.0.1:0"
 
 [[connectors]]
 name = "k"

@@ -84,16 +84,19 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-// loadConfig loads and fully validates a config, librdkafka properties included.
+// loadConfig loads and fully validates a config, librdkafka properties
+// included, with the run-time changes of <data_dir>/runtime.toml applied.
 func loadConfig(path string) (*conf.Config, error) {
 	cfg, err := conf.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	if problems := checkConnectors(cfg); len(problems) > 0 {
-		return nil, &conf.Error{File: path, Problems: problems}
+	o, err := conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir))
+	if err != nil {
+		return nil, err
 	}
-	return cfg, nil
+	cfg, _, err = effective(path, o)
+	return cfg, err
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -126,12 +129,24 @@ func cmdServe(args []string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := start(cfg, log)
+	a, err := start(path, cfg, log)
 	if err != nil {
 		log.Error("starting", "err", err)
 		return 1
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			log.Info("SIGHUP: reloading the configuration", "file", path)
+			if err := a.reload(); err != nil {
+				log.Error("reload refused; the running configuration stays", "err", err)
+			}
+		}
+	}
 	log.Info("stopping: no new connections; draining buffers to Kafka", "timeout", cfg.ShutdownTimeout)
 	if err := a.stop(); err != nil {
 		log.Error("stopped with records still buffered", "err", err)

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
+	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/conf"
-	"github.com/mqkafka/mqkafka/producer"
-	"github.com/mqkafka/mqkafka/rule"
 )
 
 const ruleUsage = `usage: mqkafka rule test --sql SQL --topic TOPIC [--payload P] [--clientid C] [--username U] [--qos N]
@@ -18,18 +16,19 @@ const ruleUsage = `usage: mqkafka rule test --sql SQL --topic TOPIC [--payload P
 
 Runs one publish through the rule and prints the selected record; with a sink,
 also the Kafka topic, key, value, timestamp, headers and partition it renders.
+Exit 0: a record; 1: no match, no result or a failure on this publish; 2: bad SQL or usage.
 `
 
 // kvFlags collects repeated k=v flags.
-type kvFlags [][2]string
+type kvFlags map[string]string
 
-func (f *kvFlags) String() string { return fmt.Sprint(*f) }
-func (f *kvFlags) Set(s string) error {
+func (f kvFlags) String() string { return fmt.Sprint(map[string]string(f)) }
+func (f kvFlags) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok {
 		return fmt.Errorf("%q: want key=value", s)
 	}
-	*f = append(*f, [2]string{k, v})
+	f[k] = v
 	return nil
 }
 
@@ -40,74 +39,46 @@ func cmdRule(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("rule test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sql := fs.String("sql", "", "rule SQL")
-	topic := fs.String("topic", "", "MQTT topic of the test publish")
-	payload := fs.String("payload", "", "payload of the test publish")
-	clientID := fs.String("clientid", "test-client", "client id of the publisher")
-	username := fs.String("username", "", "username of the publisher")
-	qos := fs.Int("qos", 1, "QoS of the publish")
+	var t admin.RuleTest
+	t.UserProperties = kvFlags{}
+	fs.StringVar(&t.SQL, "sql", "", "rule SQL")
+	fs.StringVar(&t.Topic, "topic", "", "MQTT topic of the test publish")
+	fs.StringVar(&t.Payload, "payload", "", "payload of the test publish")
+	fs.StringVar(&t.ClientID, "clientid", "test-client", "client id of the publisher")
+	fs.StringVar(&t.Username, "username", "", "username of the publisher")
+	fs.IntVar(&t.QoS, "qos", 1, "QoS of the publish")
+	fs.StringVar(&t.Sink, "sink", "", "render the record with this sink of the config")
+	fs.IntVar(&t.Partitions, "partitions", 0, "partition count of the Kafka topic, to show key_dispatch's choice")
+	fs.Var(kvFlags(t.UserProperties), "user-property", "MQTT 5 User-Property key=value (repeatable)")
 	cfgPath := fs.String("c", "", "config file, for --sink")
-	sinkName := fs.String("sink", "", "render the record with this sink of the config")
-	partitions := fs.Int("partitions", 0, "partition count of the Kafka topic, to show key_dispatch's choice")
-	var props kvFlags
-	fs.Var(&props, "user-property", "MQTT 5 User-Property key=value (repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitInvalidConfig
 	}
-	if *sql == "" || *topic == "" {
+	if t.SQL == "" || t.Topic == "" || t.Sink != "" && *cfgPath == "" {
 		fmt.Fprint(stderr, ruleUsage)
 		return exitInvalidConfig
 	}
-	r, err := rule.Compile("test", *sql, nil)
+	cfg := conf.Defaults()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = conf.Load(*cfgPath); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitInvalidConfig
+		}
+	}
+	res, err := t.Run(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitInvalidConfig
 	}
-	now := time.Now().UnixMilli()
-	ev := &rule.Event{
-		ClientID: *clientID, Username: *username, Topic: *topic, Payload: []byte(*payload),
-		QoS: byte(*qos), UserProps: props, PeerHost: "127.0.0.1", Timestamp: now, PublishReceivedAt: now,
-		Node: "mqkafka@" + hostname(),
-	}
-	if !r.Matches(*topic) {
-		fmt.Fprintf(stdout, "no match: the rule reads %s, not %q\n", strings.Join(r.Stmt.From, ", "), *topic)
+	if res.Outcome != "ok" {
+		fmt.Fprintf(stdout, "%s: %s\n", strings.ReplaceAll(res.Outcome, "_", " "), res.Reason)
 		return 1
 	}
-	rec, ok, err := r.Eval(ev)
-	if err != nil {
-		fmt.Fprintf(stdout, "failed: %v\n", err)
-		return 1
-	}
-	if !ok {
-		fmt.Fprintln(stdout, "no result: WHERE is false for this publish")
-		return 1
-	}
-	fmt.Fprintf(stdout, "record: %s\n", rec.AppendJSON(nil))
-	if *sinkName == "" {
-		return 0
-	}
-	if *cfgPath == "" {
-		fmt.Fprintln(stderr, "--sink needs -c FILE")
-		return exitInvalidConfig
-	}
-	cfg, err := conf.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitInvalidConfig
-	}
-	for _, s := range cfg.Sinks {
-		if s.Name != *sinkName {
-			continue
-		}
-		pv, err := producer.Render(s, rec, *partitions)
-		if err != nil {
-			fmt.Fprintf(stdout, "render_failed: %v\n", err)
-			return 1
-		}
-		out, _ := json.MarshalIndent(pv, "", "  ")
+	fmt.Fprintf(stdout, "record: %s\n", res.Record)
+	if res.Kafka != nil {
+		out, _ := json.MarshalIndent(res.Kafka, "", "  ")
 		fmt.Fprintf(stdout, "kafka: %s\n", out)
-		return 0
 	}
-	fmt.Fprintf(stderr, "%s: no sink named %q\n", *cfgPath, *sinkName)
-	return exitInvalidConfig
+	return 0
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/broker"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
@@ -23,14 +24,26 @@ import (
 
 // app is one running mqkafka: the stages wired together.
 type app struct {
-	cfg     *conf.Config
 	log     *slog.Logger
 	kafka   *kfake.Cluster
-	clients []*producer.Client
-	sinks   []*producer.Sink
 	broker  *broker.Broker
+	admin   *admin.Server
+	node    string
+	started time.Time
+
+	// cfgMu guards cfg and sinks, which reconfigure replaces; changeMu
+	// serializes run-time changes and their overlay.
+	cfgMu    sync.Mutex
+	cfg      *conf.Config
+	sinks    []*sinkRun
+	changeMu sync.Mutex
+	cfgPath  string
+	overlay  *conf.Overlay
+	engine   enginePublisher
 
 	memMon *buffer.MemoryMonitor
+	// sources is the Kafka → MQTT half (source.go).
+	sources *sourceSet
 
 	ctx    context.Context // ends when the app stops; owns background goroutines
 	cancel context.CancelFunc
@@ -87,90 +100,78 @@ func hostname() string {
 }
 
 // start brings the stages up in dependency order: Kafka side first, so that
-// the broker never accepts a publish no sink is ready to buffer.
-func start(cfg *conf.Config, log *slog.Logger) (a *app, err error) {
-	a = &app{cfg: cfg, log: log}
+// the broker never accepts a publish no sink is ready to buffer. cfgPath is
+// the file SIGHUP re-reads and API changes are merged with.
+func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (a *app, err error) {
+	a = &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now()}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			a.closeAll()
 		}
 	}()
+	if a.overlay, err = conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir)); err != nil {
+		return nil, err
+	}
 	if cfg.EmbeddedKafka.Enabled {
 		if a.kafka, err = startEmbeddedKafka(cfg.EmbeddedKafka, log); err != nil {
 			return nil, err
 		}
 	}
-	node := cfg.Broker.Node
-	if node == "" {
-		node = "mqkafka@" + hostname()
+	a.node = cfg.Broker.Node
+	if a.node == "" {
+		a.node = "mqkafka@" + hostname()
 	}
 	connectors := map[string]conf.Connector{}
 	for _, cn := range cfg.Connectors {
 		connectors[cn.Name] = cn
 	}
-	clients := map[string]*producer.Client{}
-	actions := map[string]rule.Action{}
-	var rules []*rule.Rule
 	for _, s := range cfg.Sinks {
-		cn := connectors[s.Connector]
-		// concurrent_clients producers per sink; each partition is drained
-		// by one of them, so order per partition holds.
-		var sinkClients []*producer.Client
-		for no := range max(cn.ConcurrentClients, 1) {
-			cc := clientConfig(cn, s)
-			cc.ClientNo = no
-			key := fmt.Sprint(cc)
-			client := clients[key]
-			if client == nil {
-				if client, err = producer.NewClient(cc, log); err != nil {
-					return nil, err
-				}
-				clients[key] = client
-				a.clients = append(a.clients, client)
-			}
-			sinkClients = append(sinkClients, client)
-		}
-		sink, err := producer.NewSink(s, sinkClients, producer.SinkEnv{
-			DataDir: cfg.Broker.DataDir, Log: log, Overloaded: a.memoryMonitor(),
-		})
+		sr, err := a.buildSink(s, connectors[s.Connector])
 		if err != nil {
 			return nil, err
 		}
-		a.sinks = append(a.sinks, sink)
-		actions[conf.ActionName(s.Name)] = sink
-		if len(s.MQTTTopicFilters) > 0 {
-			r, err := shorthandRule(s)
-			if err != nil {
-				return nil, err
-			}
-			rules = append(rules, r)
-		}
+		a.sinks = append(a.sinks, sr)
 	}
-	for _, r := range cfg.Rules {
-		cr, err := rule.Compile(r.ID, r.SQL, r.Actions)
-		if err != nil {
-			return nil, err
-		}
-		rules = append(rules, cr)
-	}
-	engine, err := rule.NewEngine(rules, actions)
+	engine, err := a.buildEngine(cfg, a.node)
 	if err != nil {
 		return nil, err
 	}
-	if a.broker, err = broker.New(cfg.Broker, node, engine, log); err != nil {
+	a.engine.e.Store(engine)
+	if a.broker, err = broker.New(cfg.Broker, a.node, &a.engine, log); err != nil {
 		return nil, err
 	}
 	if err := a.broker.Start(); err != nil {
 		return nil, err
 	}
-	log.Info("mqkafka started", "version", buildVersion(), "mqtt", a.broker.Addrs(), "sinks", len(a.sinks), "rules", len(rules))
-	a.wg.Add(1)
+	if err := a.startSources(); err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Listen != "" {
+		if a.admin, err = admin.New(cfg.Admin.Listen, string(cfg.Admin.Token), a, log); err != nil {
+			return nil, err
+		}
+		a.admin.Start()
+	}
+	log.Info("mqkafka started", "version", buildVersion(), "mqtt", a.broker.Addrs(), "admin", a.adminAddr(),
+		"sinks", len(a.sinks), "rules", len(engine.Rules()))
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		a.reportStats(a.ctx, cfg.StatsInterval)
 	}()
+	go func() {
+		defer a.wg.Done()
+		a.checkHealth(a.ctx)
+	}()
 	return a, nil
+}
+
+func (a *app) adminAddr() string {
+	if a.admin == nil {
+		return ""
+	}
+	return a.admin.Addr()
 }
 
 // shorthandRule is the rule RMQTT's `mqtt_topic_filters` on a sink stands for:
@@ -229,24 +230,22 @@ func (a *app) memoryMonitor() func() bool {
 func (a *app) reportStats(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last := make([]int64, len(a.sinks))
+	last := map[string]int64{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for i, s := range a.sinks {
-			c := &s.Counters
-			matched, success := c.Matched.Load(), c.Success.Load()
-			if matched+success == last[i] {
+		for _, s := range a.Snapshot().Sinks {
+			c := s.Counters
+			if c.Matched+c.Success == last[s.Name] {
 				continue
 			}
-			last[i] = matched + success
-			q := s.Queued()
-			a.log.Info("sink stats", "sink", s.Name(), "matched", matched, "success", success,
-				"failed", c.Failed.Load(), "retried", c.Retried.Load(), "dropped", c.Dropped(),
-				"queuing", q.Records-q.Inflight, "inflight", q.Inflight)
+			last[s.Name] = c.Matched + c.Success
+			a.log.Info("sink stats", "sink", s.Name, "matched", c.Matched, "success", c.Success,
+				"failed", c.Failed, "retried", c.Retried, "dropped", c.Dropped,
+				"queuing", c.Queuing, "inflight", c.Inflight)
 		}
 	}
 }
@@ -254,15 +253,13 @@ func (a *app) reportStats(ctx context.Context, every time.Duration) {
 // stop closes the MQTT side, drains the buffers within shutdown_timeout and
 // closes everything else.
 func (a *app) stop() error {
-	if a.broker != nil {
-		_ = a.broker.Close()
-		a.broker = nil
-	}
+	a.stopSources()
+	a.closeBroker()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
-	for _, s := range a.sinks {
-		if err := s.Drain(ctx); err != nil {
+	for _, sr := range a.sinks {
+		if err := sr.sink.Drain(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -271,22 +268,32 @@ func (a *app) stop() error {
 }
 
 func (a *app) closeAll() {
+	a.stopSources()
+	if a.admin != nil {
+		_ = a.admin.Close()
+		a.admin = nil
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}
 	a.wg.Wait()
-	if a.broker != nil {
-		_ = a.broker.Close()
-	}
-	for _, s := range a.sinks {
-		if err := s.Close(); err != nil {
-			a.log.Error("closing sink", "sink", s.Name(), "err", err)
-		}
-	}
-	for _, c := range a.clients {
-		c.Close()
+	a.closeBroker()
+	for _, sr := range a.sinks {
+		sr.close()
 	}
 	if a.kafka != nil {
 		a.kafka.Close()
+		a.kafka = nil
+	}
+}
+
+// closeBroker stops accepting MQTT; Snapshot may run meanwhile.
+func (a *app) closeBroker() {
+	a.cfgMu.Lock()
+	b := a.broker
+	a.broker = nil
+	a.cfgMu.Unlock()
+	if b != nil {
+		_ = b.Close()
 	}
 }

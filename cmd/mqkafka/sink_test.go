@@ -53,7 +53,7 @@ mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 		}
 	}
 	testkit.WaitFor(t, 5*time.Second, "render_failed drop", func() bool {
-		return b.sinks[0].Counters.Dropped()[buffer.ReasonRenderFailed] == 1
+		return b.sinks[0].sink.Counters.Dropped()[buffer.ReasonRenderFailed] == 1
 	})
 }
 
@@ -120,7 +120,7 @@ actions = ["kafka_producer:s2"]
 		t.Fatalf("%d records", len(recs))
 	}
 	testkit.WaitFor(t, 10*time.Second, "drops of the missing partition", func() bool {
-		return a.sinks[1].Counters.Dropped()[buffer.ReasonUnknownTopic] == 10
+		return a.sinks[1].sink.Counters.Dropped()[buffer.ReasonUnknownTopic] == 10
 	})
 }
 
@@ -262,7 +262,7 @@ max_batch_age = "300ms"`))
 	}
 	time.Sleep(500 * time.Millisecond)
 	testkit.NewKafka(t, port, kfake.SeedTopics(1, "ex"))
-	s := a.sinks[0]
+	s := a.sinks[0].sink
 	testkit.WaitFor(t, 20*time.Second, "expiry", func() bool { return s.Counters.Dropped()[buffer.ReasonExpired] == 10 })
 	if n := s.Counters.Success.Load(); n != 0 {
 		t.Fatalf("%d expired records were sent", n)
@@ -333,7 +333,7 @@ func TestConcurrentClients(t *testing.T) {
 	cfg := strings.Replace(sinkConfig(t, addr, `topic = "cc"
 value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 	a := startApp(t, cfg)
-	if n := len(a.clients); n != 3 {
+	if n := len(a.sinks[0].clients); n != 3 {
 		t.Fatalf("%d Kafka clients, want 3", n)
 	}
 	c := connectMQTT(t, a.broker.Addrs()[0], "cc", nil)
@@ -349,7 +349,7 @@ value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 	if len(seen) != n || len(parts) != 6 {
 		t.Fatalf("%d distinct records over %d partitions", len(seen), len(parts))
 	}
-	for _, cl := range a.clients {
+	for _, cl := range a.sinks[0].clients {
 		if cl.Status().String() != "connected" {
 			t.Fatalf("a client is %s: not every client carried records", cl.Status())
 		}

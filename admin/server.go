@@ -1,0 +1,320 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mqkafka/mqkafka/conf"
+)
+
+// Server is the admin HTTP listener.
+type Server struct {
+	rt    Runtime
+	token string
+	log   *slog.Logger
+	rates rates
+
+	ln     net.Listener
+	srv    *http.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New listens on addr; Serve answers until Close. An empty token means no
+// authentication, which conf allows only on loopback addresses.
+func New(addr, token string, rt Runtime, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	s := &Server{rt: rt, token: token, log: log.With("component", "admin"), ln: ln, done: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{snap: rt.Snapshot})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	auth := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.authorized(h)) }
+	auth("GET /readyz", s.readyz)
+	auth("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
+	auth("GET /api/v1/status", s.status)
+	auth("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, rt.Config()) })
+	auth("GET /api/v1/{kind}", s.list)
+	auth("GET /api/v1/{kind}/{name}", s.get)
+	auth("POST /api/v1/rules/test", s.testRule)
+	auth("POST /api/v1/connectors/{name}/test", s.testConnector)
+	auth("POST /api/v1/{kind}", s.change(true))
+	auth("PUT /api/v1/{kind}/{name}", s.change(false))
+	auth("DELETE /api/v1/{kind}/{name}", s.remove)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Start serves requests and samples rates until Close.
+func (s *Server) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		defer close(s.done)
+		go s.rates.run(ctx, s.rt.Snapshot)
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin listener", "err", err)
+		}
+		<-ctx.Done()
+	}()
+}
+
+// Close stops the listener and waits for its goroutines.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+	}
+	return err
+}
+
+func (s *Server) authorized(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mqkafka"`)
+				writeJSON(w, http.StatusUnauthorized, apiError{Code: "UNAUTHORIZED", Message: "a valid Authorization: Bearer <token> header is required"})
+				return
+			}
+		}
+		next(w, r)
+	})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Code     string   `json:"code"`
+	Message  string   `json:"message"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (s *Server) snapshot() Snapshot {
+	snap := s.rt.Snapshot()
+	s.rates.fill(&snap)
+	return snap
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if ok, why := s.rt.Ready(); !ok {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, 200, s.snapshot())
+}
+
+// entries returns a snapshot's entries of kind, keyed by name.
+func entriesOf(snap Snapshot, kind string) (map[string]any, []any, bool) {
+	byName := map[string]any{}
+	var list []any
+	add := func(name string, v any) {
+		byName[name] = v
+		list = append(list, v)
+	}
+	switch kind {
+	case "sinks":
+		for _, e := range snap.Sinks {
+			add(e.Name, e)
+		}
+	case "sources":
+		for _, e := range snap.Sources {
+			add(e.Name, e)
+		}
+	case "connectors":
+		for _, e := range snap.Connectors {
+			add(e.Name, e)
+		}
+	case "rules":
+		for _, e := range snap.Rules {
+			add(e.ID, e)
+		}
+	default:
+		return nil, nil, false
+	}
+	if list == nil {
+		list = []any{}
+	}
+	return byName, list, true
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	_, list, ok := entriesOf(s.snapshot(), r.PathValue("kind"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: conf.ErrKind.Error()})
+		return
+	}
+	writeJSON(w, 200, list)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	byName, _, ok := entriesOf(s.snapshot(), r.PathValue("kind"))
+	e, found := byName[r.PathValue("name")]
+	if !ok || !found {
+		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no %s named %q", r.PathValue("kind"), r.PathValue("name"))})
+		return
+	}
+	writeJSON(w, 200, e)
+}
+
+// decodeBody reads a JSON object; integral numbers stay integers so that
+// they validate as TOML integers would.
+func decodeBody(r *http.Request, v any) error {
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(http.MaxBytesReader(nil, r.Body, 1<<20)); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(&buf)
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("body is not a JSON object: %w", err)
+	}
+	return nil
+}
+
+func normalize(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, e := range x {
+			x[k] = normalize(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = normalize(e)
+		}
+	}
+	return v
+}
+
+func (s *Server) change(create bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		kind := r.PathValue("kind")
+		var entry map[string]any
+		if err := decodeBody(r, &entry); err != nil || entry == nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprint("body must be a JSON object: ", err)})
+			return
+		}
+		normalize(entry)
+		key := "name"
+		if kind == "rules" {
+			key = "id"
+		}
+		name, _ := entry[key].(string)
+		if !create {
+			if name != "" && name != r.PathValue("name") {
+				writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("%s %q in the body does not match the path", key, name)})
+				return
+			}
+			name = r.PathValue("name")
+		}
+		if name == "" {
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("missing required key %q", key)})
+			return
+		}
+		code := http.StatusOK
+		if create {
+			code = http.StatusCreated
+		}
+		s.apply(w, r, conf.Change{Kind: kind, Name: name, Entry: entry, Create: create}, code)
+	}
+}
+
+func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
+	s.apply(w, r, conf.Change{Kind: r.PathValue("kind"), Name: r.PathValue("name")}, http.StatusNoContent)
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, ch conf.Change, okCode int) {
+	err := s.rt.Change(r.Context(), ch)
+	var ce *conf.Error
+	switch {
+	case err == nil:
+		s.log.Info("configuration changed through the API", "kind", ch.Kind, "name", ch.Name, "deleted", ch.Entry == nil)
+		if okCode == http.StatusNoContent {
+			w.WriteHeader(okCode)
+			return
+		}
+		byName, _, _ := entriesOf(s.snapshot(), ch.Kind)
+		writeJSON(w, okCode, byName[ch.Name])
+	case errors.As(err, &ce):
+		var ps []string
+		for _, p := range ce.Problems {
+			ps = append(ps, p.Msg)
+		}
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_CONFIG", Message: "the configuration does not validate", Problems: ps})
+	case errors.Is(err, conf.ErrNotFound), errors.Is(err, conf.ErrKind):
+		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: err.Error()})
+	case errors.Is(err, conf.ErrExists):
+		writeJSON(w, http.StatusConflict, apiError{Code: "ALREADY_EXISTS", Message: err.Error()})
+	default:
+		writeJSON(w, http.StatusInternalServerError, apiError{Code: "INTERNAL", Message: err.Error()})
+	}
+}
+
+func (s *Server) testConnector(w http.ResponseWriter, r *http.Request) {
+	for _, cn := range s.rt.Config().Connectors {
+		if cn.Name != r.PathValue("name") {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		if err := s.rt.TestConnector(ctx, cn); err != nil {
+			writeJSON(w, http.StatusBadGateway, apiError{Code: "CONNECT_FAILED", Message: err.Error()})
+			return
+		}
+		writeJSON(w, 200, map[string]string{"status": "connected"})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no connector named %q", r.PathValue("name"))})
+}
+
+func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
+	var req RuleTest
+	if err := decodeBody(r, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: err.Error()})
+		return
+	}
+	res, err := req.Run(s.rt.Config())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_SQL", Message: err.Error()})
+		return
+	}
+	writeJSON(w, 200, res)
+}

@@ -1,0 +1,134 @@
+// Package admin is the operator's side of mqkafka: the REST API, Prometheus
+// /metrics, health endpoints and the token that guards them. It reads the
+// running process through a Runtime, so it never reaches into the stages.
+package admin
+
+import (
+	"context"
+	"time"
+
+	"github.com/mqkafka/mqkafka/conf"
+)
+
+// Snapshot is the state of the whole process at one moment.
+type Snapshot struct {
+	Time       time.Time         `json:"time"`
+	Version    string            `json:"version"`
+	Started    time.Time         `json:"started"`
+	Broker     BrokerStats       `json:"broker"`
+	Listeners  []string          `json:"listeners"`
+	Connectors []ConnectorStatus `json:"connectors"`
+	Sinks      []SinkStatus      `json:"sinks"`
+	Sources    []SourceStatus    `json:"sources"`
+	Rules      []RuleStatus      `json:"rules"`
+}
+
+// BrokerStats are the MQTT broker's figures.
+type BrokerStats struct {
+	Connections      int64 `json:"connections"`
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	MessagesDropped  int64 `json:"messages_dropped"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
+	Retained         int64 `json:"retained"`
+	Subscriptions    int64 `json:"subscriptions"`
+	Inflight         int64 `json:"inflight"`
+}
+
+// ConnectorStatus is one Kafka cluster's connection state.
+type ConnectorStatus struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // connected | connecting | disconnected
+	// Code is the /metrics value: 0 disconnected, 1 connecting, 2 connected.
+	Code int `json:"status_code"`
+}
+
+// SinkStatus is one sink's configuration, counters and queues.
+type SinkStatus struct {
+	Name       string            `json:"name"`
+	Connector  string            `json:"connector"`
+	Status     string            `json:"status"`
+	Config     conf.Sink         `json:"config"`
+	Counters   SinkCounters      `json:"counters"`
+	Partitions []PartitionStatus `json:"partitions"`
+	Rates      Rates             `json:"rates"`
+}
+
+// SinkCounters are a sink's totals since start, named as EMQX's action metrics.
+type SinkCounters struct {
+	Matched  int64            `json:"matched"`
+	Success  int64            `json:"success"`
+	Failed   int64            `json:"failed"`
+	Retried  int64            `json:"retried"`
+	Dropped  map[string]int64 `json:"dropped"`
+	Queuing  int64            `json:"queuing"`
+	Inflight int64            `json:"inflight"`
+}
+
+// PartitionStatus is one partition queue's gauges; Partition -1 is the
+// holding queue of records waiting for the topic's metadata.
+type PartitionStatus struct {
+	Topic        string `json:"topic"`
+	Partition    int32  `json:"partition"`
+	Queuing      int64  `json:"queuing"`
+	QueuingBytes int64  `json:"queuing_bytes"`
+	Inflight     int64  `json:"inflight"`
+}
+
+// SourceStatus is one Kafka source's counters.
+type SourceStatus struct {
+	Name     string           `json:"name"`
+	Status   string           `json:"status"`
+	Received int64            `json:"received"`
+	Success  int64            `json:"success"`
+	Failed   int64            `json:"failed"`
+	Dropped  map[string]int64 `json:"dropped"`
+	Lag      []PartitionLag   `json:"lag"`
+	Rates    Rates            `json:"rates"`
+	Config   any              `json:"config"`
+}
+
+// PartitionLag is a source's consumer lag on one partition.
+type PartitionLag struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Lag       int64  `json:"lag"`
+}
+
+// RuleStatus is one rule's metrics, as EMQX's rule metrics.
+type RuleStatus struct {
+	ID       string   `json:"id"`
+	SQL      string   `json:"sql"`
+	Actions  []string `json:"actions"`
+	Matched  int64    `json:"matched"`
+	Passed   int64    `json:"passed"`
+	Failed   int64    `json:"failed"`
+	NoResult int64    `json:"no_result"`
+	Rates    Rates    `json:"rates"`
+}
+
+// Rates are messages per second over the last 5 seconds and minute.
+type Rates struct {
+	Last5s  float64 `json:"last_5s"`
+	Last1m  float64 `json:"last_1m"`
+	Counter string  `json:"counter"` // which counter the rate is of
+}
+
+// Runtime is the running process as the admin API sees it.
+type Runtime interface {
+	// Snapshot returns the current state; rates are filled in by the server.
+	Snapshot() Snapshot
+	// Config is the effective configuration.
+	Config() *conf.Config
+	// Ready reports whether the listeners are open and every connector is
+	// connected, with the reason when not.
+	Ready() (bool, string)
+	// Change creates, replaces or deletes one entry of the configuration at
+	// run time, validated exactly as `check` validates the file (a
+	// *conf.Error lists the problems), keeping buffered records and MQTT
+	// connections, and records it in runtime.toml.
+	Change(ctx context.Context, ch conf.Change) error
+	// TestConnector checks that a connector's Kafka answers.
+	TestConnector(ctx context.Context, cn conf.Connector) error
+}

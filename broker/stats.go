@@ -1,0 +1,7 @@
+package broker
+
+import "github.com/mochi-mqtt/server/v2/system"
+
+// Info is a copy of the broker's counters (connections, messages, bytes,
+// retained, subscriptions).
+func (b *Broker) Info() *system.Info { return b.srv.Info.Clone() }

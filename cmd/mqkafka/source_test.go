@@ -1,0 +1,452 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/mqkafka/mqkafka/consumer"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// sourceConfig is a broker on a free port, one connector and the given
+// sources, rules and sinks as TOML.
+func sourceConfig(t testing.TB, kafkaAddr, tables string) string {
+	return fmt.Sprintf(`
+shutdown_timeout = "2s"
+[broker]
+listeners = [{ address = "127.0.0.1:0" }]
+data_dir = %q
+[broker.auth]
+allow_anonymous = true
+
+[[connectors]]
+name = "k"
+bootstrap_hosts = %q
+[connectors.properties]
+"reconnect.backoff.max.ms" = "200"
+"heartbeat.interval.ms" = "300"
+"session.timeout.ms" = "6000"
+%s
+`, t.TempDir(), kafkaAddr, tables)
+}
+
+// inbox collects what an MQTT subscriber receives.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []*paho.Publish
+}
+
+func (b *inbox) add(p *paho.Publish) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, p)
+	b.mu.Unlock()
+}
+
+func (b *inbox) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
+func (b *inbox) all() []*paho.Publish {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*paho.Publish(nil), b.msgs...)
+}
+
+// subscriber connects an MQTT 5 client and subscribes with QoS 1 unless
+// the session it resumes has the subscriptions already. expiry > 0 asks for
+// a persistent session (clean start false).
+func subscriber(t testing.TB, addr, id string, expiry uint32, box *inbox, qos byte, filters ...string) *paho.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial mqtt: %v", err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { box.add(pr.Packet); return true, nil },
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cp := &paho.Connect{ClientID: id, CleanStart: expiry == 0, KeepAlive: 30}
+	if expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	ca, err := c.Connect(ctx, cp)
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("mqtt connect: %v %+v", err, ca)
+	}
+	if !ca.SessionPresent {
+		var subs []paho.SubscribeOptions
+		for _, f := range filters {
+			subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: qos})
+		}
+		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+// produceRecords writes recs with a real Kafka client.
+func produceRecords(t testing.TB, addr string, recs []*kgo.Record) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// seqRecords are n records on topic with keys k<i>, JSON values and two headers.
+func seqRecords(topic string, from, n int) []*kgo.Record {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		j := from + i
+		recs[i] = &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%04d", j), Value: fmt.Appendf(nil, `{"n":%d}`, j),
+			Headers: []kgo.RecordHeader{{Key: "h1", Value: fmt.Appendf(nil, "x%d", j)}, {Key: "h2", Value: []byte("y")}}}
+	}
+	return recs
+}
+
+func sourceByName(t testing.TB, a *app, name string) *consumer.Source {
+	for _, s := range a.sources.sources {
+		if s.Name() == name {
+			return s
+		}
+	}
+	t.Fatalf("no source %s", name)
+	return nil
+}
+
+// TestSourceToMQTT: 1,000 Kafka records with keys and headers reach an
+// MQTT 5 subscriber on the mapped topics, rendered by ${.}, ${.value} and
+// a custom template, headers as User-Property; base64 mode round-trips
+// binary values, and binary values in ${.} with mode none are dropped and
+// counted.
+func TestSourceToMQTT(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-a", "src-b", "src-c"), kfake.SeedTopics(1, "src-bin"))
+	a := startApp(t, sourceConfig(t, addr, `
+[[sources]]
+name = "s1"
+connector = "k"
+topic = ["src-a", "src-b", "src-c"]
+offset_reset_policy = "earliest"
+headers_as_user_properties = true
+[[sources.topic_mapping]]
+kafka_topic = "src-a"
+mqtt_topic = "a/${.key}"
+[[sources.topic_mapping]]
+kafka_topic = "src-b"
+mqtt_topic = "b/all"
+qos = 0
+payload_template = "${.value}"
+[[sources.topic_mapping]]
+kafka_topic = "src-c"
+mqtt_topic = "c/${.headers.h1}"
+payload_template = "key=${.key};n=${.value.n};h=${.headers.h1};none=${.nope};topic=${.topic}"
+
+[[sources]]
+name = "bin64"
+connector = "k"
+topic = "src-bin"
+offset_reset_policy = "earliest"
+value_encoding_mode = "base64"
+[[sources.topic_mapping]]
+kafka_topic = "src-bin"
+mqtt_topic = "bin/64"
+payload_template = "${.value}"
+
+[[sources]]
+name = "binjson"
+connector = "k"
+offset_reset_policy = "earliest"
+[[sources.topic_mapping]]
+kafka_topic = "src-bin"
+mqtt_topic = "bin/json"
+`))
+	box := &inbox{}
+	subscriber(t, a.broker.Addrs()[0], "sub", 0, box, 1, "a/#", "b/#", "c/#", "bin/#")
+
+	var recs []*kgo.Record
+	recs = append(recs, seqRecords("src-a", 0, 334)...)
+	recs = append(recs, seqRecords("src-b", 334, 333)...)
+	recs = append(recs, seqRecords("src-c", 667, 333)...)
+	bins := map[string]bool{}
+	for i := range 20 {
+		v := []byte{0xff, 0xfe, byte(i), 0x00, 0x80}
+		bins[string(v)] = true
+		recs = append(recs, &kgo.Record{Topic: "src-bin", Value: v})
+	}
+	produceRecords(t, addr, recs)
+	testkit.WaitFor(t, 30*time.Second, "1,020 messages", func() bool { return box.len() >= 1020 })
+	bj := sourceByName(t, a, "binjson")
+	testkit.WaitFor(t, 10*time.Second, "binary records dropped", func() bool { return bj.Counters.Received.Load() == 20 })
+	time.Sleep(200 * time.Millisecond)
+
+	got := map[string]int{}
+	for _, p := range box.all() {
+		prefix, rest, _ := strings.Cut(p.Topic, "/")
+		got[prefix]++
+		switch prefix {
+		case "a":
+			var rec struct {
+				Headers map[string]string `json:"headers"`
+				Key     string            `json:"key"`
+				Offset  int64             `json:"offset"`
+				Topic   string            `json:"topic"`
+				TS      int64             `json:"ts"`
+				TSType  string            `json:"ts_type"`
+				Value   string            `json:"value"`
+			}
+			if err := json.Unmarshal(p.Payload, &rec); err != nil {
+				t.Fatalf("a: %s: %v", p.Payload, err)
+			}
+			var n int
+			_, _ = fmt.Sscanf(rec.Key, "k%d", &n)
+			if !strings.HasPrefix(string(p.Payload), `{"headers":{"h1":"x`) || rec.Key != rest || rec.Topic != "src-a" ||
+				rec.TSType != "create" || rec.TS < time.Now().Add(-time.Minute).UnixMilli() || rec.Headers["h2"] != "y" ||
+				rec.Value != fmt.Sprintf(`{"n":%d}`, n) {
+				t.Fatalf("a: %s on %s", p.Payload, p.Topic)
+			}
+			if p.QoS != 1 {
+				t.Fatalf("a: QoS %d", p.QoS)
+			}
+		case "b":
+			if !strings.HasPrefix(string(p.Payload), `{"n":`) || p.QoS != 0 {
+				t.Fatalf("b: %s QoS %d", p.Payload, p.QoS)
+			}
+		case "c":
+			var n int
+			if _, err := fmt.Sscanf(rest, "x%d", &n); err != nil {
+				t.Fatalf("c topic %s", p.Topic)
+			}
+			if want := fmt.Sprintf("key=k%04d;n=%d;h=x%d;none=;topic=src-c", n, n, n); string(p.Payload) != want {
+				t.Fatalf("c: %s, want %s", p.Payload, want)
+			}
+		case "bin":
+			if rest != "64" {
+				t.Fatalf("a binary value reached %s", p.Topic)
+			}
+			v, err := base64.StdEncoding.DecodeString(string(p.Payload))
+			if err != nil || !bins[string(v)] {
+				t.Fatalf("bin: %q does not decode to a produced value", p.Payload)
+			}
+			continue
+		}
+		if p.Properties == nil || p.Properties.User.Get("h2") != "y" || !strings.HasPrefix(p.Properties.User.Get("h1"), "x") {
+			t.Fatalf("%s: user properties %+v", p.Topic, p.Properties)
+		}
+	}
+	if got["a"] != 334 || got["b"] != 333 || got["c"] != 333 || got["bin"] != 20 {
+		t.Fatalf("received %v, want a:334 b:333 c:333 bin:20", got)
+	}
+	s1 := sourceByName(t, a, "s1")
+	if c := &s1.Counters; c.Received.Load() != 1000 || c.Success.Load() != 1000 || c.DroppedTotal() != 0 {
+		t.Fatalf("s1 received %d success %d dropped %v", c.Received.Load(), c.Success.Load(), c.Dropped())
+	}
+	if d := bj.Counters.Dropped()[consumer.ReasonInvalidUTF8]; d != 20 || bj.Counters.Success.Load() != 0 {
+		t.Fatalf("binjson dropped %v, success %d: want 20 invalid_utf8", bj.Counters.Dropped(), bj.Counters.Success.Load())
+	}
+}
+
+// TestSourceOfflinePersistentSession: a subscriber with a persistent
+// session that is offline while Kafka messages arrive gets them when it
+// reconnects (within one broker run; mochi queues them in its session).
+func TestSourceOfflinePersistentSession(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
+	a := startApp(t, sourceConfig(t, addr, `
+[[sources]]
+name = "p"
+connector = "k"
+topic = "src-p"
+[[sources.topic_mapping]]
+kafka_topic = "src-p"
+mqtt_topic = "p/${.key}"
+payload_template = "${.value}"
+`))
+	mqttAddr := a.broker.Addrs()[0]
+	src := sourceByName(t, a, "p")
+	testkit.WaitFor(t, 20*time.Second, "partitions assigned", func() bool { return src.Counters.Assigned.Load() == 2 })
+	time.Sleep(500 * time.Millisecond) // "latest": the end offsets are looked up after the assignment
+
+	first := &inbox{}
+	c := subscriber(t, mqttAddr, "persistent", 300, first, 1, "p/#")
+	_ = c.Disconnect(&paho.Disconnect{})
+
+	produceRecords(t, addr, seqRecords("src-p", 0, 300))
+	testkit.WaitFor(t, 20*time.Second, "300 handed over", func() bool { return src.Counters.Success.Load() == 300 })
+
+	backlog := &inbox{}
+	subscriber(t, mqttAddr, "persistent", 300, backlog, 1, "p/#")
+	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return backlog.len() >= 300 })
+	seen := map[string]bool{}
+	for _, p := range backlog.all() {
+		seen[p.Topic] = true
+	}
+	if len(seen) != 300 {
+		t.Fatalf("%d distinct messages of the backlog, want 300", len(seen))
+	}
+}
+
+// TestSourceRestartSIGTERM: a source consumes half, mqkafka stops on
+// SIGTERM, the rest is produced while it is down; after the restart the
+// rest arrives, nothing lost and nothing twice. The subscriber is a
+// persistent session that is offline during the restart: sessions are not
+// kept across restarts yet, so it reconnects within start_delay, before
+// the restarted source publishes anything, and gets the backlog.
+func TestSourceRestartSIGTERM(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-r"))
+	port := testkit.FreePort(t)
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := writeFile(t, fixedListener(sourceConfig(t, addr, `
+[[sources]]
+name = "r"
+connector = "k"
+topic = "src-r"
+offset_reset_policy = "earliest"
+start_delay = "2s"
+[[sources.topic_mapping]]
+kafka_topic = "src-r"
+mqtt_topic = "r/${.key}"
+payload_template = "${.value}"
+`), port))
+	p := startProc(t, cfg)
+	box := &inbox{}
+	c := subscriber(t, mqttAddr, "dev", 600, box, 1, "r/#")
+	produceRecords(t, addr, seqRecords("src-r", 0, 500))
+	testkit.WaitFor(t, 30*time.Second, "the first half", func() bool { return box.len() >= 500 })
+	_ = c.Disconnect(&paho.Disconnect{})
+	if code := p.stop(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+
+	produceRecords(t, addr, seqRecords("src-r", 500, 500))
+	startProc(t, cfg)
+	subscriber(t, mqttAddr, "dev", 600, box, 1, "r/#")
+	testkit.WaitFor(t, 30*time.Second, "the rest", func() bool { return box.len() >= 1000 })
+	time.Sleep(500 * time.Millisecond)
+	seen := map[string]int{}
+	for _, m := range box.all() {
+		seen[m.Topic]++
+	}
+	dups := box.len() - len(seen)
+	if len(seen) != 1000 || dups != 0 {
+		t.Fatalf("%d distinct, %d duplicates after a restart; want 1000 and 0", len(seen), dups)
+	}
+}
+
+// TestSourceRuleRepublish: a rule FROM "$bridges/kafka_consumer:x" with a
+// WHERE and a republish action delivers only the matching records; a
+// republish on an MQTT rule carries the publisher's User-Property, and
+// one that would feed its own rule is dropped and counted.
+func TestSourceRuleRepublish(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "src-rule"))
+	a := startApp(t, sourceConfig(t, addr, `
+[[sources]]
+name = "x"
+connector = "k"
+topic = "src-rule"
+offset_reset_policy = "earliest"
+
+[[rules]]
+id = "from_kafka"
+sql = '''SELECT key, value.n AS n, headers AS up FROM "$bridges/kafka_consumer:x" WHERE key = 'match' '''
+[[rules.republish]]
+topic = "rp/${key}/${n}"
+payload = "n=${n}"
+qos = 1
+user_properties = "${up}"
+
+[[rules]]
+id = "from_mqtt"
+sql = 'SELECT * FROM "in/#"'
+[[rules.republish]]
+topic = "out/${clientid}"
+user_properties = "${pub_props.'User-Property'}"
+
+[[rules]]
+id = "loop"
+sql = 'SELECT * FROM "loop/#"'
+[[rules.republish]]
+topic = "loop/again"
+`))
+	mqttAddr := a.broker.Addrs()[0]
+	box := &inbox{}
+	subscriber(t, mqttAddr, "sub", 0, box, 1, "rp/#", "out/#", "loop/#")
+
+	var recs []*kgo.Record
+	for i := range 20 {
+		key := "other"
+		if i%2 == 0 {
+			key = "match"
+		}
+		recs = append(recs, &kgo.Record{Topic: "src-rule", Key: []byte(key), Value: fmt.Appendf(nil, `{"n":%d}`, i),
+			Headers: []kgo.RecordHeader{{Key: "h1", Value: []byte("v1")}}})
+	}
+	produceRecords(t, addr, recs)
+
+	pub := connectMQTT(t, mqttAddr, "dev1", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "in/1", QoS: 1, Payload: []byte("hello"),
+		Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "u", Value: "w"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pub, "loop/1", 1, []byte("x"))
+
+	testkit.WaitFor(t, 20*time.Second, "11 messages", func() bool { return box.len() >= 11 })
+	src := sourceByName(t, a, "x")
+	testkit.WaitFor(t, 10*time.Second, "20 Kafka records", func() bool { return src.Counters.Success.Load() == 20 })
+	time.Sleep(300 * time.Millisecond)
+	var rp, out int
+	for _, p := range box.all() {
+		switch {
+		case strings.HasPrefix(p.Topic, "rp/match/"):
+			rp++
+			if n := strings.TrimPrefix(p.Topic, "rp/match/"); string(p.Payload) != "n="+n || p.QoS != 1 ||
+				p.Properties == nil || p.Properties.User.Get("h1") != "v1" {
+				t.Fatalf("republished %s %q QoS %d props %+v", p.Topic, p.Payload, p.QoS, p.Properties)
+			}
+		case p.Topic == "out/dev1":
+			out++
+			if string(p.Payload) != "hello" || p.QoS != 1 || p.Properties == nil || p.Properties.User.Get("u") != "w" {
+				t.Fatalf("republished %s %q QoS %d props %+v", p.Topic, p.Payload, p.QoS, p.Properties)
+			}
+		case p.Topic == "loop/1":
+		default:
+			t.Fatalf("unexpected %s %q", p.Topic, p.Payload)
+		}
+	}
+	if rp != 10 || out != 1 {
+		t.Fatalf("%d republished from Kafka (want 10), %d from MQTT (want 1)", rp, out)
+	}
+	for _, r := range a.sources.republish {
+		if r.Counters.Loop.Load() > 0 {
+			return
+		}
+	}
+	t.Fatal("the loop was not counted")
+}
