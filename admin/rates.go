@@ -91,6 +91,8 @@ func (r *rates) rates(key, counter string, now sample) Rates {
 // fill sets the rates of every entry of s.
 func (r *rates) fill(s *Snapshot) {
 	now := sample{at: s.Time, values: counterValues(*s)}
+	s.Broker.ReceivedRate = r.rates("broker:received", "messages_received", now)
+	s.Broker.SentRate = r.rates("broker:sent", "messages_sent", now)
 	for i := range s.Sinks {
 		s.Sinks[i].Rates = r.rates("sink:"+s.Sinks[i].Name, "success", now)
 	}

@@ -48,14 +48,16 @@ func New(addr, token string, rt Runtime, log *slog.Logger) (*Server, error) {
 	auth("GET /readyz", s.readyz)
 	auth("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
 	auth("GET /api/v1/status", s.status)
-	auth("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, rt.Config()) })
+	auth("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, redactedConfig(rt.Config())) })
 	auth("GET /api/v1/{kind}", s.list)
 	auth("GET /api/v1/{kind}/{name}", s.get)
+	auth("GET /api/v1/{kind}/{name}/entry", s.entry)
 	auth("POST /api/v1/rules/test", s.testRule)
 	auth("POST /api/v1/connectors/{name}/test", s.testConnector)
 	auth("POST /api/v1/{kind}", s.change(true))
 	auth("PUT /api/v1/{kind}/{name}", s.change(false))
 	auth("DELETE /api/v1/{kind}/{name}", s.remove)
+	mux.Handle("GET /", uiHandler())
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
 }
@@ -244,6 +246,7 @@ func (s *Server) change(create bool) http.HandlerFunc {
 				return
 			}
 			name = r.PathValue("name")
+			s.keepSecrets(kind, name, entry)
 		}
 		if name == "" {
 			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("missing required key %q", key)})

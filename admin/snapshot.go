@@ -34,6 +34,12 @@ type BrokerStats struct {
 	Retained         int64 `json:"retained"`
 	Subscriptions    int64 `json:"subscriptions"`
 	Inflight         int64 `json:"inflight"`
+	// Dropped counts publishes the broker did not deliver, by reason:
+	// not_authorized, max_inflight, max_client_writes_pending.
+	Dropped map[string]int64 `json:"dropped"`
+	// ReceivedRate and SentRate are the rates of MessagesReceived and MessagesSent.
+	ReceivedRate Rates `json:"received_rate"`
+	SentRate     Rates `json:"sent_rate"`
 }
 
 // ConnectorStatus is one Kafka cluster's connection state.
@@ -106,6 +112,10 @@ type RuleStatus struct {
 	Failed   int64    `json:"failed"`
 	NoResult int64    `json:"no_result"`
 	Rates    Rates    `json:"rates"`
+	// From are the MQTT topic filters the rule reads; Sources the Kafka
+	// sources it reads ("$bridges/kafka_consumer:<name>").
+	From    []string `json:"from"`
+	Sources []string `json:"sources"`
 }
 
 // Rates are messages per second over the last 5 seconds and minute.
@@ -131,4 +141,8 @@ type Runtime interface {
 	Change(ctx context.Context, ch conf.Change) error
 	// TestConnector checks that a connector's Kafka answers.
 	TestConnector(ctx context.Context, cn conf.Connector) error
+	// Entry is one entry of kind as written in the file or through the API
+	// (file keys, secrets included, defaults left out); conf.ErrNotFound
+	// when there is none. The server redacts its secrets.
+	Entry(kind, name string) (map[string]any, error)
 }

@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mqkafka/mqkafka/buffer"
@@ -32,27 +32,45 @@ type Publisher interface {
 
 // Broker is the running MQTT broker.
 type Broker struct {
-	srv *mqtt.Server
-	ids []string
-	log *slog.Logger
+	srv    *mqtt.Server
+	ids    []string
+	log    *slog.Logger
+	access *accessHook
+
+	closeOnce sync.Once
 }
 
-// New builds a broker; Start opens its listeners.
-func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (*Broker, error) {
-	caps := mqtt.NewDefaultServerCapabilities()
-	// mochi copies a publisher's MQTT 5 properties into the PUBACK otherwise.
-	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+// New builds a broker and binds its listeners; Start restores the persisted
+// sessions and serves.
+func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Broker, err error) {
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities: caps,
-		Logger:       slog.New(quietHandler{log.Handler()}).With("component", "mqtt"),
+		Capabilities: capabilities(cfg),
+		Logger:       slog.New(quietHandler{log.Handler(), new(atomic.Int64)}).With("component", "mqtt"),
 		InlineClient: true,
 	})
-	if cfg.Auth.AllowAnonymous {
-		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	defer func() {
+		if err != nil {
+			_ = srv.Close()
+		}
+	}()
+	b = &Broker{srv: srv, log: log}
+	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {
+		return nil, err
+	}
+	if b.access.auth.refusesAll() {
+		log.Warn("every MQTT client will be refused: [broker.auth] allow_anonymous is false and no users are configured")
+	}
+	if err := srv.AddHook(b.access, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.Persistence {
+		st, err := openStore(StoreDir(cfg.DataDir), log.With("component", "session-store"))
+		if err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-	} else {
-		if err := srv.AddHook(new(denyHook), nil); err != nil {
+		st.srv = srv
+		if err := srv.AddHook(st, nil); err != nil {
+			_ = st.Stop()
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 	}
@@ -63,18 +81,49 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (*Broker
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b := &Broker{srv: srv, log: log}
-	for i, l := range cfg.Listeners {
-		id := fmt.Sprintf("%s-%d", l.Type, i)
-		if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: id, Address: l.Address})); err != nil {
-			return nil, fmt.Errorf("broker: listener %s: %w", l.Address, err)
+	for i, lc := range cfg.Listeners {
+		id := fmt.Sprintf("%s-%d", lc.Type, i)
+		l, err := newListener(id, lc)
+		if err != nil {
+			return nil, fmt.Errorf("broker: listener %s: %w", lc.Address, err)
+		}
+		if err := srv.AddListener(l); err != nil {
+			return nil, fmt.Errorf("broker: listener %s: %w", lc.Address, err)
 		}
 		b.ids = append(b.ids, id)
 	}
 	return b, nil
 }
 
-// Start serves the listeners.
+// capabilities are mochi's limits as configured; every one is set, so that
+// none is mochi's silent default.
+func capabilities(cfg conf.Broker) *mqtt.Capabilities {
+	caps := mqtt.NewDefaultServerCapabilities()
+	// mochi copies a publisher's MQTT 5 properties into the PUBACK otherwise.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+	caps.MaximumInflight = uint16(cfg.MaxInflight)
+	caps.MaximumClientWritesPending = int32(cfg.MaxClientWritesPending)
+	caps.ReceiveMaximum = uint16(cfg.ReceiveMaximum)
+	caps.MaximumClients = math.MaxInt64
+	if cfg.MaxClients > 0 {
+		caps.MaximumClients = int64(cfg.MaxClients)
+	}
+	caps.RetainAvailable = 0
+	if cfg.RetainAvailable {
+		caps.RetainAvailable = 1
+	}
+	caps.MaximumMessageExpiryInterval = int64(cfg.MaxMessageExpiry / time.Second)
+	caps.MaximumSessionExpiryInterval = math.MaxUint32
+	if cfg.MaxSessionExpiry > 0 {
+		caps.MaximumSessionExpiryInterval = uint32(cfg.MaxSessionExpiry / time.Second)
+	}
+	return caps
+}
+
+// Start restores the persisted sessions, subscriptions, in-flight and
+// retained messages, then serves the listeners: nothing is accepted before
+// the state is back.
 func (b *Broker) Start() error {
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -93,19 +142,14 @@ func (b *Broker) Addrs() []string {
 	return out
 }
 
-// Close stops accepting, disconnects every client and stops the broker.
-func (b *Broker) Close() error { return b.srv.Close() }
-
-// denyHook refuses every connection: anonymous access is off and no users
-// are configured.
-type denyHook struct{ mqtt.HookBase }
-
-func (h *denyHook) ID() string { return "deny-anonymous" }
-func (h *denyHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+// Close stops accepting, disconnects every client, commits the session
+// store and stops the broker. Only the first call does anything: mochi
+// panics on a second.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() { err = b.srv.Close() })
+	return err
 }
-func (h *denyHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return false }
-func (h *denyHook) OnACLCheck(*mqtt.Client, string, bool) bool              { return false }
 
 // bridgeHook hands publishes to the rules inside OnPublish, which mochi runs
 // before it writes the PUBACK/PUBREC: a QoS 1/2 publish is acknowledged only
@@ -199,16 +243,30 @@ func fillProps(ev *rule.Event, p *packets.Properties) {
 // quietHandler drops mochi's per-packet error line for publishes the bridge
 // refused: those are counted and logged, rate-limited, by the bridge itself,
 // and mochi's line would print the whole packet once per refused publish.
-type quietHandler struct{ slog.Handler }
+// mochi's line per message dropped to a slow subscriber is let through once
+// a second: the drops are counted (Drops), and a slow subscriber would
+// otherwise log as fast as messages arrive.
+type quietHandler struct {
+	slog.Handler
+	lastDrop *atomic.Int64 // shared by the handler's derivatives
+}
 
 func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" {
+	switch r.Message {
+	case "publish packet error":
 		return nil
+	case "client store quota reached", "packet ids exhausted":
+		if !logAllowed(h.lastDrop) {
+			return nil
+		}
+		r.AddAttrs(slog.String("note", "counted as dropped (max_inflight); logged at most once a second"))
 	}
 	return h.Handler.Handle(ctx, r)
 }
 
 func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(as)}
+	return quietHandler{h.Handler.WithAttrs(as), h.lastDrop}
 }
-func (h quietHandler) WithGroup(n string) slog.Handler { return quietHandler{h.Handler.WithGroup(n)} }
+func (h quietHandler) WithGroup(n string) slog.Handler {
+	return quietHandler{h.Handler.WithGroup(n), h.lastDrop}
+}

@@ -33,29 +33,6 @@ type Config struct {
 	pos Positions
 }
 
-// Broker configures the MQTT side.
-type Broker struct {
-	Listeners []Listener `toml:"listeners"`
-	DataDir   string     `toml:"data_dir"`
-	// Node names this process in records (`${node}`), as EMQX's node name.
-	Node string     `toml:"node"`
-	Auth BrokerAuth `toml:"auth"`
-}
-
-// Listener is one MQTT listener.
-type Listener struct {
-	Type    string `toml:"type"`
-	Address string `toml:"address,required"`
-}
-
-// SetDefaults fills a listener's defaults.
-func (l *Listener) SetDefaults() { l.Type = "tcp" }
-
-// BrokerAuth configures client authentication.
-type BrokerAuth struct {
-	AllowAnonymous bool `toml:"allow_anonymous"`
-}
-
 // Admin configures the REST API, /metrics and health endpoints.
 type Admin struct {
 	// Listen is the admin address; "" turns the listener off.
@@ -103,10 +80,7 @@ type SysmonOS struct {
 // Defaults returns a config with every default filled in.
 func Defaults() *Config {
 	return &Config{
-		Broker: Broker{
-			Listeners: []Listener{{Type: "tcp", Address: ":1883"}},
-			DataDir:   "data",
-		},
+		Broker:          DefaultBroker(),
 		Log:             Log{Level: "info", Format: "text"},
 		Admin:           Admin{Listen: "127.0.0.1:18083"},
 		EmbeddedKafka:   EmbeddedKafka{Listen: "127.0.0.1:9092", Partitions: 3},
@@ -198,15 +172,7 @@ func (c *Config) validate() []Problem {
 			bad(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
 		}
 	}
-	if len(c.Broker.Listeners) == 0 {
-		bad("broker.listeners", "at least one listener is needed")
-	}
-	for i, l := range c.Broker.Listeners {
-		enum(fmt.Sprintf("broker.listeners[%d].type", i), l.Type, "tcp")
-	}
-	if c.Broker.DataDir == "" {
-		bad("broker.data_dir", "must not be empty")
-	}
+	c.validateBroker(bad, enum)
 	c.validateAdmin(bad)
 	enum("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	enum("log.format", c.Log.Format, "text", "json")

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,15 @@ func (cn *Connector) Node() string {
 // SinkIndex is the position of the named sink in [[sinks]], part of the
 // Kafka client id; 0 for a sink validation did not see.
 func (cn *Connector) SinkIndex(sink string) int { return cn.sinkIndex[sink] }
+
+// SameSettings reports whether two connectors configure Kafka alike; what
+// validation derives (node name, sink indexes) does not count, so adding a
+// sink does not count as a change of the others' connector.
+func (cn Connector) SameSettings(o Connector) bool {
+	cn.node, cn.sinkIndex = "", nil
+	o.node, o.sinkIndex = "", nil
+	return reflect.DeepEqual(cn, o)
+}
 
 // DefaultNode is the node name when broker.node is not set.
 func DefaultNode() string {

@@ -184,8 +184,11 @@ func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMa
 		"max.partition.fetch.bytes": int(s.MaxBatchBytes),
 		"fetch.wait.max.ms":         int(s.MaxWaitTime / time.Millisecond),
 		"enable.partition.eof":      false,
-		"enable.metrics.push":       false,
-		"go.logs.channel.enable":    true,
+		// A subscribed topic that does not exist yet is found at the next
+		// refresh: librdkafka's 5 minutes would leave it unread that long.
+		"topic.metadata.refresh.interval.ms": 10000,
+		"enable.metrics.push":                false,
+		"go.logs.channel.enable":             true,
 	}
 	for k, v := range cn.Properties {
 		cm[k] = v
@@ -511,8 +514,8 @@ func (s *Source) retry(ctx context.Context, m *kafka.Message, err error) {
 }
 
 // rebalance runs inside Poll. Before partitions go, every message handed
-// over is stored and committed, so that their next owner starts right
-// after them.
+// over is stored, and librdkafka commits it as it removes them, so that
+// their next owner starts right after them.
 func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
@@ -526,21 +529,14 @@ func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		if s.closing {
 			return nil
 		}
+		// librdkafka commits the stored offsets of the partitions it
+		// removes (enable.auto.commit), asynchronously: a synchronous
+		// Commit here would hang the poll loop while the coordinator is away.
 		s.flushStores()
-		if !c.AssignmentLost() {
-			if _, err := c.Commit(); err != nil && !isNoOffset(err) {
-				s.log.Warn("committing offsets before a rebalance", "err", err)
-			}
-		}
 		s.log.Info("kafka partitions revoked", "partitions", partitionNames(e.Partitions), "lost", c.AssignmentLost())
 		s.Counters.setLag(nil)
 	}
 	return nil
-}
-
-func isNoOffset(err error) bool {
-	var ke kafka.Error
-	return errors.As(err, &ke) && ke.Code() == kafka.ErrNoOffset
 }
 
 func partitionNames(tps []kafka.TopicPartition) []string {
@@ -577,17 +573,16 @@ func (s *Source) updateLag() {
 	s.Counters.setLag(lag)
 }
 
-// closeConsumer stores and commits what was handed over, then closes the
-// consumer. Close polls and discards messages itself; with automatic
-// offset storing off, none of those is stored or committed.
+// closeConsumer stores what was handed over and closes the consumer, which
+// commits the stored offsets as it leaves the group (enable.auto.commit);
+// librdkafka bounds that by session.timeout.ms when Kafka is away. Close
+// polls and discards messages itself; with automatic offset storing off,
+// none of those is stored or committed.
 func (s *Source) closeConsumer() {
 	if s.c == nil {
 		return
 	}
 	s.flushStores()
-	if _, err := s.c.Commit(); err != nil && !isNoOffset(err) {
-		s.log.Warn("committing offsets at stop", "err", err)
-	}
 	s.closing = true
 	if err := s.c.Close(); err != nil {
 		s.log.Warn("closing kafka consumer", "err", err)

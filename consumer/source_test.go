@@ -110,6 +110,8 @@ func startSource(t testing.TB, addr string, cfg conf.Source, b Broker, rules ...
 		"reconnect.backoff.max.ms": "200",
 		"heartbeat.interval.ms":    "300",
 		"session.timeout.ms":       "6000",
+		// Topics created during a test are found within a second.
+		"topic.metadata.refresh.interval.ms": "1000",
 	}}
 	s, err := New(cfg, cn, Env{Broker: b, Rules: rules, Node: "test@host", Log: testkit.Logger(t)})
 	if err != nil {
@@ -139,6 +141,10 @@ func TestConsumerDeliversAndCommitsOnStop(t *testing.T) {
 	b := &fakeBroker{}
 	s := startSource(t, addr, sourceConfig("s", "g1", "t1", "m/${.key}", "${.value}|${.headers.h1}"), b)
 	testkit.WaitFor(t, 20*time.Second, "300 publishes", func() bool { return b.count() >= 300 })
+	testkit.WaitFor(t, 5*time.Second, "lag 0 on 3 partitions", func() bool {
+		lag := s.Counters.Lag()
+		return len(lag) == 3 && lag[Partition{"t1", 0}]+lag[Partition{"t1", 1}]+lag[Partition{"t1", 2}] == 0
+	})
 	stop(t, s)
 	seen := map[string]bool{}
 	for _, p := range b.published() {
@@ -387,5 +393,54 @@ func TestMessageRecord(t *testing.T) {
 	_ = rule.MustTemplate("${.}").Render(nil, &r)
 	if r.badUTF8 {
 		t.Fatal("base64 value flagged")
+	}
+}
+
+// TestConsumerKafkaDownAndTopicMissing: a source started while Kafka is
+// down, on a topic that does not exist yet, counts the errors, and reads
+// the topic once Kafka is up and the topic appears.
+func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
+	t.Parallel()
+	port := testkit.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	b := &fakeBroker{}
+	s := startSource(t, addr, sourceConfig("s", "g7", "t7", "m", "${.key}"), b)
+	testkit.WaitFor(t, 20*time.Second, "errors while Kafka is down", func() bool { return s.Counters.KafkaErrors.Load() > 0 })
+	if s.Status() != Connecting {
+		t.Fatalf("status %s while Kafka is down", s.Status())
+	}
+	testkit.NewKafka(t, port, kfake.AllowAutoTopicCreation())
+	before := s.Counters.KafkaErrors.Load()
+	testkit.WaitFor(t, 20*time.Second, "the missing topic reported", func() bool { return s.Counters.KafkaErrors.Load() > before })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 10 {
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "t7", Key: fmt.Appendf(nil, "k%d", i)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.WaitFor(t, 30*time.Second, "10 publishes once the topic exists", func() bool { return b.count() >= 10 })
+	if s.Status() != Connected {
+		t.Fatalf("status %s after reading", s.Status())
+	}
+}
+
+// TestConsumerStopWhileKafkaDown: stopping does not hang when Kafka went
+// away; librdkafka gives up its final commit within session.timeout.ms.
+func TestConsumerStopWhileKafkaDown(t *testing.T) {
+	t.Parallel()
+	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "t8"))
+	produce(t, addr, "t8", 0, 10)
+	b := &fakeBroker{}
+	s := startSource(t, addr, sourceConfig("s", "g8", "t8", "m", "${.key}"), b)
+	testkit.WaitFor(t, 20*time.Second, "10 publishes", func() bool { return b.count() >= 10 })
+	c.Close()
+	began := time.Now()
+	stop(t, s)
+	if d := time.Since(began); d > 10*time.Second {
+		t.Fatalf("stop took %v with Kafka down", d)
 	}
 }

@@ -71,7 +71,10 @@ func (m *msgRef) delivered(err error) {
 			b.part.sink.logDrop(reason, *b.part.topic, err)
 		} else {
 			b.retry.Store(true)
-			b.firstErr.CompareAndSwap(nil, &err)
+			// A copy: taking the parameter's address would move it to the
+			// heap on every call, one allocation per delivered record.
+			first := err
+			b.firstErr.CompareAndSwap(nil, &first)
 		}
 	}
 	if b.done.Add(1) == b.n {

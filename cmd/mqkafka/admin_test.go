@@ -117,9 +117,17 @@ func TestReadyzWithKafkaDown(t *testing.T) {
 func TestAPIChangesApplyWithoutRestart(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "mt", "api-topic"))
 	cfgText := adminConfig(t, addr, `topic = "mt"`)
+	cfgText = strings.Replace(cfgText, `"message.timeout.ms" = "10000"`, "\"message.timeout.ms\" = \"10000\"\n\"sasl.password\" = \"hunter2\"", 1)
 	a := startApp(t, cfgText)
+	s1 := a.sinkRun("s1")
 	if code, body := call(t, a, "POST", "/api/v1/sinks", "s3cret", `{"name":"s2","connector":"k","topic":"api-topic","value":"${payload}","max_inflight":4}`); code != 201 {
 		t.Fatalf("create sink: %d %s", code, body)
+	}
+	if a.sinkRun("s1") != s1 {
+		t.Fatal("adding a sink restarted another sink of the same connector")
+	}
+	if code, body := call(t, a, "GET", "/api/v1/config", "s3cret", ""); code != 200 || strings.Contains(body, "hunter2") || !strings.Contains(body, "******") {
+		t.Fatalf("config shows a secret: %d %s", code, body)
 	}
 	if code, body := call(t, a, "POST", "/api/v1/rules", "s3cret", `{"id":"r2","sql":"SELECT * FROM \"api/#\"","actions":["kafka_producer:s2"]}`); code != 201 {
 		t.Fatalf("create rule: %d %s", code, body)

@@ -25,6 +25,8 @@ usage:
   mqkafka serve -c FILE     run the broker and every configured bridge until SIGINT/SIGTERM
   mqkafka check -c FILE     validate a config file (exit 2 and FILE:LINE: messages if it is invalid)
   mqkafka rule test …       run a test publish through rule SQL (and a sink's templates); see 'mqkafka rule'
+  mqkafka passwd [USER]     print a bcrypt hash of a password (read from the terminal or stdin) for [broker.auth]
+  mqkafka bench …           benchmark the bridge against its ceilings; see 'mqkafka bench -h'
   mqkafka version           print the version
 `
 
@@ -45,8 +47,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "bench":
+		return cmdBench(args[1:], stdout, stderr)
 	case "rule":
 		return cmdRule(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mqkafka", buildVersion())
 		return 0
@@ -127,6 +133,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
+	defer startPprof(log)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	a, err := start(path, cfg, log)

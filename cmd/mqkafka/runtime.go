@@ -147,7 +147,7 @@ func (a *app) reconfigure(cfg *conf.Config) error {
 	var retired []*sinkRun
 	for _, sr := range a.sinks {
 		s, ok := wanted[sr.cfg.Name]
-		if ok && reflect.DeepEqual(s, sr.cfg) && reflect.DeepEqual(connectors[s.Connector], sr.conn) {
+		if ok && reflect.DeepEqual(s, sr.cfg) && connectors[s.Connector].SameSettings(sr.conn) {
 			kept = append(kept, sr)
 			continue
 		}
@@ -255,6 +255,40 @@ func (a *app) Change(ctx context.Context, ch conf.Change) error {
 	return nil
 }
 
+// Entry implements admin.Runtime. It reads the file merged with the
+// overlay, as Change does, so that an edit starts from what Change changes.
+func (a *app) Entry(kind, name string) (map[string]any, error) {
+	a.changeMu.Lock()
+	defer a.changeMu.Unlock()
+	text, err := os.ReadFile(a.cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	doc, err := a.overlay.Merge(text)
+	if err != nil {
+		return nil, err
+	}
+	key := "name"
+	if kind == "rules" {
+		key = "id"
+	}
+	var list []any
+	switch v := doc[kind].(type) {
+	case []any:
+		list = v
+	case []map[string]any:
+		for _, e := range v {
+			list = append(list, e)
+		}
+	}
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok && m[key] == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("%s %q: %w", kind, name, conf.ErrNotFound)
+}
+
 // reload re-reads the config file (SIGHUP); an invalid file is rejected
 // with its errors and the running configuration stays.
 func (a *app) reload() error {
@@ -310,8 +344,9 @@ func (a *app) Snapshot() admin.Snapshot {
 	if a.broker != nil {
 		in := a.broker.Info()
 		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, MessagesReceived: in.MessagesReceived,
-			MessagesSent: in.MessagesSent, MessagesDropped: in.MessagesDropped, BytesReceived: in.BytesReceived,
-			BytesSent: in.BytesSent, Retained: in.Retained, Subscriptions: in.Subscriptions, Inflight: in.Inflight}
+			MessagesSent: in.MessagesSent, MessagesDropped: in.MessagesDropped + in.InflightDropped, BytesReceived: in.BytesReceived,
+			BytesSent: in.BytesSent, Retained: in.Retained, Subscriptions: in.Subscriptions, Inflight: in.Inflight,
+			Dropped: a.broker.Drops()}
 		s.Listeners = a.broker.Addrs()
 	}
 	status := map[string]producer.Status{}
@@ -334,7 +369,8 @@ func (a *app) Snapshot() admin.Snapshot {
 		for _, r := range e.Rules() {
 			st := r.Stats()
 			s.Rules = append(s.Rules, admin.RuleStatus{ID: r.ID, SQL: ruleSQL(a.cfg, r.ID), Actions: r.Actions,
-				Matched: int64(st.Matched), Passed: int64(st.Passed), Failed: int64(st.Failed), NoResult: int64(st.NoResult)})
+				Matched: int64(st.Matched), Passed: int64(st.Passed), Failed: int64(st.Failed), NoResult: int64(st.NoResult),
+				From: r.Stmt.From, Sources: r.Stmt.Sources})
 		}
 	}
 	s.Sources = a.sourceStatuses()

@@ -29,6 +29,8 @@ listeners = [{ address = "127.0.0.1:0" }]
 data_dir = %q
 [broker.auth]
 allow_anonymous = true
+[admin]
+listen = "127.0.0.1:0"
 
 [[connectors]]
 name = "k"
@@ -449,4 +451,49 @@ topic = "loop/again"
 		}
 	}
 	t.Fatal("the loop was not counted")
+}
+
+// TestSourceRestartPersistentSession: across a restart with the session
+// store (broker.persistence, the default), a persistent-session subscriber
+// that is offline during the restart and comes back only after the
+// restarted source published the backlog still gets all of it: the source
+// starts after the broker restored the sessions.
+func TestSourceRestartPersistentSession(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-ps"))
+	cfg := sourceConfig(t, addr, `
+[[sources]]
+name = "ps"
+connector = "k"
+topic = "src-ps"
+offset_reset_policy = "earliest"
+[[sources.topic_mapping]]
+kafka_topic = "src-ps"
+mqtt_topic = "ps/${.key}"
+payload_template = "${.value}"
+`)
+	a1 := startApp(t, cfg)
+	box := &inbox{}
+	c := subscriber(t, a1.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
+	produceRecords(t, addr, seqRecords("src-ps", 0, 300))
+	testkit.WaitFor(t, 20*time.Second, "the first part", func() bool { return box.len() >= 300 })
+	_ = c.Disconnect(&paho.Disconnect{})
+	if err := a1.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	produceRecords(t, addr, seqRecords("src-ps", 300, 300))
+	a2 := startApp(t, cfg)
+	src := sourceByName(t, a2, "ps")
+	testkit.WaitFor(t, 20*time.Second, "the backlog handed over", func() bool { return src.Counters.Success.Load() >= 300 })
+	subscriber(t, a2.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
+	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return box.len() >= 600 })
+	time.Sleep(300 * time.Millisecond)
+	seen := map[string]bool{}
+	for _, m := range box.all() {
+		seen[m.Topic] = true
+	}
+	if len(seen) != 600 || box.len() != 600 {
+		t.Fatalf("%d distinct of %d messages, want 600", len(seen), box.len())
+	}
 }

@@ -1,0 +1,257 @@
+package broker
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mqkafka/mqkafka/conf"
+)
+
+// authenticator checks user names and passwords against bcrypt hashes.
+//
+// A bcrypt comparison costs 50–100 ms of CPU at cost 10, so every verdict
+// is remembered, keyed by an HMAC of (user name, password) under a key made
+// at start: a reconnect storm, or a device retrying a wrong password in a
+// loop, costs one comparison per distinct pair, and the cache holds nothing
+// a password could be recovered from. The users cannot change while the
+// process runs, so a remembered verdict is the one bcrypt would give.
+type authenticator struct {
+	anonymous bool
+	users     map[string][]byte // user name → bcrypt hash
+	// dummy is compared against for unknown users, so that the time an
+	// answer takes does not tell which user names exist.
+	dummy []byte
+
+	// slots bounds concurrent comparisons, so that a flood of connections
+	// queues instead of holding a bcrypt state each.
+	slots   chan struct{}
+	compare func(hash, password []byte) error
+
+	key   [32]byte
+	mu    sync.Mutex
+	cache [2]map[[32]byte]bool // current and previous generation
+}
+
+// cacheGeneration is how many verdicts a generation holds; when the current
+// one is full it becomes the previous one, so the cache stays bounded and
+// keeps the pairs in use.
+const cacheGeneration = 1 << 15
+
+func newAuthenticator(a conf.BrokerAuth) (*authenticator, error) {
+	au := &authenticator{
+		anonymous: a.AllowAnonymous,
+		users:     map[string][]byte{},
+		slots:     make(chan struct{}, runtime.GOMAXPROCS(0)),
+		compare:   bcrypt.CompareHashAndPassword,
+		cache:     [2]map[[32]byte]bool{{}, {}},
+	}
+	for _, u := range a.Accounts() {
+		au.users[u.Username] = []byte(u.PasswordHash)
+	}
+	if _, err := rand.Read(au.key[:]); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	var pw [16]byte
+	if _, err := rand.Read(pw[:]); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	// At the users' cost, so that the dummy takes as long as a real check.
+	cost := bcrypt.DefaultCost
+	for _, h := range au.users {
+		if c, err := bcrypt.Cost(h); err == nil {
+			cost = c
+			break
+		}
+	}
+	if len(au.users) > 0 {
+		h, err := bcrypt.GenerateFromPassword(pw[:], cost)
+		if err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		au.dummy = h
+	}
+	return au, nil
+}
+
+// refusesAll reports whether no client can ever connect.
+func (au *authenticator) refusesAll() bool { return !au.anonymous && len(au.users) == 0 }
+
+// check decides a CONNECT. A client without a user name is anonymous; with
+// no users configured, user names are not checked at all.
+func (au *authenticator) check(username, password []byte) bool {
+	if len(username) == 0 || len(au.users) == 0 {
+		return au.anonymous
+	}
+	k := au.cacheKey(username, password)
+	au.mu.Lock()
+	ok, hit := au.cache[0][k]
+	if !hit {
+		ok, hit = au.cache[1][k]
+	}
+	au.mu.Unlock()
+	if hit {
+		return ok
+	}
+	hash, known := au.users[string(username)]
+	if !known {
+		hash = au.dummy
+	}
+	au.slots <- struct{}{}
+	ok = au.compare(hash, password) == nil && known
+	<-au.slots
+	au.mu.Lock()
+	if len(au.cache[0]) >= cacheGeneration {
+		au.cache[1], au.cache[0] = au.cache[0], make(map[[32]byte]bool, cacheGeneration)
+	}
+	au.cache[0][k] = ok
+	au.mu.Unlock()
+	return ok
+}
+
+func (au *authenticator) cacheKey(username, password []byte) [32]byte {
+	m := hmac.New(sha256.New, au.key[:])
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(username)))
+	m.Write(n[:])
+	m.Write(username)
+	m.Write(password)
+	var k [32]byte
+	m.Sum(k[:0])
+	return k
+}
+
+// accessHook is the broker's only authentication and ACL hook (mochi lets
+// any hook that says yes win), and applies the keepalive bounds and the
+// CONNACK properties mochi does not send itself.
+type accessHook struct {
+	mqtt.HookBase
+	srv  *mqtt.Server
+	auth *authenticator
+	acl  *acl // nil: every authenticated client may do anything
+	log  *slog.Logger
+
+	minKeepalive, maxKeepalive uint16 // seconds, 0: no bound
+	maxPacketSize              uint32
+	retainAvailable            bool
+
+	denied      atomic.Int64 // publishes the ACL refused
+	lastDenial  atomic.Int64 // unix ns of the last denial logged
+	lastRefusal atomic.Int64 // unix ns of the last refused CONNECT logged
+}
+
+// logAllowed reports whether a second has passed since it last said yes for
+// last, so that a flood of one kind of event logs one line a second.
+func logAllowed(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	l := last.Load()
+	return now-l > int64(time.Second) && last.CompareAndSwap(l, now)
+}
+
+func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*accessHook, error) {
+	au, err := newAuthenticator(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	return &accessHook{
+		srv:             srv,
+		auth:            au,
+		acl:             newACL(cfg.ACL),
+		log:             log,
+		minKeepalive:    uint16(cfg.MinKeepalive / time.Second),
+		maxKeepalive:    uint16(cfg.MaxKeepalive / time.Second),
+		maxPacketSize:   uint32(cfg.MaxPacketSize),
+		retainAvailable: cfg.RetainAvailable,
+	}, nil
+}
+
+func (h *accessHook) ID() string { return "mqkafka-access" }
+
+func (h *accessHook) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPacketEncode
+}
+
+// OnConnect applies min_keepalive and max_keepalive. An MQTT 5 client is told
+// the keepalive to use; an MQTT 3 client cannot be, so one asking for more
+// than max_keepalive (or none) is refused, as mosquitto does, rather than
+// dropped later for a silence it was allowed.
+func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	ka := cl.State.Keepalive
+	want := ka
+	if h.maxKeepalive > 0 && (ka == 0 || ka > h.maxKeepalive) {
+		want = h.maxKeepalive
+	}
+	if h.minKeepalive > 0 && ka > 0 && ka < h.minKeepalive {
+		want = h.minKeepalive
+	}
+	if want == ka {
+		return nil
+	}
+	if cl.Properties.ProtocolVersion < 5 && (ka == 0 || want < ka) {
+		if logAllowed(&h.lastRefusal) {
+			h.log.Info("MQTT 3 client refused: its keepalive is above max_keepalive (0 means none; logged at most once a second)",
+				"client", cl.ID, "remote", cl.Net.Remote, "keepalive", ka, "max_keepalive", h.maxKeepalive)
+		}
+		if err := h.srv.SendConnack(cl, packets.ErrClientIdentifierNotValid, false, nil); err != nil {
+			return fmt.Errorf("keepalive refused: %w", err)
+		}
+		return fmt.Errorf("keepalive %ds above max_keepalive %ds", ka, h.maxKeepalive)
+	}
+	// Below min_keepalive only the broker's own timeout needs to grow.
+	cl.State.Keepalive = want
+	cl.State.ServerKeepalive = cl.Properties.ProtocolVersion == 5
+	return nil
+}
+
+// OnConnectAuthenticate checks the user name and password.
+func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.auth.check(pk.Connect.Username, pk.Connect.Password) {
+		return true
+	}
+	if logAllowed(&h.lastRefusal) {
+		h.log.Info("client refused: bad user name or password (logged at most once a second)", "client", cl.ID,
+			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	return false
+}
+
+// OnACLCheck applies [[broker.acl]]. mochi asks before a publish reaches
+// OnPublish, so a denied publish never reaches a rule or sink; it is
+// counted here.
+func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if h.acl == nil || h.acl.allowed(string(cl.Properties.Username), cl.ID, topic, write) {
+		return true
+	}
+	if write {
+		h.denied.Add(1)
+		if logAllowed(&h.lastDenial) {
+			h.log.Warn("publish denied by ACL (logged at most once a second)", "client", cl.ID,
+				"username", string(cl.Properties.Username), "topic", topic)
+		}
+	}
+	return false
+}
+
+// OnPacketEncode tells MQTT 5 clients the maximum packet size and whether
+// retained messages are available, which mochi's CONNACK leaves out.
+func (h *accessHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		return pk
+	}
+	pk.Properties.MaximumPacketSize = h.maxPacketSize
+	if !h.retainAvailable {
+		pk.Properties.RetainAvailable, pk.Properties.RetainAvailableFlag = 0, true
+	}
+	return pk
+}

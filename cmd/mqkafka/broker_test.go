@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// serverCert writes a self-signed certificate for 127.0.0.1 and its key;
+// the pool trusts it.
+func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqkafka test"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// mqttSession connects with cp over conn; a refused CONNECT returns the CONNACK and an error.
+func mqttSession(t testing.TB, conn net.Conn, cp *paho.Connect, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
+	t.Helper()
+	cc := paho.ClientConfig{ClientID: cp.ClientID, Conn: conn}
+	if onMsg != nil {
+		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { onMsg(pr.Packet); return true, nil },
+		}
+	}
+	c := paho.NewClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cp.KeepAlive = 30
+	ca, err := c.Connect(ctx, cp)
+	if err != nil {
+		return nil, ca, err
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, ca, nil
+}
+
+func subscribe(t testing.TB, c *paho.Client, filter string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if err != nil && sa == nil {
+		t.Fatalf("subscribe %s: %v", filter, err)
+	}
+	return sa.Reasons[0]
+}
+
+// TestBrokerTLSUsersAndACL: over a TLS listener, only configured users get
+// in, and a publish the ACL denies is refused, counted as not_authorized
+// and never reaches Kafka.
+func TestBrokerTLSUsersAndACL(t *testing.T) {
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "secure"))
+	certFile, keyFile, pool := serverCert(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("dev1-secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, kafkaAddr, "secure")
+	cfg = strings.Replace(cfg, `listeners = [{ address = "127.0.0.1:0" }]`,
+		fmt.Sprintf(`listeners = [{ type = "tls", address = "127.0.0.1:0", certfile = %q, keyfile = %q }]`, certFile, keyFile), 1)
+	cfg = strings.Replace(cfg, "allow_anonymous = true\n", fmt.Sprintf(`allow_anonymous = false
+[[broker.auth.users]]
+username = "dev1"
+password_hash = %q
+[[broker.acl]]
+permission = "allow"
+action = "publish"
+topics = ["t/${username}/#"]
+`, hash), 1)
+	a := startApp(t, cfg)
+	addr := a.broker.Addrs()[0]
+	dialTLS := func() net.Conn {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+		if err != nil {
+			t.Fatalf("TLS dial: %v", err)
+		}
+		return conn
+	}
+
+	// Anonymous and wrong passwords are refused.
+	for _, cp := range []*paho.Connect{
+		{ClientID: "anon", CleanStart: true},
+		{ClientID: "dev1", CleanStart: true, Username: "dev1", UsernameFlag: true, Password: []byte("guess"), PasswordFlag: true},
+	} {
+		if _, ca, err := mqttSession(t, dialTLS(), cp, nil); err == nil || ca == nil || ca.ReasonCode != 0x86 {
+			t.Fatalf("%s: connack %+v, err %v; want refused with 0x86", cp.ClientID, ca, err)
+		}
+	}
+	c, _, err := mqttSession(t, dialTLS(), &paho.Connect{ClientID: "dev1", CleanStart: true, Username: "dev1", UsernameFlag: true,
+		Password: []byte("dev1-secret"), PasswordFlag: true}, nil)
+	if err != nil {
+		t.Fatalf("dev1: %v", err)
+	}
+	if r := publish(t, c, "t/dev1/temp", 1, []byte("ok")); r.ReasonCode != 0 {
+		t.Fatalf("allowed publish: reason %#x", r.ReasonCode)
+	}
+	for _, topic := range []string{"t/dev2/temp", "t/x"} {
+		if r := publish(t, c, topic, 1, []byte("denied")); r.ReasonCode != 0x87 {
+			t.Fatalf("denied publish to %s: reason %#x, want 0x87", topic, r.ReasonCode)
+		}
+	}
+	if rc := subscribe(t, c, "t/#"); rc != 0x87 {
+		t.Fatalf("subscribe without a rule: reason %#x, want 0x87", rc)
+	}
+	if r := publish(t, c, "t/dev1/last", 1, []byte("ok")); r.ReasonCode != 0 {
+		t.Fatalf("allowed publish: reason %#x", r.ReasonCode)
+	}
+	recs := testkit.Consume(t, kafkaAddr, "secure", 2, 15*time.Second)
+	var topics []string
+	for _, r := range recs {
+		var pr publishedRecord
+		if err := json.Unmarshal(r.Value, &pr); err != nil {
+			t.Fatal(err)
+		}
+		topics = append(topics, pr.Topic)
+	}
+	if want := []string{"t/dev1/temp", "t/dev1/last"}; !slices.Equal(topics, want) {
+		t.Fatalf("Kafka has %v, want %v", topics, want)
+	}
+	if n := a.Snapshot().Broker.Dropped["not_authorized"]; n != 2 {
+		t.Fatalf("not_authorized = %d, want 2", n)
+	}
+}
+
+// TestBrokerStateSurvivesRestart: a retained message, and the QoS 1
+// messages queued for an offline persistent session, are there after the
+// process restarts on the same data_dir; the sinks' buffers are untouched.
+func TestBrokerStateSurvivesRestart(t *testing.T) {
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "kept"))
+	cfg := sinkConfig(t, kafkaAddr, "topic = \"kept\"\n[sinks.buffer]\nmode = \"disk\"")
+	expiry := uint32(600)
+	keeper := func(addr string, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, ca, err := mqttSession(t, conn, &paho.Connect{ClientID: "keeper", CleanStart: false,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, onMsg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, ca
+	}
+
+	a := startApp(t, cfg)
+	k, _ := keeper(a.broker.Addrs()[0], nil)
+	if rc := subscribe(t, k, "t/queue/#"); rc != 1 {
+		t.Fatalf("subscribe: %#x", rc)
+	}
+	if err := k.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	p := connectMQTT(t, a.broker.Addrs()[0], "pub", nil)
+	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
+		return a.Snapshot().Broker.Connections == 1
+	})
+	const n = 20
+	for i := range n {
+		publish(t, p, "t/queue/x", 1, fmt.Appendf(nil, "q%d", i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := p.Publish(ctx, &paho.Publish{Topic: "t/retained", QoS: 1, Retain: true, Payload: []byte("kept")}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Consume(t, kafkaAddr, "kept", n+1, 15*time.Second)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := a.cfg.Broker.DataDir
+	for _, dir := range []string{"mqtt", "buffer"} {
+		if _, err := os.Stat(filepath.Join(dataDir, dir)); err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+	}
+
+	b := startApp(t, cfg)
+	if s := b.Snapshot().Broker; s.Retained != 1 || s.Subscriptions != 1 || s.Inflight != n {
+		t.Errorf("after the restart: retained %d, subscriptions %d, inflight %d; want 1, 1, %d", s.Retained, s.Subscriptions, s.Inflight, n)
+	}
+	var mu sync.Mutex
+	var got []string
+	collect := func(m *paho.Publish) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, m.Topic+"="+string(m.Payload))
+	}
+	_, ca := keeper(b.broker.Addrs()[0], collect)
+	if !ca.SessionPresent {
+		t.Fatal("the persistent session is gone after the restart")
+	}
+	testkit.WaitFor(t, 10*time.Second, "the queued messages", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= n
+	})
+	late := connectMQTT(t, b.broker.Addrs()[0], "late", collect)
+	subscribe(t, late, "t/retained")
+	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, "t/retained=kept")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n+1 {
+		t.Fatalf("got %d messages after the restart, want %d: %v", len(got), n+1, got)
+	}
+	for i := range n {
+		if !slices.Contains(got, fmt.Sprintf("t/queue/x=q%d", i)) {
+			t.Fatalf("q%d is missing after the restart: %v", i, got)
+		}
+	}
+}
+
+func TestPasswdPrintsABcryptHash(t *testing.T) {
+	for _, user := range []string{"", "dev1"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.WriteString("pa:ss word\n"); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		var out, errOut bytes.Buffer
+		args := []string{"-cost", "4"}
+		if user != "" {
+			args = append(args, user)
+		}
+		code := cmdPasswd(args, r, &out, &errOut)
+		r.Close()
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		line := strings.TrimSuffix(out.String(), "\n")
+		hash, ok := strings.CutPrefix(line, user+":")
+		if user == "" {
+			hash, ok = line, true
+		}
+		if !ok || bcrypt.CompareHashAndPassword([]byte(hash), []byte("pa:ss word")) != nil {
+			t.Fatalf("output %q is not %q followed by a bcrypt hash of the password", line, user+":")
+		}
+	}
+	// The hash goes into a config that check accepts.
+	r, w, _ := os.Pipe()
+	w.WriteString("x\n")
+	w.Close()
+	var out bytes.Buffer
+	if code := cmdPasswd([]string{"-cost", "4", "u"}, r, &out, &bytes.Buffer{}); code != 0 {
+		t.Fatal(code)
+	}
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, fmt.Sprintf("[broker.auth]\nusers_file = %q\n", users))
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("check: %d: %s", code, stderr.String())
+	}
+	path = writeFile(t, "[broker.auth]\nallow_anonymous = false\nusers_file = \"/nonexistent/users\"\n")
+	stderr.Reset()
+	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != exitInvalidConfig ||
+		!strings.Contains(stderr.String(), path+`:3: broker.auth.users_file: file "/nonexistent/users" does not exist`) {
+		t.Fatalf("check: %d: %s", code, stderr.String())
+	}
+}

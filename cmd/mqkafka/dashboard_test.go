@@ -1,0 +1,242 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// dashboardTables adds to adminConfig what the dashboard draws besides a
+// sink: a source with a topic mapping, and a rule reading that source
+// with a republish action.
+const dashboardTables = `
+[[sources]]
+name = "src1"
+connector = "k"
+offset_reset_policy = "earliest"
+[[sources.topic_mapping]]
+kafka_topic = "dash-in"
+mqtt_topic = "down/${.key}"
+
+[[rules]]
+id = "echo"
+sql = 'SELECT * FROM "$bridges/kafka_consumer:src1"'
+[[rules.republish]]
+topic = "echo/1"
+`
+
+// dashboardApp is a broker with an admin token, sink s1 writing to "dash",
+// rule r1 on t/#, source src1 reading "dash-in" and rule echo on src1.
+func dashboardApp(t *testing.T) (*app, string) {
+	t.Helper()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "dash", "dash-in"), kfake.SeedTopics(1, "dash-new"))
+	return startApp(t, adminConfig(t, addr, `topic = "dash"`)+dashboardTables), addr
+}
+
+// apiJSON calls the admin API with the token and decodes the answer.
+func apiJSON(t *testing.T, a *app, method, path, body string, wantCode int) any {
+	t.Helper()
+	code, text := call(t, a, method, path, "s3cret", body)
+	if code != wantCode {
+		t.Fatalf("%s %s: %d, want %d: %s", method, path, code, wantCode, text)
+	}
+	var v any
+	if text != "" {
+		if err := json.Unmarshal([]byte(text), &v); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, text)
+		}
+	}
+	return v
+}
+
+// at walks decoded JSON by keys and indexes: at(v, "sinks", 0, "config", "Topic").
+func at(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			l, _ := v.([]any)
+			if k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+// byKey finds the element of a decoded JSON list whose key is value.
+func byKey(list any, key, value string) any {
+	l, _ := list.([]any)
+	for _, e := range l {
+		if at(e, key) == value {
+			return e
+		}
+	}
+	return nil
+}
+
+// TestDashboardAPI checks every endpoint and field the dashboard's
+// JavaScript reads, so that a change to the API or to the conf types'
+// field names breaks here rather than silently in the browser.
+func TestDashboardAPI(t *testing.T) {
+	a, _ := dashboardApp(t)
+	c := connectMQTT(t, a.broker.Addrs()[0], "dash", nil)
+	for i := range 5 {
+		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
+	}
+	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return a.sinks[0].sink.Counters.Success.Load() == 5 })
+
+	t.Run("status", func(t *testing.T) {
+		s := apiJSON(t, a, "GET", "/api/v1/status", "", 200)
+		for _, p := range [][]any{
+			{"broker", "connections"}, {"broker", "messages_received"}, {"broker", "messages_sent"}, {"broker", "messages_dropped"},
+			{"broker", "subscriptions"}, {"broker", "received_rate", "last_5s"}, {"broker", "sent_rate", "last_5s"},
+			{"version"}, {"started"}, {"time"}, {"listeners", 0}, {"connectors", 0, "status"},
+		} {
+			if at(s, p...) == nil {
+				t.Errorf("status has no %v", p)
+			}
+		}
+		sink := byKey(at(s, "sinks"), "name", "s1")
+		for p, want := range map[string]any{"config.Topic": "dash", "config.Buffer.Mode": "memory", "config.Key": "${clientid}",
+			"config.PartitionStrategy": "random", "counters.success": 5.0, "counters.matched": 5.0, "connector": "k", "status": "connected"} {
+			var path []any
+			for _, k := range strings.Split(p, ".") {
+				path = append(path, k)
+			}
+			if got := at(sink, path...); got != want {
+				t.Errorf("sink %s = %v, want %v", p, got, want)
+			}
+		}
+		for _, f := range []string{"PerPartitionLimit", "Overflow", "SegmentBytes", "Fsync", "MemoryLimit"} {
+			if at(sink, "config", "Buffer", f) == nil {
+				t.Errorf("sink config.Buffer has no %s", f)
+			}
+		}
+		for _, f := range []string{"topic", "partition", "queuing", "queuing_bytes", "inflight"} {
+			if at(sink, "partitions", 0, f) == nil {
+				t.Errorf("sink partitions have no %s: %v", f, at(sink, "partitions"))
+			}
+		}
+		if at(sink, "counters", "dropped") == nil || at(sink, "rates", "last_5s") == nil {
+			t.Errorf("sink without dropped or rates: %v", sink)
+		}
+		r1 := byKey(at(s, "rules"), "id", "r1")
+		if fmt.Sprint(at(r1, "from")) != "[t/#]" || fmt.Sprint(at(r1, "actions")) != "[kafka_producer:s1]" || at(r1, "passed") != 5.0 {
+			t.Errorf("rule r1 %v", r1)
+		}
+		echo := byKey(at(s, "rules"), "id", "echo")
+		if fmt.Sprint(at(echo, "sources")) != "[src1]" || fmt.Sprint(at(echo, "actions")) != "[republish:echo#0]" {
+			t.Errorf("rule echo %v", echo)
+		}
+		src := byKey(at(s, "sources"), "name", "src1")
+		if at(src, "config", "TopicMapping", 0, "KafkaTopic") != "dash-in" || at(src, "config", "TopicMapping", 0, "MQTTTopic") != "down/${.key}" ||
+			at(src, "config", "Connector") != "k" || at(src, "received") == nil || at(src, "rates", "last_5s") == nil {
+			t.Errorf("source %v", src)
+		}
+	})
+
+	t.Run("lists and config", func(t *testing.T) {
+		if at(apiJSON(t, a, "GET", "/api/v1/connectors", "", 200), 0, "name") != "k" {
+			t.Error("GET /api/v1/connectors")
+		}
+		if at(apiJSON(t, a, "GET", "/api/v1/sinks", "", 200), 0, "name") != "s1" {
+			t.Error("GET /api/v1/sinks")
+		}
+		cfg := apiJSON(t, a, "GET", "/api/v1/config", "", 200)
+		if at(cfg, "Connectors", 0, "BootstrapHosts") == "" || at(byKey(at(cfg, "Rules"), "ID", "echo"), "Republish", 0, "Topic") != "echo/1" {
+			t.Errorf("config: connectors %v rules %v", at(cfg, "Connectors"), at(cfg, "Rules"))
+		}
+	})
+
+	t.Run("entries", func(t *testing.T) {
+		if e := apiJSON(t, a, "GET", "/api/v1/sinks/s1/entry", "", 200); fmt.Sprint(e) != "map[connector:k name:s1 topic:dash]" {
+			t.Errorf("sink entry %v", e)
+		}
+		if e := apiJSON(t, a, "GET", "/api/v1/rules/r1/entry", "", 200); at(e, "sql") != `SELECT * FROM "t/#"` {
+			t.Errorf("rule entry %v", e)
+		}
+		if e := apiJSON(t, a, "GET", "/api/v1/sources/src1/entry", "", 200); at(e, "topic_mapping", 0, "mqtt_topic") != "down/${.key}" {
+			t.Errorf("source entry %v", e)
+		}
+		if e := apiJSON(t, a, "GET", "/api/v1/connectors/k/entry", "", 200); at(e, "properties", "message.timeout.ms") != "10000" {
+			t.Errorf("connector entry %v", e)
+		}
+		apiJSON(t, a, "GET", "/api/v1/rules/nope/entry", "", 404)
+		apiJSON(t, a, "GET", "/api/v1/rules/sink:s1/entry", "", 404)
+	})
+
+	// problem is how the form finds the field a problem names.
+	problem := regexp.MustCompile(`^(\w+)\[\d+\]\.([^:]+): `)
+	wantProblem := func(t *testing.T, v any, kind, path string) {
+		t.Helper()
+		if at(v, "code") != "BAD_CONFIG" || at(v, "message") == nil {
+			t.Fatalf("error shape %v", v)
+		}
+		for _, p := range at(v, "problems").([]any) {
+			if m := problem.FindStringSubmatch(p.(string)); m != nil && m[1] == kind && m[2] == path {
+				return
+			}
+		}
+		t.Fatalf("no problem at %s[…].%s in %v", kind, path, at(v, "problems"))
+	}
+
+	t.Run("sinks", func(t *testing.T) {
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/sinks", `{"name":"s2","connector":"k","topic":"bad topic!"}`, 400), "sinks", "topic")
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/sinks", `{"name":"s2","connector":"k","topic":"dash-new","buffer":{"mode":"tape"}}`, 400), "sinks", "buffer.mode")
+		apiJSON(t, a, "POST", "/api/v1/sinks", `{"name":"s2","connector":"k","topic":"dash-new","max_inflight":4}`, 201)
+		apiJSON(t, a, "PUT", "/api/v1/sinks/s2", `{"name":"s2","connector":"k","topic":"dash-new","buffer":{"mode":"hybrid","per_partition_limit":"1MB"}}`, 200)
+		if e := apiJSON(t, a, "GET", "/api/v1/sinks/s2/entry", "", 200); at(e, "buffer", "mode") != "hybrid" || at(e, "max_inflight") != nil {
+			t.Errorf("after PUT: %v", e)
+		}
+		apiJSON(t, a, "DELETE", "/api/v1/sinks/s2", "", 204)
+	})
+
+	t.Run("rules", func(t *testing.T) {
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/rules", `{"id":"r2","sql":"SELEC * FROM \"x/#\"","actions":["kafka_producer:s1"]}`, 400), "rules", "sql")
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/rules", `{"id":"r2","sql":"SELECT * FROM \"x/#\"","actions":["kafka_producer:nope"]}`, 400), "rules", "actions[0]")
+		apiJSON(t, a, "POST", "/api/v1/rules", `{"id":"r2","sql":"SELECT * FROM \"x/#\"","actions":["kafka_producer:s1"]}`, 201)
+		apiJSON(t, a, "PUT", "/api/v1/rules/r2", `{"id":"r2","sql":"SELECT * FROM \"y/#\"","actions":["kafka_producer:s1"]}`, 200)
+		res := apiJSON(t, a, "POST", "/api/v1/rules/test", `{"sql":"SELECT payload.n AS n, clientid FROM \"y/#\"","topic":"y/1","payload":"{\"n\":3}","clientid":"c9","sink":"s1","partitions":3}`, 200)
+		if at(res, "outcome") != "ok" || at(res, "record", "n") != 3.0 || at(res, "kafka", "topic") != "dash" || at(res, "kafka", "key") != "c9" {
+			t.Errorf("rule test %v", res)
+		}
+		if res := apiJSON(t, a, "POST", "/api/v1/rules/test", `{"sql":"SELECT * FROM \"y/#\"","topic":"z/1"}`, 200); at(res, "outcome") != "no_match" || at(res, "reason") == nil {
+			t.Errorf("rule test no_match %v", res)
+		}
+		if res := apiJSON(t, a, "POST", "/api/v1/rules/test", `{"sql":"SELEC","topic":"z/1"}`, 400); at(res, "code") != "BAD_SQL" || at(res, "message") == "" {
+			t.Errorf("rule test bad SQL %v", res)
+		}
+		apiJSON(t, a, "DELETE", "/api/v1/rules/r2", "", 204)
+	})
+
+	t.Run("sources", func(t *testing.T) {
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/sources", `{"name":"src2","connector":"k","offset_reset_policy":"newest","topic_mapping":[{"kafka_topic":"dash-in","mqtt_topic":"x/1"}]}`, 400), "sources", "offset_reset_policy")
+		apiJSON(t, a, "POST", "/api/v1/sources", `{"name":"src2","connector":"k","topic_mapping":[{"kafka_topic":"dash-in","mqtt_topic":"x/1","qos":0}]}`, 201)
+		apiJSON(t, a, "PUT", "/api/v1/sources/src2", `{"name":"src2","connector":"k","topic_mapping":[{"kafka_topic":"dash-in","mqtt_topic":"x/2"}]}`, 200)
+		apiJSON(t, a, "DELETE", "/api/v1/sources/src2", "", 204)
+	})
+
+	t.Run("connectors", func(t *testing.T) {
+		wantProblem(t, apiJSON(t, a, "POST", "/api/v1/connectors", `{"name":"k2","bootstrap_hosts":"127.0.0.1:1","connect_timeout":"soon"}`, 400), "connectors", "connect_timeout")
+		apiJSON(t, a, "POST", "/api/v1/connectors", `{"name":"k2","bootstrap_hosts":"127.0.0.1:1","metadata_request_timeout":"1s","connect_timeout":"1s"}`, 201)
+		if res := apiJSON(t, a, "POST", "/api/v1/connectors/k2/test", "", 502); at(res, "code") != "CONNECT_FAILED" || at(res, "message") == "" {
+			t.Errorf("test of a dead connector %v", res)
+		}
+		if res := apiJSON(t, a, "POST", "/api/v1/connectors/k/test", "", 200); at(res, "status") != "connected" {
+			t.Errorf("test of k %v", res)
+		}
+		apiJSON(t, a, "DELETE", "/api/v1/connectors/k2", "", 204)
+		apiJSON(t, a, "POST", "/api/v1/connectors/nope/test", "", 404)
+	})
+}

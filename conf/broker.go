@@ -1,0 +1,425 @@
+package conf
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Broker configures the MQTT side. The limits are mochi-mqtt's capabilities,
+// with its defaults written out (max_packet_size excepted, see DefaultBroker).
+type Broker struct {
+	Listeners []Listener `toml:"listeners"`
+	DataDir   string     `toml:"data_dir"`
+	// Node names this process in records (`${node}`), as EMQX's node name.
+	Node string     `toml:"node"`
+	Auth BrokerAuth `toml:"auth"`
+	// ACL is checked in order; the first rule that matches decides. With
+	// any rule present, what no rule matches is denied.
+	ACL []ACLRule `toml:"acl"`
+	// Persistence keeps sessions, subscriptions, queued and in-flight QoS 1/2
+	// messages and retained messages in <data_dir>/mqtt/ across restarts.
+	Persistence bool `toml:"persistence"`
+
+	// MaxPacketSize is the largest MQTT packet a client may send.
+	MaxPacketSize ByteSize `toml:"max_packet_size"`
+	// MaxInflight is how many QoS 1/2 messages a subscriber may have
+	// unacknowledged or queued (while offline); more are dropped and counted.
+	MaxInflight int `toml:"max_inflight"`
+	// MaxClientWritesPending is how many messages may wait to be written to
+	// one connected client; more are dropped and counted.
+	MaxClientWritesPending int `toml:"max_client_writes_pending"`
+	// ReceiveMaximum is how many QoS 1/2 publishes a client may have in
+	// flight towards the broker (MQTT 5 Receive Maximum).
+	ReceiveMaximum int `toml:"receive_maximum"`
+	// MaxClients bounds connected clients; 0 means no limit.
+	MaxClients int `toml:"max_clients"`
+	// MinKeepalive and MaxKeepalive bound the keepalive clients ask for; 0 means no bound.
+	MinKeepalive time.Duration `toml:"min_keepalive"`
+	MaxKeepalive time.Duration `toml:"max_keepalive"`
+	// RetainAvailable turns retained messages on.
+	RetainAvailable bool `toml:"retain_available"`
+	// MaxMessageExpiry is the longest a message is kept for a subscriber or
+	// as retained message; 0 means until the publisher's own expiry, if any.
+	MaxMessageExpiry time.Duration `toml:"max_message_expiry"`
+	// MaxSessionExpiry is the longest a disconnected persistent session is
+	// kept (MQTT 3 sessions are kept this long); 0 means no limit.
+	MaxSessionExpiry time.Duration `toml:"max_session_expiry"`
+}
+
+// DefaultBroker is the [broker] table's defaults: mochi-mqtt's, except
+// max_packet_size, which mochi leaves unlimited although it allocates a
+// packet's announced length before reading it; 1MB is EMQX's default.
+func DefaultBroker() Broker {
+	return Broker{
+		Listeners:              []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
+		DataDir:                "data",
+		Persistence:            true,
+		MaxPacketSize:          1 * MB,
+		MaxInflight:            8192,
+		MaxClientWritesPending: 8192,
+		ReceiveMaximum:         1024,
+		RetainAvailable:        true,
+		MaxMessageExpiry:       24 * time.Hour,
+	}
+}
+
+// Listener is one MQTT listener.
+type Listener struct {
+	// Type is "tcp", "tls", "ws" or "wss".
+	Type    string `toml:"type"`
+	Address string `toml:"address,required"`
+	// Path is the WebSocket endpoint ("ws", "wss"); default "/mqtt".
+	Path string `toml:"path"`
+	// CertFile and KeyFile are the server's PEM certificate chain and key ("tls", "wss").
+	CertFile string `toml:"certfile"`
+	KeyFile  string `toml:"keyfile"`
+	// CACertFile holds the PEM CA certificates that client certificates must chain to.
+	CACertFile string `toml:"cacertfile"`
+	// Verify is "verify_none" or "verify_peer" (check client certificates against cacertfile).
+	Verify string `toml:"verify"`
+	// FailIfNoPeerCert refuses clients without a certificate (with verify_peer).
+	FailIfNoPeerCert bool `toml:"fail_if_no_peer_cert"`
+}
+
+// SetDefaults fills a listener's defaults.
+func (l *Listener) SetDefaults() {
+	l.Type = "tcp"
+	l.Verify = "verify_none"
+}
+
+// TLS reports whether the listener speaks TLS.
+func (l *Listener) TLS() bool { return l.Type == "tls" || l.Type == "wss" }
+
+// WebSocket reports whether the listener speaks MQTT over WebSocket.
+func (l *Listener) WebSocket() bool { return l.Type == "ws" || l.Type == "wss" }
+
+// BrokerAuth configures client authentication.
+type BrokerAuth struct {
+	// AllowAnonymous lets clients without a user name in; with it false and
+	// no users, every client is refused.
+	AllowAnonymous bool `toml:"allow_anonymous"`
+	// Users are accounts with bcrypt password hashes (`mqkafka passwd`).
+	Users []User `toml:"users"`
+	// UsersFile holds more accounts, one "username:bcrypt-hash" a line.
+	UsersFile string `toml:"users_file"`
+
+	// fileUsers are users_file's accounts, read by validation.
+	fileUsers []User
+}
+
+// Accounts returns the users of the config and of users_file.
+func (a BrokerAuth) Accounts() []User {
+	return append(append([]User(nil), a.Users...), a.fileUsers...)
+}
+
+// User is one account.
+type User struct {
+	Username string `toml:"username,required"`
+	// PasswordHash is a bcrypt hash ("$2a$…", "$2b$…" or "$2y$…").
+	PasswordHash Secret `toml:"password_hash,required"`
+}
+
+// ACLRule allows or denies publishing and/or subscribing to topics.
+type ACLRule struct {
+	// Permission is "allow" or "deny".
+	Permission string `toml:"permission,required"`
+	// Username and ClientID select whom the rule is for; absent: everyone,
+	// both: clients matching both.
+	Username string `toml:"username"`
+	ClientID string `toml:"clientid"`
+	// Action is "publish", "subscribe" or "all".
+	Action string `toml:"action"`
+	// Topics are topic filters; ${username} and ${clientid} are replaced by
+	// the client's, and "eq <filter>" matches that filter literally.
+	Topics []string `toml:"topics,required"`
+}
+
+// SetDefaults fills an ACL rule's defaults.
+func (r *ACLRule) SetDefaults() { r.Action = "all" }
+
+// Keepalive limits are whole seconds in MQTT's 16-bit field.
+const maxKeepalive = 65535 * time.Second
+
+// validateBroker checks the [broker] table, reads users_file and fills in
+// what depends on other keys (ws paths).
+func (c *Config) validateBroker(bad func(path, format string, args ...any), enum func(path, v string, allowed ...string)) {
+	b := &c.Broker
+	if b.DataDir == "" {
+		bad("broker.data_dir", "must not be empty")
+	}
+	c.validateListeners(bad, enum)
+	c.validateUsers(bad)
+	for i := range b.ACL {
+		validateACLRule(fmt.Sprintf("broker.acl[%d]", i), &b.ACL[i], bad, enum)
+	}
+
+	// MQTT's Remaining Length field ends at 268435455, plus at most 5 header bytes.
+	if b.MaxPacketSize < 16 || b.MaxPacketSize > 268435460 {
+		bad("broker.max_packet_size", "must be between 16 bytes and 256MB (MQTT's limit)")
+	}
+	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
+		bad("broker.max_inflight", "must be between 1 and 65535")
+	}
+	// Each connected client gets a channel of this capacity up front.
+	if b.MaxClientWritesPending < 1 || b.MaxClientWritesPending > 1<<20 {
+		bad("broker.max_client_writes_pending", "must be between 1 and 1048576")
+	}
+	if b.ReceiveMaximum < 1 || b.ReceiveMaximum > 65535 {
+		bad("broker.receive_maximum", "must be between 1 and 65535 (MQTT's limit)")
+	}
+	if b.MaxClients < 0 {
+		bad("broker.max_clients", "must not be negative (0 means no limit)")
+	}
+	seconds := func(path string, d, limit time.Duration) {
+		switch {
+		case d < 0 || d > limit:
+			bad(path, "must be between 0s and %v", limit)
+		case d%time.Second != 0:
+			bad(path, "must be a whole number of seconds, e.g. \"60s\" (a plain number is milliseconds)")
+		}
+	}
+	seconds("broker.min_keepalive", b.MinKeepalive, maxKeepalive)
+	seconds("broker.max_keepalive", b.MaxKeepalive, maxKeepalive)
+	if b.MinKeepalive > 0 && b.MaxKeepalive > 0 && b.MinKeepalive > b.MaxKeepalive {
+		bad("broker.min_keepalive", "must not be above max_keepalive")
+	}
+	// Message Expiry Interval is a 32-bit number of seconds.
+	seconds("broker.max_message_expiry", b.MaxMessageExpiry, (1<<32-1)*time.Second)
+	seconds("broker.max_session_expiry", b.MaxSessionExpiry, (1<<32-1)*time.Second)
+}
+
+func (c *Config) validateListeners(bad func(path, format string, args ...any), enum func(path, v string, allowed ...string)) {
+	ls := c.Broker.Listeners
+	if len(ls) == 0 {
+		bad("broker.listeners", "at least one listener is needed")
+	}
+	type bound struct {
+		host string
+		i    int
+	}
+	ports := map[string][]bound{}
+	for i := range ls {
+		l := &ls[i]
+		p := fmt.Sprintf("broker.listeners[%d]", i)
+		enum(p+".type", l.Type, "tcp", "tls", "ws", "wss")
+		enum(p+".verify", l.Verify, "verify_none", "verify_peer")
+		host, port, err := net.SplitHostPort(l.Address)
+		if err == nil {
+			_, err = strconv.ParseUint(port, 10, 16)
+		}
+		if err != nil {
+			bad(p+".address", "%q is not host:port (write e.g. \":1883\" or \"127.0.0.1:1883\")", l.Address)
+		} else if port != "0" {
+			for _, o := range ports[port] {
+				if o.host == host || isWildcard(o.host) || isWildcard(host) {
+					bad(p+".address", "%q is also the address of broker.listeners[%d]", l.Address, o.i)
+					break
+				}
+			}
+			ports[port] = append(ports[port], bound{host, i})
+		}
+		if l.WebSocket() {
+			if l.Path == "" {
+				l.Path = "/mqtt"
+			}
+			if !strings.HasPrefix(l.Path, "/") || strings.ContainsAny(l.Path, "?# \t") {
+				bad(p+".path", "%q must be a URL path starting with \"/\"", l.Path)
+			}
+		} else if l.Path != "" {
+			bad(p+".path", "only a ws or wss listener has a path")
+		}
+		if !l.TLS() {
+			for _, k := range []struct{ key, v string }{{"certfile", l.CertFile}, {"keyfile", l.KeyFile}, {"cacertfile", l.CACertFile}} {
+				if k.v != "" {
+					bad(p+"."+k.key, "only a tls or wss listener uses %s (this one is %q)", k.key, l.Type)
+				}
+			}
+			if l.Verify == "verify_peer" {
+				bad(p+".verify", "only a tls or wss listener verifies peers (this one is %q)", l.Type)
+			}
+			continue
+		}
+		validateListenerTLS(p, l, bad)
+	}
+}
+
+func isWildcard(host string) bool { return host == "" || host == "0.0.0.0" || host == "::" }
+
+func validateListenerTLS(p string, l *Listener, bad func(path, format string, args ...any)) {
+	switch {
+	case l.CertFile == "":
+		bad(p+".certfile", "a %s listener needs certfile and keyfile", l.Type)
+	case l.KeyFile == "":
+		bad(p+".keyfile", "a %s listener needs certfile and keyfile", l.Type)
+	default:
+		readable := true
+		for _, f := range []struct{ key, name string }{{"certfile", l.CertFile}, {"keyfile", l.KeyFile}} {
+			if _, err := os.Stat(f.name); err != nil {
+				bad(p+"."+f.key, "%s", fileError(f.name, err))
+				readable = false
+			}
+		}
+		if readable {
+			if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
+				bad(p+".certfile", "%q with %q: %v", l.CertFile, l.KeyFile, err)
+			}
+		}
+	}
+	if l.CACertFile != "" {
+		if _, err := LoadCertPool(l.CACertFile); err != nil {
+			bad(p+".cacertfile", "%v", err)
+		}
+	}
+	if l.Verify == "verify_peer" && l.CACertFile == "" {
+		bad(p+".verify", "verify_peer needs cacertfile: the CA certificates client certificates must chain to")
+	}
+	if l.FailIfNoPeerCert && l.Verify != "verify_peer" {
+		bad(p+".fail_if_no_peer_cert", "needs verify = \"verify_peer\"")
+	}
+}
+
+// LoadCertPool reads PEM CA certificates.
+func LoadCertPool(name string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s", fileError(name, err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%q holds no PEM certificate", name)
+	}
+	return pool, nil
+}
+
+func (c *Config) validateUsers(bad func(path, format string, args ...any)) {
+	a := &c.Broker.Auth
+	seen := map[string]string{}
+	for i, u := range a.Users {
+		p := fmt.Sprintf("broker.auth.users[%d]", i)
+		if u.Username == "" {
+			bad(p+".username", "must not be empty")
+		} else if where, dup := seen[u.Username]; dup {
+			bad(p+".username", "user %q is already defined in %s", u.Username, where)
+		}
+		seen[u.Username] = p
+		if err := checkHash(string(u.PasswordHash)); err != nil {
+			bad(p+".password_hash", "%v", err)
+		}
+	}
+	a.fileUsers = nil
+	if a.UsersFile == "" {
+		return
+	}
+	users, errs := readUsersFile(a.UsersFile)
+	for _, err := range errs {
+		bad("broker.auth.users_file", "%v", err)
+	}
+	for _, u := range users {
+		if where, dup := seen[u.user.Username]; dup {
+			bad("broker.auth.users_file", "%s:%d: user %q is already defined in %s", a.UsersFile, u.line, u.user.Username, where)
+			continue
+		}
+		seen[u.user.Username] = fmt.Sprintf("%s:%d", a.UsersFile, u.line)
+		a.fileUsers = append(a.fileUsers, u.user)
+	}
+}
+
+type fileUser struct {
+	user User
+	line int
+}
+
+// readUsersFile reads "username:bcrypt-hash" lines; blank lines and lines
+// starting with "#" are skipped. Errors name the file's line, never a hash.
+func readUsersFile(name string) ([]fileUser, []error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, []error{fmt.Errorf("%s", fileError(name, err))}
+	}
+	var users []fileUser
+	var errs []error
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		// A user name may hold ':'; a bcrypt hash never does.
+		i := strings.LastIndexByte(line, ':')
+		if i <= 0 {
+			errs = append(errs, fmt.Errorf("%s:%d: write \"username:bcrypt-hash\"", name, n))
+			continue
+		}
+		u := User{Username: line[:i], PasswordHash: Secret(line[i+1:])}
+		if err := checkHash(string(u.PasswordHash)); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: user %q: %v", name, n, u.Username, err))
+			continue
+		}
+		users = append(users, fileUser{u, n})
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", name, err))
+	}
+	return users, errs
+}
+
+// checkHash accepts bcrypt hashes only, so that a plain password pasted
+// into password_hash is refused instead of never matching.
+func checkHash(h string) error {
+	if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
+		return fmt.Errorf("not a bcrypt hash (it starts with \"$2a$\", \"$2b$\" or \"$2y$\"; make one with `mqkafka passwd`)")
+	}
+	if _, err := bcrypt.Cost([]byte(h)); err != nil || len(h) != 60 {
+		return fmt.Errorf("not a valid bcrypt hash (60 characters; make one with `mqkafka passwd`)")
+	}
+	return nil
+}
+
+func validateACLRule(p string, r *ACLRule, bad func(path, format string, args ...any), enum func(path, v string, allowed ...string)) {
+	enum(p+".permission", r.Permission, "allow", "deny")
+	enum(p+".action", r.Action, "publish", "subscribe", "all")
+	if len(r.Topics) == 0 {
+		bad(p+".topics", "at least one topic filter is needed")
+	}
+	for j, t := range r.Topics {
+		if err := CheckACLTopic(t); err != nil {
+			bad(fmt.Sprintf("%s.topics[%d]", p, j), "%v", err)
+		}
+	}
+}
+
+// CheckACLTopic checks one ACL topic: a topic filter, possibly with
+// ${username} / ${clientid}, or "eq " and a filter to match literally.
+func CheckACLTopic(t string) error {
+	f, eq := strings.CutPrefix(t, "eq ")
+	if !eq {
+		rest := strings.NewReplacer("${username}", "x", "${clientid}", "x").Replace(f)
+		if strings.Contains(rest, "${") {
+			return fmt.Errorf("%q: only ${username} and ${clientid} can be used in an ACL topic", t)
+		}
+		f = rest
+	}
+	if f == "" {
+		return fmt.Errorf("%q: empty topic filter", t)
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("%q: '#' must be the last level", t)
+		case l != "#" && l != "+" && strings.ContainsAny(l, "#+"):
+			return fmt.Errorf("%q: '+' and '#' must fill a whole level", t)
+		}
+	}
+	return nil
+}
