@@ -38,9 +38,13 @@ const (
 )
 
 // DefaultScenarios is the pipeline with both its ceilings.
-var DefaultScenarios = []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline}
+func DefaultScenarios() []string {
+	return []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline}
+}
 
-var allScenarios = []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline, ScenarioSource, ScenarioRecovery, ScenarioConnections}
+func allScenarios() []string {
+	return []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline, ScenarioSource, ScenarioRecovery, ScenarioConnections}
+}
 
 // Options configure a bench invocation. Params holds the defaults of every
 // run; Matrix dimensions override them, one run per combination.
@@ -119,7 +123,7 @@ func (p Params) String() string {
 			fmt.Fprintf(&b, "fsync=%s ", p.Fsync)
 		}
 	}
-	fmt.Fprintf(&b, "qos=%d size=%d clients=%d×%d", p.QoS, p.Size, p.Clients, p.Inflight)
+	fmt.Fprintf(&b, "qos=%d size=%d clients=%d×%d parts=%d", p.QoS, p.Size, p.Clients, p.Inflight, p.Partitions)
 	switch {
 	case p.HalfRate:
 		b.WriteString(" rate=half")
@@ -290,11 +294,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 func (o *Options) check() error {
 	if len(o.Scenarios) == 0 {
-		o.Scenarios = DefaultScenarios
+		o.Scenarios = DefaultScenarios()
 	}
 	for _, s := range o.Scenarios {
-		if !slices.Contains(allScenarios, s) {
-			return fmt.Errorf("bench: unknown scenario %q (%s)", s, strings.Join(allScenarios, ", "))
+		if !slices.Contains(allScenarios(), s) {
+			return fmt.Errorf("bench: unknown scenario %q (%s)", s, strings.Join(allScenarios(), ", "))
 		}
 	}
 	if o.Log == nil {

@@ -33,7 +33,7 @@ func TestTinyMatrix(t *testing.T) {
 	p := DefaultParams()
 	p.Clients, p.Inflight, p.Messages, p.Size = 2, 8, 2000, 64
 	o := Options{
-		Scenarios: DefaultScenarios,
+		Scenarios: DefaultScenarios(),
 		Params:    p,
 		Matrix:    []string{"buffer=memory,disk", "qos=0,1"},
 		Out:       out,

@@ -6,13 +6,19 @@ import (
 	"strings"
 )
 
-// colors per scenario, so that the ceilings stand out next to the pipeline.
-var scenarioColor = map[string]string{
-	ScenarioPipeline:  "#2b6cb0",
-	ScenarioKafkaRaw:  "#718096",
-	ScenarioBrokerRaw: "#a0aec0",
-	ScenarioSource:    "#2f855a",
-	ScenarioRecovery:  "#c05621",
+// scenarioColor sets the ceilings apart from the pipeline in the charts.
+func scenarioColor(scenario string) string {
+	switch scenario {
+	case ScenarioPipeline:
+		return "#2b6cb0"
+	case ScenarioKafkaRaw:
+		return "#718096"
+	case ScenarioBrokerRaw:
+		return "#a0aec0"
+	case ScenarioSource:
+		return "#2f855a"
+	}
+	return "#c05621"
 }
 
 // bar is one row of a horizontal bar chart.
@@ -111,7 +117,7 @@ td:first-child,td:nth-child(2),th{text-align:left}
 			continue
 		}
 		label := x.Scenario + " " + x.Params.String()
-		color := scenarioColor[x.Scenario]
+		color := scenarioColor(x.Scenario)
 		rate := x.Rate
 		if x.Scenario == ScenarioRecovery {
 			rate = asF(x.Extra["drain_rate"])

@@ -17,6 +17,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -154,24 +155,17 @@ func (s *Source) setStatus(st Status) {
 	}
 }
 
-// clientConfig maps a source and its connector to librdkafka.
-//
-// Only bootstrap_hosts and [connectors.properties] reach the consumer: the
-// connector's [connectors.ssl] and [connectors.authentication] are mapped
-// by the producer package (ClientConfig.connectorProperties), which does
-// not export that mapping yet. Until it does, a source on such a connector
-// is refused rather than connected without TLS or SASL.
+// clientConfig maps a source and its connector to librdkafka: the
+// connector's TLS, SASL and socket settings as the sinks get them, the
+// consumer's own settings, then [connectors.properties] over everything.
 func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMap, error) {
-	if cn.SSL.Enable || cn.Authentication != nil {
-		return nil, fmt.Errorf("source %s: connector %s: [connectors.ssl] and [connectors.authentication] are not applied to sources yet; set security.protocol, ssl.* and sasl.* in [connectors.properties] instead", s.Name, cn.Name)
-	}
 	id := cn.Name + ":ingress:" + node + ":" + s.Name
 	if cn.ClientIDPrefix != "" {
 		id = cn.ClientIDPrefix + ":" + id
 	}
-	cm := kafka.ConfigMap{
+	cm := producer.ConnectorProperties(cn, id)
+	for k, v := range (kafka.ConfigMap{
 		"bootstrap.servers": cn.BootstrapHosts,
-		"client.id":         id,
 		"group.id":          s.Group(),
 		"auto.offset.reset": s.OffsetResetPolicy,
 		// librdkafka commits in the background, but only offsets stored
@@ -189,6 +183,8 @@ func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMa
 		"topic.metadata.refresh.interval.ms": 10000,
 		"enable.metrics.push":                false,
 		"go.logs.channel.enable":             true,
+	}) {
+		cm[k] = v
 	}
 	for k, v := range cn.Properties {
 		cm[k] = v

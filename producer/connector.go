@@ -156,3 +156,13 @@ func (c ClientConfig) connectorProperties() kafka.ConfigMap {
 	cm["security.protocol"] = protocol
 	return cm
 }
+
+// ConnectorProperties is the librdkafka mapping of a connector's settings
+// (TLS, SASL, socket options, timeouts) for any client of it, the Kafka
+// sources' consumers included; [connectors.properties] still go on top.
+func ConnectorProperties(cn conf.Connector, clientID string) kafka.ConfigMap {
+	c := ClientConfig{Connector: cn.Name, Conn: ConnectorSettings(cn), Properties: cn.Properties}
+	cm := c.connectorProperties()
+	cm["client.id"] = clientID
+	return cm
+}

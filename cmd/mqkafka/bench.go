@@ -46,7 +46,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, benchUsage)
 		fs.PrintDefaults()
 	}
-	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios, ","), "comma-separated: pipeline, kafka-raw, broker-raw, source, recovery, connections")
+	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios(), ","), "comma-separated: pipeline, kafka-raw, broker-raw, source, recovery, connections")
 	var matrix []string
 	fs.Func("matrix", "a dimension name=v1,v2 (buffer, fsync, qos, size, clients, inflight, rate, partitions, messages); more may follow as arguments", func(s string) error {
 		matrix = append(matrix, strings.Fields(s)...)

@@ -321,3 +321,23 @@ topics = ["emb"]
 		t.Fatalf("got %d records: %v", len(recs), recs)
 	}
 }
+
+// TestStartFailureIsAnError: a listener that cannot be opened makes start
+// return an error, and everything started before it is stopped again.
+func TestStartFailureIsAnError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "x"))
+	cfg := strings.Replace(baseConfig(t, addr, "x"), `address = "127.0.0.1:0"`, fmt.Sprintf("address = %q", busy.Addr().String()), 1)
+	path := writeFile(t, cfg)
+	c, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := start(path, c, testkit.Logger(t)); err == nil || a != nil {
+		t.Fatalf("start on a busy port: %v, %v", a, err)
+	}
+}

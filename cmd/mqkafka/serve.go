@@ -102,20 +102,24 @@ func hostname() string {
 // start brings the stages up in dependency order: Kafka side first, so that
 // the broker never accepts a publish no sink is ready to buffer. cfgPath is
 // the file SIGHUP re-reads and API changes are merged with.
-func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (a *app, err error) {
-	a = &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now()}
+func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (*app, error) {
+	a := &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now()}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
-	defer func() {
-		if err != nil {
-			a.closeAll()
-		}
-	}()
-	if a.overlay, err = conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir)); err != nil {
+	if err := a.start(); err != nil {
+		a.closeAll()
 		return nil, err
+	}
+	return a, nil
+}
+
+func (a *app) start() (err error) {
+	cfg, log := a.cfg, a.log
+	if a.overlay, err = conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir)); err != nil {
+		return err
 	}
 	if cfg.EmbeddedKafka.Enabled {
 		if a.kafka, err = startEmbeddedKafka(cfg.EmbeddedKafka, log); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	a.node = cfg.Broker.Node
@@ -129,27 +133,27 @@ func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (a *app, err erro
 	for _, s := range cfg.Sinks {
 		sr, err := a.buildSink(s, connectors[s.Connector])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a.sinks = append(a.sinks, sr)
 	}
 	engine, err := a.buildEngine(cfg, a.node)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	a.engine.e.Store(engine)
 	if a.broker, err = broker.New(cfg.Broker, a.node, &a.engine, log); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.broker.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.startSources(); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Admin.Listen != "" {
 		if a.admin, err = admin.New(cfg.Admin.Listen, string(cfg.Admin.Token), a, log); err != nil {
-			return nil, err
+			return err
 		}
 		a.admin.Start()
 	}
@@ -164,7 +168,7 @@ func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (a *app, err erro
 		defer a.wg.Done()
 		a.checkHealth(a.ctx)
 	}()
-	return a, nil
+	return nil
 }
 
 func (a *app) adminAddr() string {

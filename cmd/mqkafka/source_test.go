@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mqkafka/mqkafka/consumer"
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -104,9 +105,9 @@ func subscriber(t testing.TB, addr, id string, expiry uint32, box *inbox, qos by
 }
 
 // produceRecords writes recs with a real Kafka client.
-func produceRecords(t testing.TB, addr string, recs []*kgo.Record) {
+func produceRecords(t testing.TB, addr string, recs []*kgo.Record, opts ...kgo.Opt) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(16<<20))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(16 << 20)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,5 +496,36 @@ payload_template = "${.value}"
 	}
 	if len(seen) != 600 || box.len() != 600 {
 		t.Fatalf("%d distinct of %d messages, want 600", len(seen), box.len())
+	}
+}
+
+// TestSourceOverSASL: a source reads through its connector's
+// [connectors.authentication], as the sinks write through it.
+func TestSourceOverSASL(t *testing.T) {
+	read := []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())}
+	addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", read, kfake.SeedTopics(1, "sasl-src"))
+	cfg := strings.Replace(sourceConfig(t, addr, `
+[[sources]]
+name = "src"
+connector = "k"
+topic = "sasl-src"
+offset_reset_policy = "earliest"
+[[sources.topic_mapping]]
+kafka_topic = "sasl-src"
+mqtt_topic = "from/kafka"
+qos = 1
+payload_template = "${.value}"
+`), "[connectors.properties]", `[connectors.authentication]
+mechanism = "scram_sha_256"
+username = "admin"
+password = "secret"
+[connectors.properties]`, 1)
+	a := startApp(t, cfg)
+	box := &inbox{}
+	subscriber(t, a.broker.Addrs()[0], "sasl-sub", 0, box, 1, "from/#")
+	produceRecords(t, addr, []*kgo.Record{{Topic: "sasl-src", Value: []byte("over sasl")}}, read...)
+	testkit.WaitFor(t, 30*time.Second, "the record over SASL", func() bool { return box.len() == 1 })
+	if got := string(box.all()[0].Payload); got != "over sasl" {
+		t.Fatalf("payload %q", got)
 	}
 }
