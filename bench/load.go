@@ -157,6 +157,8 @@ func (l *load) runConn(ctx context.Context, c *mqttConn, no int, start, end time
 	}
 	payload := make([]byte, s.size)
 	fillPayload(payload, s.tag, 0, 0)
+	sleep := newSleeper()
+	defer sleep.stop()
 	var werr error
 	for ctx.Err() == nil && werr == nil {
 		now := time.Now()
@@ -166,7 +168,7 @@ func (l *load) runConn(ctx context.Context, c *mqttConn, no int, start, end time
 				if werr = c.flush(); werr != nil {
 					break
 				}
-				if !sleepUntil(ctx, next) {
+				if !sleep.until(ctx, next) {
 					break
 				}
 				now = time.Now()
@@ -311,3 +313,31 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 		return true
 	}
 }
+
+// sleeper is one reusable timer: a writer at a fixed rate sleeps before
+// almost every message, and a timer per sleep would be the bench's largest
+// cost at low rates.
+type sleeper struct{ t *time.Timer }
+
+func newSleeper() *sleeper {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &sleeper{t: t}
+}
+
+func (s *sleeper) until(ctx context.Context, at time.Time) bool {
+	d := time.Until(at)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	s.t.Reset(d)
+	select {
+	case <-ctx.Done():
+		s.t.Stop()
+		return false
+	case <-s.t.C:
+		return true
+	}
+}
+
+func (s *sleeper) stop() { s.t.Stop() }

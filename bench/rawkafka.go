@@ -186,11 +186,13 @@ func (l *rawLoad) produce(ctx context.Context, p *kafka.Producer, no int, start,
 		next = start.Add(interval * time.Duration(no) / time.Duration(s.producers))
 	}
 	part := int32(no)
+	sleep := newSleeper()
+	defer sleep.stop()
 	for ctx.Err() == nil {
 		now := time.Now()
 		stamp := now
 		if interval > 0 {
-			if !sleepUntil(ctx, next) {
+			if !sleep.until(ctx, next) {
 				break
 			}
 			stamp = next

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -324,6 +325,9 @@ func (r *Report) printRun(w io.Writer, x *Result) {
 // Table writes the summary table of every run and the targets.
 func (r *Report) Table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if !slices.ContainsFunc(r.Runs, func(x *Result) bool { return x.Scenario != ScenarioConnections }) {
+		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
+	}
 	fmt.Fprintln(tw, "run\tparams\trate/s\tpub/s\tpuback p50/p99/p999 ms\te2e p50/p99/p999 ms\tlost\tdup\tCPU s\tkfake CPU s\tbench CPU s\tother CPU s\tpeak RSS MB\tallocs/msg\t×kafka-raw\t×broker-raw\t×memory\t")
 	for _, x := range r.Runs {
 		if x.Scenario == ScenarioConnections {

@@ -15,7 +15,6 @@ const idle = 15 * time.Second
 // measure is the bookkeeping around a run's measured window: CPU of every
 // process involved, mqkafka's allocations, and the profile goroutine.
 type measure struct {
-	r      *runner
 	mq     *mqSide
 	kafka  *kafkaSide
 	mq0    procStats
@@ -30,7 +29,7 @@ type measure struct {
 }
 
 func (r *runner) startMeasure(ctx context.Context, name string, mq *mqSide, k *kafkaSide, profile bool) *measure {
-	m := &measure{r: r, mq: mq, kafka: k, self0: selfCPU(), all0: machineCPU()}
+	m := &measure{mq: mq, kafka: k, self0: selfCPU(), all0: machineCPU()}
 	m.mq0, _ = mq.stats()
 	m.k0, _ = k.stats()
 	m.mem0, m.memOK = mq.memStats(ctx)

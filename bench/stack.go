@@ -49,7 +49,7 @@ func (k *kafkaSide) close() {
 	}
 }
 
-// cpu is the kfake child's CPU time so far (0 for an external cluster).
+// stats reads the kfake child's /proc figures; false for an external cluster.
 func (k *kafkaSide) stats() (procStats, bool) {
 	if k == nil || k.ch == nil {
 		return procStats{}, false
@@ -60,11 +60,10 @@ func (k *kafkaSide) stats() (procStats, bool) {
 
 // mqSide is the mqkafka of one run.
 type mqSide struct {
-	addr     string
-	ch       *child // nil for an external broker (--broker)
-	pprof    string // host:port of its pprof endpoint
-	cfgPath  string
-	mqttPort int
+	addr    string
+	ch      *child // nil for an external broker (--broker)
+	pprof   string // host:port of its pprof endpoint
+	cfgPath string
 }
 
 // startMQKafka writes cfg and starts `mqkafka serve` on it.
@@ -92,7 +91,7 @@ func (r *runner) startMQKafka(ctx context.Context, name string, cfg mqConfig) (*
 	if err := os.WriteFile(path, []byte(cfg.toml()), 0o644); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	m := &mqSide{cfgPath: path, mqttPort: cfg.port, pprof: "127.0.0.1:" + strconv.Itoa(pp)}
+	m := &mqSide{cfgPath: path, pprof: "127.0.0.1:" + strconv.Itoa(pp)}
 	env := []string{"MQKAFKA_PPROF=" + m.pprof}
 	if r.o.Profile {
 		env = append(env, "MQKAFKA_PPROF_MUTEX=100")
