@@ -43,6 +43,7 @@ var (
 	dBytesSent        = desc("broker_bytes_sent_total", "Bytes sent to MQTT clients.")
 	dRetained         = desc("broker_retained", "Retained messages.")
 	dSubscriptions    = desc("broker_subscriptions", "Subscriptions.")
+	dBrokerDropped    = desc("broker_dropped_total", "MQTT publishes the broker did not deliver, by reason.", "reason")
 )
 
 // Describe implements prometheus.Collector.
@@ -50,7 +51,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dSinkMatched, dSinkSuccess, dSinkFailed, dSinkRetried, dSinkDropped,
 		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
-		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions} {
+		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped} {
 		ch <- d
 	}
 }
@@ -108,4 +109,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dBytesSent, b.BytesSent)
 	gauge(dRetained, b.Retained)
 	gauge(dSubscriptions, b.Subscriptions)
+	for reason, n := range b.Dropped {
+		counter(dBrokerDropped, n, reason)
+	}
 }

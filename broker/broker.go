@@ -36,6 +36,7 @@ type Broker struct {
 	ids    []string
 	log    *slog.Logger
 	access *accessHook
+	store  *storeHook // nil without persistence
 
 	closeOnce sync.Once
 }
@@ -73,6 +74,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 			_ = st.Stop()
 			return nil, fmt.Errorf("broker: %w", err)
 		}
+		b.store = st
 	}
 	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge")}
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
@@ -128,6 +130,11 @@ func (b *Broker) Start() error {
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
+	if b.store != nil {
+		in := b.srv.Info.Clone()
+		b.log.Info("MQTT state restored", "store", b.store.db.Path(), "sessions", b.srv.Clients.Len()-1, // the inline client
+			"subscriptions", in.Subscriptions, "inflight", in.Inflight, "retained", in.Retained)
+	}
 	return nil
 }
 
@@ -145,10 +152,26 @@ func (b *Broker) Addrs() []string {
 // Close stops accepting, disconnects every client, commits the session
 // store and stops the broker. Only the first call does anything: mochi
 // panics on a second.
+//
+// The listeners are closed here first, with a closer of ours: mochi's own,
+// Clients.GetByListener, read-locks the client map twice and deadlocks with
+// a client connecting or disconnecting meanwhile (mochi-mqtt/server#488).
+// mochi's Close then finds them closed and skips its closer.
 func (b *Broker) Close() error {
 	var err error
-	b.closeOnce.Do(func() { err = b.srv.Close() })
+	b.closeOnce.Do(func() {
+		b.srv.Listeners.CloseAll(b.disconnectClients)
+		err = b.srv.Close()
+	})
 	return err
+}
+
+func (b *Broker) disconnectClients(listener string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // bridgeHook hands publishes to the rules inside OnPublish, which mochi runs

@@ -75,7 +75,9 @@ func mqttSession(t testing.TB, conn net.Conn, cp *paho.Connect, onMsg func(*paho
 	c := paho.NewClient(cc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cp.KeepAlive = 30
+	// No keepalive, so no paho pinger: it writes from a goroutine of its own
+	// while paho writes a packet in several Writes, which TLS does not keep together.
+	cp.KeepAlive = 0
 	ca, err := c.Connect(ctx, cp)
 	if err != nil {
 		return nil, ca, err
@@ -169,6 +171,10 @@ topics = ["t/${username}/#"]
 	}
 	if n := a.Snapshot().Broker.Dropped["not_authorized"]; n != 2 {
 		t.Fatalf("not_authorized = %d, want 2", n)
+	}
+	_, text := call(t, a, "GET", "/metrics", "", "")
+	if v, ok := metric(text, `mqkafka_broker_dropped_total{reason="not_authorized"}`); !ok || v != 2 {
+		t.Fatalf("/metrics not_authorized = %v (found %v)", v, ok)
 	}
 }
 
