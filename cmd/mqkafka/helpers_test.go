@@ -52,8 +52,23 @@ func baseConfig(t testing.TB, kafkaAddr, topic string) string {
 
 // sinkConfig is one connector, one rule on t/# and one sink given as TOML lines.
 func sinkConfig(t testing.TB, kafkaAddr, sinkTOML string) string {
+	return configHead(t, kafkaAddr, "1s", `"message.timeout.ms" = "10000"`) + `
+[[rules]]
+id = "r1"
+sql = 'SELECT * FROM "t/#"'
+actions = ["kafka_producer:s1"]
+
+[[sinks]]
+name = "s1"
+connector = "k"
+` + sinkTOML + "\n"
+}
+
+// configHead is a broker on a free loopback port, an open admin listener on
+// another and one connector "k"; props are extra librdkafka properties.
+func configHead(t testing.TB, kafkaAddr, shutdown, props string) string {
 	return fmt.Sprintf(`
-shutdown_timeout = "1s"
+shutdown_timeout = %q
 [broker]
 listeners = [{ address = "127.0.0.1:0" }]
 data_dir = %q
@@ -67,19 +82,9 @@ name = "k"
 bootstrap_hosts = %q
 metadata_request_timeout = "1s"
 [connectors.properties]
-"message.timeout.ms" = "10000"
 "reconnect.backoff.max.ms" = "200"
-
-[[rules]]
-id = "r1"
-sql = 'SELECT * FROM "t/#"'
-actions = ["kafka_producer:s1"]
-
-[[sinks]]
-name = "s1"
-connector = "k"
 %s
-`, t.TempDir(), kafkaAddr, sinkTOML)
+`, shutdown, t.TempDir(), kafkaAddr, props)
 }
 
 // connectMQTT opens an MQTT 5 connection; received publishes go to onMsg.

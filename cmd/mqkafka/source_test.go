@@ -23,25 +23,8 @@ import (
 // sourceConfig is a broker on a free port, one connector and the given
 // sources, rules and sinks as TOML.
 func sourceConfig(t testing.TB, kafkaAddr, tables string) string {
-	return fmt.Sprintf(`
-shutdown_timeout = "2s"
-[broker]
-listeners = [{ address = "127.0.0.1:0" }]
-data_dir = %q
-[broker.auth]
-allow_anonymous = true
-[admin]
-listen = "127.0.0.1:0"
-
-[[connectors]]
-name = "k"
-bootstrap_hosts = %q
-[connectors.properties]
-"reconnect.backoff.max.ms" = "200"
-"heartbeat.interval.ms" = "300"
-"session.timeout.ms" = "6000"
-%s
-`, t.TempDir(), kafkaAddr, tables)
+	return configHead(t, kafkaAddr, "2s", `"heartbeat.interval.ms" = "300"
+"session.timeout.ms" = "6000"`) + tables
 }
 
 // inbox collects what an MQTT subscriber receives.
