@@ -629,8 +629,7 @@ func (d *Disk) pokeMaintainer() {
 	}
 }
 
-// makeRoomLocked applies the overflow policy exactly as Memory does; it
-// returns with d.mu held.
+// makeRoomLocked applies the overflow policy; it returns with d.mu held.
 func (d *Disk) makeRoomLocked(ctx context.Context, size int64, n int) error {
 	if d.closed {
 		return ErrClosed
@@ -638,27 +637,21 @@ func (d *Disk) makeRoomLocked(ctx context.Context, size int64, n int) error {
 	if d.err != nil {
 		return d.err
 	}
-	limit := d.opts.Limit
-	if limit <= 0 || d.bytes+size <= limit {
-		return nil
+	return makeRoom(ctx, &d.opts, &d.mu, d, size, n)
+}
+
+func (d *Disk) overflowUsed() int64 { return d.bytes }
+
+func (d *Disk) overflowEvict(need int64) bool { return d.evictLocked(need) }
+
+func (d *Disk) overflowRoom() (<-chan struct{}, error) {
+	if d.closed {
+		return nil, ErrClosed
 	}
-	if size > limit {
-		d.opts.OnDrop(ReasonTooLarge, n)
-		return ErrFull
+	if d.err != nil {
+		return nil, d.err
 	}
-	switch d.opts.Overflow {
-	case DropNew:
-		d.opts.OnDrop(ReasonQueueFull, n)
-		return ErrFull
-	case Block:
-		return d.waitRoomLocked(ctx, size, n)
-	default:
-		if d.evictLocked(d.bytes + size - limit) {
-			return nil
-		}
-		d.opts.OnDrop(ReasonQueueFull, n)
-		return ErrFull
-	}
+	return d.room, nil
 }
 
 // evictLocked drops the oldest unread entries until need bytes are freed.
@@ -687,38 +680,6 @@ func (d *Disk) evictLocked(need int64) bool {
 		d.pokeMaintainer()
 	}
 	return true
-}
-
-func (d *Disk) waitRoomLocked(ctx context.Context, size int64, n int) error {
-	var timeout <-chan time.Time
-	if d.opts.BlockTimeout > 0 {
-		t := time.NewTimer(d.opts.BlockTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for d.bytes+size > d.opts.Limit {
-		room := d.room
-		d.mu.Unlock()
-		select {
-		case <-room:
-			d.mu.Lock()
-			if d.closed {
-				return ErrClosed
-			}
-			if d.err != nil {
-				return d.err
-			}
-		case <-ctx.Done():
-			d.mu.Lock()
-			d.opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
-		case <-timeout:
-			d.mu.Lock()
-			d.opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
-		}
-	}
-	return nil
 }
 
 // readLimitLocked is the last Seq a reader may see: a disk entry once the

@@ -3,7 +3,6 @@ package buffer
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // slot is a queue position; evicted entries stay as tombstones until the
@@ -73,7 +72,8 @@ func (m *Memory) signal() {
 	}
 }
 
-// makeRoomLocked applies the overflow policy; it returns with m.mu held.
+// makeRoomLocked sheds for memory_overload_protection, then applies the
+// overflow policy; it returns with m.mu held.
 func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
 	if m.closed {
 		return ErrClosed
@@ -83,27 +83,18 @@ func (m *Memory) makeRoomLocked(ctx context.Context, size int64, n int) error {
 		// left to shed it is empty anyway, and the record is taken.
 		m.evictLocked(size, ReasonOverload, true)
 	}
-	limit := m.opts.Limit
-	if limit <= 0 || m.bytes+size <= limit {
-		return nil
+	return makeRoom(ctx, &m.opts, &m.mu, m, size, n)
+}
+
+func (m *Memory) overflowUsed() int64 { return m.bytes }
+
+func (m *Memory) overflowEvict(need int64) bool { return m.evictLocked(need, ReasonQueueFull, false) }
+
+func (m *Memory) overflowRoom() (<-chan struct{}, error) {
+	if m.closed {
+		return nil, ErrClosed
 	}
-	if size > limit {
-		m.opts.OnDrop(ReasonTooLarge, n)
-		return ErrFull
-	}
-	switch m.opts.Overflow {
-	case DropNew:
-		m.opts.OnDrop(ReasonQueueFull, n)
-		return ErrFull
-	case Block:
-		return m.waitRoomLocked(ctx, size, n)
-	default:
-		if m.evictLocked(m.bytes+size-limit, ReasonQueueFull, false) {
-			return nil
-		}
-		m.opts.OnDrop(ReasonQueueFull, n)
-		return ErrFull
-	}
+	return m.room, nil
 }
 
 // evictLocked drops the oldest unread entries until need bytes are freed.
@@ -137,35 +128,6 @@ func (m *Memory) evictLocked(need int64, reason Reason, partial bool) bool {
 		m.opts.OnDrop(reason, dropped)
 	}
 	return need <= 0
-}
-
-func (m *Memory) waitRoomLocked(ctx context.Context, size int64, n int) error {
-	var timeout <-chan time.Time
-	if m.opts.BlockTimeout > 0 {
-		t := time.NewTimer(m.opts.BlockTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	for m.bytes+size > m.opts.Limit {
-		room := m.room
-		m.mu.Unlock()
-		select {
-		case <-room:
-			m.mu.Lock()
-			if m.closed {
-				return ErrClosed
-			}
-		case <-ctx.Done():
-			m.mu.Lock()
-			m.opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
-		case <-timeout:
-			m.mu.Lock()
-			m.opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
-		}
-	}
-	return nil
 }
 
 // Read implements Queue.
