@@ -152,26 +152,10 @@ func (b *Broker) Addrs() []string {
 // Close stops accepting, disconnects every client, commits the session
 // store and stops the broker. Only the first call does anything: mochi
 // panics on a second.
-//
-// The listeners are closed here first, with a closer of ours: mochi's own,
-// Clients.GetByListener, read-locks the client map twice and deadlocks with
-// a client connecting or disconnecting meanwhile (mochi-mqtt/server#488).
-// mochi's Close then finds them closed and skips its closer.
 func (b *Broker) Close() error {
 	var err error
-	b.closeOnce.Do(func() {
-		b.srv.Listeners.CloseAll(b.disconnectClients)
-		err = b.srv.Close()
-	})
+	b.closeOnce.Do(func() { err = b.srv.Close() })
 	return err
-}
-
-func (b *Broker) disconnectClients(listener string) {
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Listener == listener && !cl.Closed() {
-			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		}
-	}
 }
 
 // bridgeHook hands publishes to the rules inside OnPublish, which mochi runs
