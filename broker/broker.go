@@ -37,6 +37,7 @@ type Broker struct {
 	log    *slog.Logger
 	access *accessHook
 	store  *storeHook // nil without persistence
+	acks   *acks
 
 	closeOnce sync.Once
 }
@@ -76,7 +77,10 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		}
 		b.store = st
 	}
-	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge")}
+	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge"),
+		noWait: buffer.NoWait(context.Background())}
+	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
+	b.acks = h.acks
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -154,16 +158,23 @@ func (b *Broker) Addrs() []string {
 // panics on a second.
 func (b *Broker) Close() error {
 	var err error
-	b.closeOnce.Do(func() { err = b.srv.Close() })
+	b.closeOnce.Do(func() {
+		err = b.srv.Close()
+		b.acks.wait()
+	})
 	return err
 }
 
 // bridgeHook hands publishes to the rules inside OnPublish, which mochi runs
 // before it writes the PUBACK/PUBREC: a QoS 1/2 publish is acknowledged only
-// once every sink that reads it has it in its buffer.
+// once every sink that reads it has it in its buffer. A QoS 1 PUBACK that
+// waits for a disk queue's fsync is written later by acks, so the
+// connection's next publish is read meanwhile.
 type bridgeHook struct {
 	mqtt.HookBase
 	pub      Publisher
+	acks     *acks
+	noWait   context.Context // QoS 0: nobody is told, so nothing waits for the disk
 	node     string
 	log      *slog.Logger
 	idPrefix [8]byte
@@ -174,10 +185,20 @@ type bridgeHook struct {
 
 func (h *bridgeHook) ID() string { return "mqkafka-bridge" }
 
-func (h *bridgeHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *bridgeHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnDisconnect }
+
+func (h *bridgeHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.acks.forget(cl) }
 
 func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	deferrable := pk.FixedHeader.Qos == 1 && !cl.Net.Inline
 	if !h.pub.Matches(pk.TopicName) {
+		if deferrable && h.acks.behind(cl) {
+			// Answering now would overtake the PUBACKs still pending.
+			c := h.acks.conn(cl)
+			if !c.settle(c.reserve(pk.PacketID)) {
+				return pk, mqtt.ErrPubackDeferred
+			}
+		}
 		return pk, nil
 	}
 	now := time.Now().UnixMilli()
@@ -199,7 +220,23 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Properties.ProtocolVersion == 5 {
 		fillProps(ev, &pk.Properties)
 	}
-	err := h.pub.Publish(context.Background(), ev)
+	var err error
+	switch {
+	case deferrable:
+		c := h.acks.conn(cl)
+		s := c.reserve(pk.PacketID)
+		if err = h.pub.Publish(s.t.Context(), ev); err != nil {
+			c.refuse(s)
+			break
+		}
+		if !c.settle(s) {
+			return pk, mqtt.ErrPubackDeferred
+		}
+	case pk.FixedHeader.Qos == 0:
+		err = h.pub.Publish(h.noWait, ev)
+	default:
+		err = h.pub.Publish(context.Background(), ev)
+	}
 	if err == nil {
 		return pk, nil
 	}

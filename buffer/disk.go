@@ -19,10 +19,11 @@ import (
 //
 //   - One tidwall/wal log per queue; the WAL index is the queue Seq. Each
 //     entry carries its own version byte and CRC32C (see entry.go).
-//   - Group commit: the first appender to find no write in progress becomes
-//     the leader, lets woken appenders join, then writes everything queued as
-//     one WriteBatch and (FsyncBatch) one fsync, and wakes the whole group.
-//     Leadership passes to the first appender of the next group.
+//   - Group commit: appenders add their records to the pending group and
+//     wake the queue's committer, which lets late appenders join, then writes
+//     the group as one WriteBatch and (FsyncBatch) one fsync and wakes it.
+//     An append under a Ticket does not wait: the committer reports to the
+//     ticket instead (see ticket.go).
 //   - Acknowledged prefixes stay on disk until they span a segment; then one
 //     TruncateFront cuts them at that segment's last entry. The ack point is
 //     kept in a small "ack" file, rewritten at most every ackSaveEvery and on
@@ -68,6 +69,7 @@ type Disk struct {
 	memLimit int64
 	ready    chan struct{}
 	poke     chan struct{}
+	kick     chan struct{} // wakes the committer
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	ackFile  *os.File
@@ -122,20 +124,18 @@ type Disk struct {
 // group is one group commit: the records of every Append that arrived while
 // the previous group was being written.
 type group struct {
-	buf      *wbuf
-	n        int
-	first    uint64
-	last     uint64
-	done     chan struct{}
-	lead     chan struct{} // closed to hand leadership to the group's first appender
-	handed   bool
-	err      error
-	finished bool
+	buf   *wbuf
+	n     int
+	first uint64
+	last  uint64
+	done  chan struct{}
+	err   error
 }
 
 type wbuf struct {
-	b    wal.Batch
-	lens []int32
+	b       wal.Batch
+	lens    []int32
+	tickets []*Ticket // appends waiting under a ticket, one entry per append
 }
 
 // OpenDisk opens (or creates) a disk queue in opts.Dir, repairing a torn tail.
@@ -176,6 +176,7 @@ func openDisk(opts Options, hybrid bool) (*Disk, error) {
 		memLimit: opts.MemoryLimit,
 		ready:    make(chan struct{}, 1),
 		poke:     make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		room:     make(chan struct{}),
 		walOpts: wal.Options{
@@ -202,6 +203,10 @@ func openDisk(opts Options, hybrid bool) (*Disk, error) {
 	d.pending = d.newGroup()
 	d.wg.Add(1)
 	go d.maintain()
+	if !hybrid {
+		d.wg.Add(1)
+		go d.commit()
+	}
 	return d, nil
 }
 
@@ -396,9 +401,12 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 		return last, d.appendMemoryLocked(recs, size)
 	}
 	g := d.pending
-	creator := g.n == 0
-	if creator {
+	if g.n == 0 {
 		g.first = d.nextSeq
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -414,7 +422,17 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	d.live += int64(len(recs))
 	d.trimCacheLocked()
 	last := d.nextSeq - 1
-	return last, d.commitLocked(g, creator)
+	t, noWait := waitOf(ctx)
+	if t != nil {
+		t.hold()
+		g.buf.tickets = append(g.buf.tickets, t)
+	}
+	d.mu.Unlock()
+	if t != nil || noWait {
+		return last, nil
+	}
+	<-g.done
+	return last, g.err
 }
 
 // pushLocked assigns the next Seq to r and keeps it in the read cache.
@@ -426,51 +444,46 @@ func (d *Disk) pushLocked(r *Record) {
 	d.nextSeq++
 }
 
-// commitLocked waits until g is written (and synced, under FsyncBatch),
-// writing it itself when no other appender is. It is called with d.mu held
-// and returns with it released.
-func (d *Disk) commitLocked(g *group, creator bool) error {
-	const maxYields = 16
-	yields, seen := 0, 0
+// commit is the queue's committer: it writes pending groups, one at a time,
+// for as long as appenders keep adding to them.
+func (d *Disk) commit() {
+	defer d.wg.Done()
 	for {
-		if g.finished {
-			d.mu.Unlock()
-			return g.err
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
 		}
-		if !d.writing && d.pending == g {
-			if yields < maxYields && g.n > seen {
-				// Let appenders woken by the previous group's fsync join this
-				// one first, for as long as they keep coming: under load it
-				// doubles the records per fsync, and when nobody else is
-				// runnable it costs one Gosched.
-				seen = g.n
-				yields++
-				d.mu.Unlock()
-				runtime.Gosched()
+		d.mu.Lock()
+		for d.pending.n > 0 && !d.writing {
+			d.gatherLocked()
+			// Close may have written the group while the lock was released.
+			if d.pending.n > 0 && !d.writing {
+				d.leadLocked(d.pending)
 				d.mu.Lock()
-				continue
 			}
-			return d.leadLocked(g)
-		}
-		// Only the group's first appender listens for the hand-off, so that
-		// finishing a group wakes one goroutine rather than all of the next.
-		var lead chan struct{}
-		if creator {
-			lead = g.lead
 		}
 		d.mu.Unlock()
-		select {
-		case <-g.done:
-			return g.err
-		case <-lead:
-		}
-		creator = false
+	}
+}
+
+// gatherLocked lets appenders woken by the previous group's fsync join the
+// pending group, for as long as they keep coming but not longer than
+// maxGather: under load it multiplies the records per fsync, and when nobody
+// else is runnable it costs one Gosched.
+func (d *Disk) gatherLocked() {
+	const maxGather = 200 * time.Microsecond
+	start := time.Now()
+	for seen := 0; d.pending.n > seen && time.Since(start) < maxGather; {
+		seen = d.pending.n
+		d.mu.Unlock()
+		runtime.Gosched()
 		d.mu.Lock()
 	}
 }
 
-// leadLocked writes the pending group g; called with d.mu held, returns with
-// it released.
+// leadLocked writes the pending group g; called with d.mu held and no write
+// in progress, returns with it released.
 func (d *Disk) leadLocked(g *group) error {
 	d.writing = true
 	d.pending = d.newGroup()
@@ -484,12 +497,23 @@ func (d *Disk) leadLocked(g *group) error {
 		err = d.writeBatch(&g.buf.b, cycled, d.opts.Fsync == FsyncBatch)
 	}
 	d.mu.Lock()
+	buf := g.buf
 	d.finishLocked(g, err)
 	d.mu.Unlock()
 	d.signal()
+	for i, t := range buf.tickets {
+		t.finish(err)
+		buf.tickets[i] = nil
+	}
+	buf.tickets = buf.tickets[:0]
+	d.mu.Lock()
+	d.free = append(d.free, buf)
+	d.mu.Unlock()
 	return err
 }
 
+// finishLocked ends g: the appenders waiting in the call are woken; those
+// under a ticket are told by the caller, which then frees g's buffer.
 func (d *Disk) finishLocked(g *group, err error) {
 	if err != nil {
 		d.failLocked(err, g.first, g.last)
@@ -501,18 +525,12 @@ func (d *Disk) finishLocked(g *group, err error) {
 		d.trimCacheLocked()
 	}
 	g.err = err
-	g.finished = true
 	close(g.done)
 	g.buf.b.Clear()
 	g.buf.lens = g.buf.lens[:0]
-	d.free = append(d.free, g.buf)
 	g.buf = nil
 	d.writing = false
 	d.idle.Broadcast()
-	if p := d.pending; p.n > 0 && !p.handed {
-		p.handed = true
-		close(p.lead)
-	}
 }
 
 // failLocked makes a write failure sticky and forgets the entries whose
@@ -548,14 +566,7 @@ func (d *Disk) dropEntryLocked(seq uint64, s *uint32) {
 }
 
 func (d *Disk) newGroup() *group {
-	var b *wbuf
-	if n := len(d.free); n > 0 {
-		b = d.free[n-1]
-		d.free = d.free[:n-1]
-	} else {
-		b = new(wbuf)
-	}
-	return &group{buf: b, done: make(chan struct{}), lead: make(chan struct{})}
+	return &group{buf: d.takeBuf(), done: make(chan struct{})}
 }
 
 // writeBatch writes b to the WAL and, when sync is set, fsyncs it (and the

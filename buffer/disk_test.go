@@ -17,6 +17,20 @@ import (
 
 var durableModes = []Mode{ModeDisk, ModeHybrid}
 
+// crashAndReopen crashes a disk queue, reopens it and returns the values
+// of every record it still holds.
+func crashAndReopen(t *testing.T, q Queue, dir string, opts Options) map[int]bool {
+	t.Helper()
+	crash(q)
+	q = open(t, ModeDisk, dir, opts)
+	t.Cleanup(func() { q.Close() })
+	seen := map[int]bool{}
+	for _, e := range drain(t, q, 1<<20) {
+		seen[valueOf(t, e)] = true
+	}
+	return seen
+}
+
 // crash stops a disk queue's goroutine and forgets it without writing,
 // syncing or closing anything, as a killed process would.
 func crash(q Queue) {
@@ -147,14 +161,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	wg.Wait()
-	crash(q)
-
-	q = open(t, ModeDisk, dir, opts)
-	defer q.Close()
-	seen := map[int]bool{}
-	for _, e := range drain(t, q, 1<<20) {
-		seen[valueOf(t, e)] = true
-	}
+	seen := crashAndReopen(t, q, dir, opts)
 	for v := range accepted {
 		if !seen[v] && !acked[v] {
 			t.Fatalf("accepted record %d lost", v)

@@ -54,7 +54,9 @@ func (t *topic) enqueue(ctx context.Context, rec buffer.Record) (*partition, uin
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.holding {
-		return nil, 0, t.hold.Append(ctx, rec)
+		// Holding ends with one last drain under t.mu: a record must be
+		// readable by then, not merely queued for the WAL.
+		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), rec)
 	}
 	p := t.pick(&rec)
 	if p == nil {

@@ -645,6 +645,26 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	return err
 }
 
+// WriteEncoded writes n packets the caller encoded itself in one write,
+// giving up after timeout (mqkafka patch: the PUBACKs an OnPublish hook
+// deferred).
+func (cl *Client) WriteEncoded(b []byte, n int, timeout time.Duration) error {
+	if cl.Closed() {
+		return ErrConnectionClosed
+	}
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	cl.Lock()
+	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	m, err := cl.Net.Conn.Write(b)
+	_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
+	cl.Unlock()
+	atomic.AddInt64(&cl.ops.info.BytesSent, int64(m))
+	atomic.AddInt64(&cl.ops.info.PacketsSent, int64(n))
+	return err
+}
+
 func (cl *Client) flushOutbuf() (err error) {
 	if cl.Net.outbuf == nil {
 		return

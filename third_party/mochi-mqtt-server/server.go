@@ -41,6 +41,10 @@ var (
 	ErrConnectionClosed       = errors.New("connection not open")                                      // connection is closed
 	ErrInlineClientNotEnabled = errors.New("please set Options.InlineClient=true to use this feature") // inline client is not enabled by default
 	ErrOptionsUnreadable      = errors.New("unable to read options from bytes")
+
+	// ErrPubackDeferred, returned by an OnPublish hook for a QoS 1 publish,
+	// delivers the message but leaves its PUBACK to the hook (mqkafka patch).
+	ErrPubackDeferred = errors.New("puback deferred by a hook")
 )
 
 // Capabilities indicates the capabilities and features provided by the server.
@@ -910,9 +914,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9] Reduce qos based on server max qos capability
 	}
 
+	deferred := false
 	pkx, err := s.hooks.OnPublish(cl, pk)
 	if err == nil {
 		pk = pkx
+	} else if errors.Is(err, ErrPubackDeferred) && pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
+		pk, deferred = pkx, true
 	} else if errors.Is(err, packets.ErrRejectPacket) {
 		return nil
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
@@ -933,6 +940,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	// When it publishes a package with a qos > 0, the server treats
 	// the package as qos=0, and the client receives it as qos=1 or 2.
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		s.publishToSubscribers(pk)
+		s.hooks.OnPublished(cl, pk)
+		return nil
+	}
+
+	if deferred {
 		s.publishToSubscribers(pk)
 		s.hooks.OnPublished(cl, pk)
 		return nil

@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/mqkafka/mqkafka/buffer"
+)
+
+// ackWriteTimeout bounds a PUBACK write to a client that stopped reading;
+// the connection is closed then, and the client resends what it lacks.
+const ackWriteTimeout = 10 * time.Second
+
+// errAckFailed closes an MQTT 3.1.1 connection whose publish could not be
+// written to a buffer after it was read: 3.1.1 has no negative PUBACK, and a
+// reconnect makes the client resend it.
+var errAckFailed = errors.New("a publish could not be written to the buffer")
+
+// acks sends the PUBACKs of QoS 1 publishes that wait for a disk queue's
+// fsync. mochi reads one packet per connection at a time, so waiting for the
+// fsync in OnPublish would let one group commit gather at most one record
+// per connection; instead the hook returns at once, and each connection's
+// PUBACKs are written, in the order the publishes came, by a goroutine of
+// that connection once they are durable.
+type acks struct {
+	limit int // pending PUBACKs per connection before the hook waits
+	log   *slog.Logger
+	conns sync.Map // *mqtt.Client → *connAcks
+	slots sync.Pool
+
+	mu      sync.Mutex // orders starting flushers against wait
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// connAcks is one connection's PUBACKs in publish order.
+type connAcks struct {
+	a    *acks
+	cl   *mqtt.Client
+	v5   bool
+	wake chan struct{}
+	gone chan struct{}
+
+	mu      sync.Mutex
+	moved   sync.Cond // signalled whenever the head moves or a write ends
+	fifo    []*ackSlot
+	head    int
+	seq     uint64 // of the newest slot
+	popped  uint64 // slots are popped in seq order: the last one popped
+	writing bool   // popped PUBACKs are being written
+	dead    bool   // the connection is closed: nothing more is written
+	started bool   // the flusher runs (from the first PUBACK it has to write)
+
+	out []byte // owned by the flusher
+}
+
+// ackSlot is one deferred PUBACK: the publish's ticket and where it stands.
+type ackSlot struct {
+	t      *buffer.Ticket
+	c      *connAcks
+	seq    uint64
+	id     uint16
+	done   bool // every append is durable, or failed
+	failed bool
+	skip   bool // the hook answered the publish itself
+}
+
+func newAcks(limit int, log *slog.Logger) *acks {
+	a := &acks{limit: max(limit, 1), log: log}
+	a.slots.New = func() any {
+		s := new(ackSlot)
+		s.t = buffer.NewTicket(func(failed bool) { s.c.complete(s, failed) })
+		return s
+	}
+	return a
+}
+
+// conn returns cl's PUBACK queue.
+func (a *acks) conn(cl *mqtt.Client) *connAcks {
+	if v, ok := a.conns.Load(cl); ok {
+		return v.(*connAcks)
+	}
+	c := &connAcks{a: a, cl: cl, v5: cl.Properties.ProtocolVersion == 5,
+		wake: make(chan struct{}, 1), gone: make(chan struct{})}
+	c.moved.L = &c.mu
+	a.conns.Store(cl, c)
+	return c
+}
+
+// behind reports whether cl has PUBACKs not yet written, so that a publish
+// answered at once would overtake them.
+func (a *acks) behind(cl *mqtt.Client) bool {
+	v, ok := a.conns.Load(cl)
+	if !ok {
+		return false
+	}
+	c := v.(*connAcks)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.head < len(c.fifo) || c.writing
+}
+
+// forget stops cl's flusher once its connection is gone; PUBACKs still
+// pending are not written (the client resends those publishes).
+func (a *acks) forget(cl *mqtt.Client) {
+	if v, ok := a.conns.LoadAndDelete(cl); ok {
+		close(v.(*connAcks).gone)
+	}
+}
+
+// wait returns once every flusher has stopped; none starts after it.
+func (a *acks) wait() {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	a.wg.Wait()
+}
+
+// reserve queues a PUBACK for packet id, waiting while the connection has
+// limit of them pending: an MQTT 3.1.1 client has no receive maximum.
+func (c *connAcks) reserve(id uint16) *ackSlot {
+	s := c.a.slots.Get().(*ackSlot)
+	s.t.Reset()
+	s.c, s.id, s.done, s.failed, s.skip = c, id, false, false, false
+	c.mu.Lock()
+	for len(c.fifo)-c.head >= c.a.limit {
+		c.moved.Wait()
+	}
+	c.seq++
+	s.seq = c.seq
+	c.fifo = append(c.fifo, s)
+	c.mu.Unlock()
+	return s
+}
+
+// settle drops the hook's hold on s after its appends. It reports true when
+// the publish may be answered at once (everything durable and nothing ahead
+// of it); otherwise the flusher writes its PUBACK.
+func (c *connAcks) settle(s *ackSlot) bool {
+	done := s.t.Release()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if done && !c.writing && c.popped == s.seq-1 && c.seq == s.seq {
+		c.popLocked()
+		c.a.slots.Put(s)
+		return true
+	}
+	if done {
+		s.done, s.failed = true, s.t.Failed()
+		c.kickLocked()
+	}
+	return false
+}
+
+// refuse drops the hook's hold on s, whose publish the hook answers itself,
+// and waits until every PUBACK before it is written so the answer keeps
+// the publish order.
+func (c *connAcks) refuse(s *ackSlot) {
+	done := s.t.Release()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.skip = true
+	if done {
+		s.done = true
+	}
+	for c.popped < s.seq-1 || c.writing {
+		c.kickLocked()
+		c.moved.Wait()
+	}
+	if s.done && c.popped == s.seq-1 {
+		c.popLocked()
+		c.a.slots.Put(s)
+	}
+}
+
+// complete is the ticket's report that s's appends are written.
+func (c *connAcks) complete(s *ackSlot, failed bool) {
+	c.mu.Lock()
+	s.done, s.failed = true, failed
+	if c.popped == s.seq-1 {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+}
+
+// kickLocked wakes the flusher, starting it the first time: a connection
+// whose PUBACKs are all answered in the hook (memory buffers) never needs one.
+func (c *connAcks) kickLocked() {
+	if !c.started {
+		c.started = true
+		c.a.mu.Lock()
+		if !c.a.stopped {
+			c.a.wg.Add(1)
+			go c.run()
+		}
+		c.a.mu.Unlock()
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *connAcks) popLocked() {
+	c.fifo[c.head] = nil
+	c.head++
+	c.popped++
+	if c.head == len(c.fifo) {
+		c.fifo, c.head = c.fifo[:0], 0
+	} else if c.head > 64 && c.head > len(c.fifo)/2 {
+		n := copy(c.fifo, c.fifo[c.head:])
+		clear(c.fifo[n:])
+		c.fifo, c.head = c.fifo[:n], 0
+	}
+	c.moved.Broadcast()
+}
+
+// run writes the connection's PUBACKs as they become durable, many per write.
+func (c *connAcks) run() {
+	defer c.a.wg.Done()
+	for {
+		select {
+		case <-c.gone:
+			return
+		case <-c.wake:
+		}
+		for c.flush() {
+		}
+	}
+}
+
+// flush writes the durable prefix of the queue and reports whether it wrote.
+func (c *connAcks) flush() bool {
+	out, n, stop := c.out[:0], 0, false
+	c.mu.Lock()
+	for c.head < len(c.fifo) && c.fifo[c.head].done {
+		s := c.fifo[c.head]
+		if s.failed && !s.skip && !c.v5 && !c.dead {
+			c.dead, stop = true, true
+		}
+		switch {
+		case s.skip || c.dead:
+		case s.failed:
+			// MQTT 5 PUBACK with reason 0x80, unspecified error.
+			out = append(out, 0x40, 3, byte(s.id>>8), byte(s.id), 0x80)
+			n++
+		default:
+			out = append(out, 0x40, 2, byte(s.id>>8), byte(s.id))
+			n++
+		}
+		c.popLocked()
+		c.a.slots.Put(s)
+	}
+	c.writing = n > 0
+	c.mu.Unlock()
+	c.out = out
+	var err error
+	if n > 0 {
+		if err = c.cl.WriteEncoded(out, n, ackWriteTimeout); err != nil {
+			c.a.log.Debug("writing PUBACKs; closing the connection", "client", c.cl.ID, "err", err)
+			c.cl.Stop(err)
+		}
+	}
+	if stop {
+		c.a.log.Warn("closing an MQTT 3.1.1 connection: a publish could not be buffered after it was read; the client resends it",
+			"client", c.cl.ID)
+		c.cl.Stop(errAckFailed)
+	}
+	c.mu.Lock()
+	c.dead = c.dead || err != nil
+	c.writing = false
+	c.moved.Broadcast()
+	c.mu.Unlock()
+	return n > 0
+}

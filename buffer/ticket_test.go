@@ -1,0 +1,131 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// TestTicketReportsAfterWrite appends under tickets from many goroutines,
+// crashes the queue once every ticket has reported, and requires every
+// record whose ticket reported success to be on disk.
+func TestTicketReportsAfterWrite(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 4 << 10}
+	q := open(t, ModeDisk, dir, opts)
+	var mu sync.Mutex
+	durable := map[int]bool{}
+	reported := 0
+	syncDone := 0
+	var wg sync.WaitGroup
+	for a := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				v := a*1000 + i
+				tk := NewTicket(func(failed bool) {
+					mu.Lock()
+					defer mu.Unlock()
+					reported++
+					durable[v] = !failed
+				})
+				if _, err := q.AppendSeq(tk.Context(), rec(v)); err != nil {
+					t.Errorf("append %d: %v", v, err)
+				}
+				if tk.Release() {
+					mu.Lock()
+					syncDone++
+					durable[v] = !tk.Failed()
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	testkit.WaitFor(t, 10*time.Second, "every ticket reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return reported+syncDone == 1000
+	})
+	seen := crashAndReopen(t, q, dir, opts)
+	mu.Lock()
+	defer mu.Unlock()
+	for v, ok := range durable {
+		if !ok {
+			t.Errorf("record %d reported failed", v)
+		} else if !seen[v] {
+			t.Fatalf("record %d reported durable but lost in the crash", v)
+		}
+	}
+	if len(durable) != 1000 {
+		t.Fatalf("%d of 1000 tickets reported", len(durable))
+	}
+}
+
+// TestTicketReportsFailure breaks the WAL under a queue: an append under a
+// ticket must then report failure, not success.
+func TestTicketReportsFailure(t *testing.T) {
+	q := open(t, ModeDisk, t.TempDir(), Options{})
+	defer q.Close()
+	d := q.(*Disk)
+	d.logMu.Lock()
+	if err := d.wal.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.logMu.Unlock()
+
+	result := make(chan bool, 1)
+	tk := NewTicket(func(failed bool) { result <- failed })
+	if _, err := q.AppendSeq(tk.Context(), rec(1)); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	if tk.Release() {
+		t.Fatal("ticket done before the write")
+	}
+	select {
+	case failed := <-result:
+		if !failed {
+			t.Fatal("a failed write was reported durable")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ticket never reported")
+	}
+	if err := q.Append(context.Background(), rec(2)); err == nil {
+		t.Fatal("append after a failed write accepted")
+	}
+}
+
+// TestNoWaitKeepsRecords appends without waiting and closes the queue: a
+// graceful close writes them.
+func TestNoWaitKeepsRecords(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, ModeDisk, dir, Options{})
+	ctx := NoWait(context.Background())
+	for i := range 100 {
+		if err := q.Append(ctx, rec(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Append(ctx, rec(100)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	q = open(t, ModeDisk, dir, Options{})
+	defer q.Close()
+	got := drain(t, q, 1<<20)
+	if len(got) != 100 {
+		t.Fatalf("%d of 100 records after reopen", len(got))
+	}
+	for i, e := range got {
+		if valueOf(t, e) != i {
+			t.Fatalf("record %d is %d", i, valueOf(t, e))
+		}
+	}
+}
