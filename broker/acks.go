@@ -15,19 +15,25 @@ import (
 // the connection is closed then, and the client resends what it lacks.
 const ackWriteTimeout = 10 * time.Second
 
+// flusherIdle is how long a connection's PUBACK writer waits for work before
+// it ends (the next PUBACK starts another).
+const flusherIdle = 2 * time.Second
+
 // errAckFailed closes an MQTT 3.1.1 connection whose publish could not be
 // written to a buffer after it was read: 3.1.1 has no negative PUBACK, and a
 // reconnect makes the client resend it.
 var errAckFailed = errors.New("a publish could not be written to the buffer")
 
-// acks sends the PUBACKs of QoS 1 publishes that wait for a disk queue's
-// fsync. mochi reads one packet per connection at a time, so waiting for the
-// fsync in OnPublish would let one group commit gather at most one record
-// per connection; instead the hook returns at once, and each connection's
-// PUBACKs are written, in the order the publishes came, by a goroutine of
-// that connection once they are durable.
+// acks sends the PUBACKs of the QoS 1 publishes that rules read. mochi reads
+// one packet per connection at a time, so waiting for a disk queue's fsync
+// in OnPublish would let one group commit gather at most one record per
+// connection, and writing the PUBACK there costs a syscall per publish;
+// instead the hook returns at once, and each connection's PUBACKs are
+// written, in the order the publishes came and many per write, by a
+// goroutine of that connection once they are durable.
 type acks struct {
-	limit int // pending PUBACKs per connection before the hook waits
+	limit int           // pending PUBACKs per connection before the hook waits
+	idle  time.Duration // flusherIdle
 	log   *slog.Logger
 	conns sync.Map // *mqtt.Client → *connAcks
 	slots sync.Pool
@@ -53,7 +59,7 @@ type connAcks struct {
 	popped  uint64 // slots are popped in seq order: the last one popped
 	writing bool   // popped PUBACKs are being written
 	dead    bool   // the connection is closed: nothing more is written
-	started bool   // the flusher runs (from the first PUBACK it has to write)
+	started bool   // the flusher runs
 
 	out []byte // owned by the flusher
 }
@@ -70,7 +76,7 @@ type ackSlot struct {
 }
 
 func newAcks(limit int, log *slog.Logger) *acks {
-	a := &acks{limit: max(limit, 1), log: log}
+	a := &acks{limit: max(limit, 1), idle: flusherIdle, log: log}
 	a.slots.New = func() any {
 		s := new(ackSlot)
 		s.t = buffer.NewTicket(func(failed bool) { s.c.complete(s, failed) })
@@ -92,7 +98,7 @@ func (a *acks) conn(cl *mqtt.Client) *connAcks {
 }
 
 // behind reports whether cl has PUBACKs not yet written, so that a publish
-// answered at once would overtake them.
+// mochi answers itself would overtake them.
 func (a *acks) behind(cl *mqtt.Client) bool {
 	v, ok := a.conns.Load(cl)
 	if !ok {
@@ -137,23 +143,21 @@ func (c *connAcks) reserve(id uint16) *ackSlot {
 	return s
 }
 
-// settle drops the hook's hold on s after its appends. It reports true when
-// the publish may be answered at once (everything durable and nothing ahead
-// of it); otherwise the flusher writes its PUBACK.
-func (c *connAcks) settle(s *ackSlot) bool {
-	done := s.t.Release()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if done && !c.writing && c.popped == s.seq-1 && c.seq == s.seq {
-		c.popLocked()
-		c.a.slots.Put(s)
-		return true
+// settle drops the hook's hold on s after its appends; the flusher writes
+// its PUBACK once they are durable. That holds even when they already are
+// (memory buffers): the read loop then goes on to the next publish at once,
+// and the PUBACKs of a busy connection share one write instead of costing
+// one each.
+func (c *connAcks) settle(s *ackSlot) {
+	if !s.t.Release() {
+		return
 	}
-	if done {
-		s.done, s.failed = true, s.t.Failed()
+	c.mu.Lock()
+	s.done, s.failed = true, s.t.Failed()
+	if c.popped == s.seq-1 {
 		c.kickLocked()
 	}
-	return false
+	c.mu.Unlock()
 }
 
 // refuse drops the hook's hold on s, whose publish the hook answers itself,
@@ -187,8 +191,7 @@ func (c *connAcks) complete(s *ackSlot, failed bool) {
 	c.mu.Unlock()
 }
 
-// kickLocked wakes the flusher, starting it the first time: a connection
-// whose PUBACKs are all answered in the hook (memory buffers) never needs one.
+// kickLocked wakes the flusher, starting it if it is not running.
 func (c *connAcks) kickLocked() {
 	if !c.started {
 		c.started = true
@@ -219,16 +222,30 @@ func (c *connAcks) popLocked() {
 	c.moved.Broadcast()
 }
 
-// run writes the connection's PUBACKs as they become durable, many per write.
+// run writes the connection's PUBACKs as they become durable, many per
+// write. It ends when the connection does, or after flusherIdle without
+// work, so that idle connections hold no goroutine of ours.
 func (c *connAcks) run() {
 	defer c.a.wg.Done()
+	idle := time.NewTimer(c.a.idle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-c.gone:
 			return
 		case <-c.wake:
-		}
-		for c.flush() {
+			for c.flush() {
+			}
+			idle.Reset(c.a.idle)
+		case <-idle.C:
+			c.mu.Lock()
+			if len(c.wake) == 0 {
+				c.started = false
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			idle.Reset(c.a.idle)
 		}
 	}
 }

@@ -116,3 +116,23 @@ func TestAcksLimitWaits(t *testing.T) {
 		t.Fatal("reserve still waiting after a PUBACK was written")
 	}
 }
+
+// TestAcksFlusherRestarts: a connection's PUBACK writer ends when idle and
+// the next PUBACK starts another.
+func TestAcksFlusherRestarts(t *testing.T) {
+	c, far := testAcks(t, 5, 16)
+	c.a.idle = 10 * time.Millisecond
+	started := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.started
+	}
+	for id := uint16(1); id <= 3; id++ {
+		s := c.reserve(id)
+		c.settle(s)
+		if got := readAcks(t, far, 4); !bytes.Equal(got, []byte{0x40, 2, 0, byte(id)}) {
+			t.Fatalf("PUBACK % x, want packet %d", got, id)
+		}
+		testkit.WaitFor(t, 5*time.Second, "the idle writer to end", func() bool { return !started() })
+	}
+}

@@ -167,9 +167,8 @@ func (b *Broker) Close() error {
 
 // bridgeHook hands publishes to the rules inside OnPublish, which mochi runs
 // before it writes the PUBACK/PUBREC: a QoS 1/2 publish is acknowledged only
-// once every sink that reads it has it in its buffer. A QoS 1 PUBACK that
-// waits for a disk queue's fsync is written later by acks, so the
-// connection's next publish is read meanwhile.
+// once every sink that reads it has it in its buffer. QoS 1 PUBACKs are
+// written by acks, so the connection's next publish is read meanwhile.
 type bridgeHook struct {
 	mqtt.HookBase
 	pub      Publisher
@@ -195,9 +194,8 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if deferrable && h.acks.behind(cl) {
 			// Answering now would overtake the PUBACKs still pending.
 			c := h.acks.conn(cl)
-			if !c.settle(c.reserve(pk.PacketID)) {
-				return pk, mqtt.ErrPubackDeferred
-			}
+			c.settle(c.reserve(pk.PacketID))
+			return pk, mqtt.ErrPubackDeferred
 		}
 		return pk, nil
 	}
@@ -229,9 +227,8 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			c.refuse(s)
 			break
 		}
-		if !c.settle(s) {
-			return pk, mqtt.ErrPubackDeferred
-		}
+		c.settle(s)
+		return pk, mqtt.ErrPubackDeferred
 	case pk.FixedHeader.Qos == 0:
 		err = h.pub.Publish(h.noWait, ev)
 	default:

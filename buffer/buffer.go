@@ -167,6 +167,10 @@ type Options struct {
 	MemoryLimit int64
 	// Logger receives WAL repair and I/O reports; nil means slog.Default().
 	Logger *slog.Logger
+	// Committer, for disk queues, writes and syncs this queue's groups
+	// together with those of the other queues sharing it; nil gives the
+	// queue a committer of its own.
+	Committer *Committer
 	// Overloaded, for memory queues, reports that system memory is short:
 	// each append then sheds at least as many bytes of the oldest unread
 	// records, counted as ReasonOverload (memory_overload_protection).

@@ -20,10 +20,11 @@ import (
 //   - One tidwall/wal log per queue; the WAL index is the queue Seq. Each
 //     entry carries its own version byte and CRC32C (see entry.go).
 //   - Group commit: appenders add their records to the pending group and
-//     wake the queue's committer, which lets late appenders join, then writes
-//     the group as one WriteBatch and (FsyncBatch) one fsync and wakes it.
-//     An append under a Ticket does not wait: the committer reports to the
-//     ticket instead (see ticket.go).
+//     wake the queue's committer (a goroutine of its own, or a Committer it
+//     shares with the sink's other partitions, see commit.go), which lets
+//     late appenders join, then writes the group as one WriteBatch and
+//     (FsyncBatch) one fsync and wakes it. An append under a Ticket does not
+//     wait: the committer reports to the ticket instead (see ticket.go).
 //   - Acknowledged prefixes stay on disk until they span a segment; then one
 //     TruncateFront cuts them at that segment's last entry. The ack point is
 //     kept in a small "ack" file, rewritten at most every ackSaveEvery and on
@@ -203,7 +204,7 @@ func openDisk(opts Options, hybrid bool) (*Disk, error) {
 	d.pending = d.newGroup()
 	d.wg.Add(1)
 	go d.maintain()
-	if !hybrid {
+	if !hybrid && opts.Committer == nil {
 		d.wg.Add(1)
 		go d.commit()
 	}
@@ -403,9 +404,13 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	g := d.pending
 	if g.n == 0 {
 		g.first = d.nextSeq
-		select {
-		case d.kick <- struct{}{}:
-		default:
+		if c := d.opts.Committer; c != nil {
+			c.add(d)
+		} else {
+			select {
+			case d.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 	for i := range recs {
@@ -444,8 +449,8 @@ func (d *Disk) pushLocked(r *Record) {
 	d.nextSeq++
 }
 
-// commit is the queue's committer: it writes pending groups, one at a time,
-// for as long as appenders keep adding to them.
+// commit is the queue's committer when it has no shared one: it writes
+// pending groups, one at a time, for as long as appenders keep adding to them.
 func (d *Disk) commit() {
 	defer d.wg.Done()
 	for {
@@ -456,10 +461,10 @@ func (d *Disk) commit() {
 		}
 		d.mu.Lock()
 		for d.pending.n > 0 && !d.writing {
-			d.gatherLocked()
+			gather(func() int { return d.pending.n }, &d.mu)
 			// Close may have written the group while the lock was released.
 			if d.pending.n > 0 && !d.writing {
-				d.leadLocked(d.pending)
+				d.leadLocked()
 				d.mu.Lock()
 			}
 		}
@@ -467,35 +472,68 @@ func (d *Disk) commit() {
 	}
 }
 
-// gatherLocked lets appenders woken by the previous group's fsync join the
-// pending group, for as long as they keep coming but not longer than
-// maxGather: under load it multiplies the records per fsync, and when nobody
-// else is runnable it costs one Gosched.
-func (d *Disk) gatherLocked() {
-	const maxGather = 200 * time.Microsecond
+// maxGather bounds how long a committer waits for appenders to join a group.
+const maxGather = 200 * time.Microsecond
+
+// gather lets appenders woken by the previous group's fsync join the pending
+// groups (n counts their records), for as long as they keep coming but not
+// longer than maxGather: under load it multiplies the records per fsync, and
+// when nobody else is runnable it costs one Gosched. mu, when set, is held
+// and released around each yield.
+func gather(n func() int, mu *sync.Mutex) {
 	start := time.Now()
-	for seen := 0; d.pending.n > seen && time.Since(start) < maxGather; {
-		seen = d.pending.n
-		d.mu.Unlock()
+	for seen := 0; n() > seen && time.Since(start) < maxGather; {
+		seen = n()
+		if mu != nil {
+			mu.Unlock()
+		}
 		runtime.Gosched()
-		d.mu.Lock()
+		if mu != nil {
+			mu.Lock()
+		}
 	}
 }
 
-// leadLocked writes the pending group g; called with d.mu held and no write
-// in progress, returns with it released.
-func (d *Disk) leadLocked(g *group) error {
+// groupWrite is one group on its way to disk, in steps, so that a shared
+// Committer can write the groups of several queues and then sync them all
+// before telling any appender.
+type groupWrite struct {
+	d      *Disk
+	g      *group
+	cycled bool
+	err    error
+}
+
+// beginLocked takes the pending group for writing; called with d.mu held, no
+// write in progress and records pending.
+func (d *Disk) beginLocked() groupWrite {
+	g := d.pending
 	d.writing = true
 	d.pending = d.newGroup()
-	err := d.err
-	var cycled bool
-	if err == nil {
-		cycled = d.mirrorLocked(g.first, g.buf.lens)
+	w := groupWrite{d: d, g: g, err: d.err}
+	if w.err == nil {
+		w.cycled = d.mirrorLocked(g.first, g.buf.lens)
 	}
-	d.mu.Unlock()
-	if err == nil {
-		err = d.writeBatch(&g.buf.b, cycled, d.opts.Fsync == FsyncBatch)
+	return w
+}
+
+// put hands the group to the WAL.
+func (w *groupWrite) put() {
+	if w.err == nil {
+		w.err = w.d.writeBatch(&w.g.buf.b)
 	}
+}
+
+// sync makes the group durable under FsyncBatch.
+func (w *groupWrite) sync() {
+	if w.err == nil && w.d.opts.Fsync == FsyncBatch {
+		w.err = w.d.syncLog(w.cycled)
+	}
+}
+
+// end wakes the group's appenders, tells its tickets and frees its buffer.
+func (w *groupWrite) end() error {
+	d, g, err := w.d, w.g, w.err
 	d.mu.Lock()
 	buf := g.buf
 	d.finishLocked(g, err)
@@ -510,6 +548,16 @@ func (d *Disk) leadLocked(g *group) error {
 	d.free = append(d.free, buf)
 	d.mu.Unlock()
 	return err
+}
+
+// leadLocked writes the pending group; called with d.mu held, no write in
+// progress and records pending, returns with it released.
+func (d *Disk) leadLocked() error {
+	w := d.beginLocked()
+	d.mu.Unlock()
+	w.put()
+	w.sync()
+	return w.end()
 }
 
 // finishLocked ends g: the appenders waiting in the call are woken; those
@@ -569,17 +617,20 @@ func (d *Disk) newGroup() *group {
 	return &group{buf: d.takeBuf(), done: make(chan struct{})}
 }
 
-// writeBatch writes b to the WAL and, when sync is set, fsyncs it (and the
-// directory when a segment file was created).
-func (d *Disk) writeBatch(b *wal.Batch, cycled, sync bool) error {
+// writeBatch writes b to the WAL.
+func (d *Disk) writeBatch(b *wal.Batch) error {
 	d.logMu.RLock()
 	defer d.logMu.RUnlock()
 	if err := d.wal.WriteBatch(b); err != nil {
 		return fmt.Errorf("buffer %s: write: %w", d.dir, err)
 	}
-	if !sync {
-		return nil
-	}
+	return nil
+}
+
+// syncLog fsyncs the WAL (and the directory when a segment file was created).
+func (d *Disk) syncLog(cycled bool) error {
+	d.logMu.RLock()
+	defer d.logMu.RUnlock()
 	if err := d.wal.Sync(); err != nil {
 		return fmt.Errorf("buffer %s: fsync: %w", d.dir, err)
 	}
@@ -951,9 +1002,9 @@ func (d *Disk) Close() error {
 			d.log.Error("could not write the memory part to disk; it is lost",
 				"records", d.nextSeq-max(d.queued+1, d.head), "err", err)
 		}
-	} else if g := d.pending; g.n > 0 {
+	} else if d.pending.n > 0 {
 		// Appenders whose records are queued are still waiting: write them.
-		err = d.leadLocked(g)
+		err = d.leadLocked()
 		d.mu.Lock()
 	}
 	d.mu.Unlock()

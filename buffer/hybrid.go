@@ -93,7 +93,10 @@ func (d *Disk) spillLocked(all bool) error {
 		err = d.rebase(start)
 	}
 	if err == nil && end >= start {
-		err = d.writeBatch(&wb.b, cycled, d.opts.Fsync == FsyncBatch)
+		err = d.writeBatch(&wb.b)
+	}
+	if err == nil && end >= start && d.opts.Fsync == FsyncBatch {
+		err = d.syncLog(cycled)
 	}
 
 	d.mu.Lock()

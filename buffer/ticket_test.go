@@ -129,3 +129,94 @@ func TestNoWaitKeepsRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedCommitter appends to three disk queues sharing one committer,
+// in the call and under tickets, closes one of them midway, and requires
+// every accepted record on disk after a crash of the others.
+func TestSharedCommitter(t *testing.T) {
+	c := NewCommitter()
+	defer c.Close()
+	opts := Options{SegmentBytes: 4 << 10, Committer: c}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	qs := make([]Queue, len(dirs))
+	for i, dir := range dirs {
+		qs[i] = open(t, ModeDisk, dir, opts)
+	}
+	var mu sync.Mutex
+	accepted := make([]map[int]bool, len(qs))
+	for i := range accepted {
+		accepted[i] = map[int]bool{}
+	}
+	var tickets sync.WaitGroup
+	var wg sync.WaitGroup
+	for a := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				v, qi := a*1000+i, (a+i)%len(qs)
+				keep := func() {
+					mu.Lock()
+					accepted[qi][v] = true
+					mu.Unlock()
+				}
+				if a%2 == 0 {
+					if err := qs[qi].Append(context.Background(), rec(v)); err == nil {
+						keep()
+					} else if !errors.Is(err, ErrClosed) {
+						t.Errorf("append: %v", err)
+					}
+					continue
+				}
+				tickets.Add(1)
+				tk := NewTicket(func(failed bool) {
+					if !failed {
+						keep()
+					}
+					tickets.Done()
+				})
+				_, err := qs[qi].AppendSeq(tk.Context(), rec(v))
+				if err != nil && !errors.Is(err, ErrClosed) {
+					t.Errorf("append: %v", err)
+				}
+				if tk.Release() {
+					if err == nil && !tk.Failed() {
+						keep()
+					}
+					tickets.Done()
+				}
+			}
+		}()
+	}
+	testkit.WaitFor(t, 10*time.Second, "records in queue 0", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(accepted[0]) >= 50
+	})
+	if err := qs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	tickets.Wait()
+	for i, dir := range dirs {
+		var seen map[int]bool
+		if i == 0 {
+			q := open(t, ModeDisk, dir, Options{})
+			seen = map[int]bool{}
+			for _, e := range drain(t, q, 1<<20) {
+				seen[valueOf(t, e)] = true
+			}
+			q.Close()
+		} else {
+			seen = crashAndReopen(t, qs[i], dir, Options{})
+		}
+		for v := range accepted[i] {
+			if !seen[v] {
+				t.Fatalf("queue %d: accepted record %d lost", i, v)
+			}
+		}
+		if len(accepted[i]) == 0 {
+			t.Fatalf("queue %d accepted nothing", i)
+		}
+	}
+}

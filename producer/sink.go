@@ -42,6 +42,7 @@ type Sink struct {
 	dataDir    string
 	overloaded func() bool
 	render     *renderer
+	committer  *buffer.Committer // disk mode: one group commit round for all partitions
 
 	topicsMu sync.Mutex
 	topics   sync.Map // name → *topic
@@ -82,6 +83,9 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 		s.overloaded = env.Overloaded
 	}
 	s.scratch.New = func() any { b := make([]byte, 0, 1024); return &b }
+	if cfg.Buffer.Mode == string(buffer.ModeDisk) {
+		s.committer = buffer.NewCommitter()
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.restoreTopics(); err != nil {
 		s.Close()
@@ -117,6 +121,7 @@ func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
 		MemoryLimit:   int64(s.cfg.Buffer.MemoryLimit),
 		Logger:        s.log.With("topic", topic, "partition", part),
 		Overloaded:    s.overloaded,
+		Committer:     s.committer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: topic %s partition %s: %w", s.cfg.Name, topic, part, err)
@@ -287,5 +292,8 @@ func (s *Sink) Close() error {
 	s.wg.Wait()
 	var errs []error
 	s.eachTopic(func(t *topic) { errs = append(errs, t.close()) })
+	if s.committer != nil {
+		s.committer.Close()
+	}
 	return errors.Join(errs...)
 }

@@ -395,9 +395,14 @@ func (h *Hooks) OnUnsubscribed(cl *Client, pk packets.Packet) {
 // The return values of the hook methods are passed-through in the order the hooks were attached.
 func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, err error) {
 	pkx = pk
+	deferred := false
 	for _, hook := range h.GetAll() {
 		if hook.Provides(OnPublish) {
 			npk, err := hook.OnPublish(cl, pkx)
+			if errors.Is(err, ErrPubackDeferred) { // mqkafka patch: not an error; the other hooks still run
+				deferred = true
+				err = nil
+			}
 			if err != nil {
 				if errors.Is(err, packets.ErrRejectPacket) {
 					h.Log.Debug("publish packet rejected",
@@ -418,6 +423,9 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 		}
 	}
 
+	if deferred {
+		return pkx, ErrPubackDeferred
+	}
 	return
 }
 

@@ -1,0 +1,103 @@
+package buffer
+
+import "sync"
+
+// Committer writes the pending groups of several disk queues in rounds: all
+// of them to their WALs, then every fsync, then every appender is told. The
+// queues of one sink (its partitions) fill at the same moment, so one round
+// serves them all and the filesystem's journal commits their fsyncs
+// together, where each queue on its own would sync at its own time and a
+// publisher whose records went to several partitions would wait for the
+// slowest cycle.
+type Committer struct {
+	mu    sync.Mutex
+	dirty []*Disk
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// NewCommitter starts a committer; Close it after the queues that use it.
+func NewCommitter() *Committer {
+	c := &Committer{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+// Close stops the committer.
+func (c *Committer) Close() {
+	close(c.stop)
+	<-c.done
+}
+
+// add schedules d, whose pending group just got its first record.
+func (c *Committer) add(d *Disk) {
+	c.mu.Lock()
+	c.dirty = append(c.dirty, d)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Committer) run() {
+	defer close(c.done)
+	var queues []*Disk
+	var writes []groupWrite
+	pending := func() int {
+		n := 0
+		for _, d := range queues {
+			d.mu.Lock()
+			n += d.pending.n
+			d.mu.Unlock()
+		}
+		return n
+	}
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.kick:
+		}
+		for {
+			c.mu.Lock()
+			queues = append(queues[:0], c.dirty...)
+			clear(c.dirty)
+			c.dirty = c.dirty[:0]
+			c.mu.Unlock()
+			if len(queues) == 0 {
+				break
+			}
+			gather(pending, nil)
+			writes = writes[:0]
+			for _, d := range queues {
+				d.mu.Lock()
+				// A queue being closed writes its pending group itself.
+				if d.pending.n > 0 && !d.writing {
+					writes = append(writes, d.beginLocked())
+				}
+				d.mu.Unlock()
+			}
+			for i := range writes {
+				writes[i].put()
+			}
+			// Concurrent fsyncs join one journal commit; one after another,
+			// each would wait for its own.
+			var syncs sync.WaitGroup
+			for i := 1; i < len(writes); i++ {
+				syncs.Go(writes[i].sync)
+			}
+			if len(writes) > 0 {
+				writes[0].sync()
+			}
+			syncs.Wait()
+			for i := range writes {
+				writes[i].end()
+				writes[i] = groupWrite{}
+			}
+			clear(queues)
+		}
+	}
+}
