@@ -73,6 +73,7 @@ type ackSlot struct {
 	done   bool // every append is durable, or failed
 	failed bool
 	skip   bool // the hook answered the publish itself
+	held   bool // the hook is answering it: the flusher stops before it
 }
 
 func newAcks(limit int, log *slog.Logger) *acks {
@@ -131,7 +132,7 @@ func (a *acks) wait() {
 func (c *connAcks) reserve(id uint16) *ackSlot {
 	s := c.a.slots.Get().(*ackSlot)
 	s.t.Reset()
-	s.c, s.id, s.done, s.failed, s.skip = c, id, false, false, false
+	s.c, s.id, s.done, s.failed, s.skip, s.held = c, id, false, false, false, false
 	c.mu.Lock()
 	for len(c.fifo)-c.head >= c.a.limit {
 		c.moved.Wait()
@@ -164,21 +165,24 @@ func (c *connAcks) settle(s *ackSlot) {
 // and waits until every PUBACK before it is written so the answer keeps
 // the publish order.
 func (c *connAcks) refuse(s *ackSlot) {
+	c.mu.Lock()
+	s.held = true
+	c.mu.Unlock()
 	done := s.t.Release()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.skip = true
-	if done {
-		s.done = true
-	}
+	s.done = s.done || done
 	for c.popped < s.seq-1 || c.writing {
 		c.kickLocked()
 		c.moved.Wait()
 	}
-	if s.done && c.popped == s.seq-1 {
+	if s.done {
 		c.popLocked()
 		c.a.slots.Put(s)
+		return
 	}
+	// An append still holds the ticket: the flusher drops s when it reports.
+	s.held, s.skip = false, true
 }
 
 // complete is the ticket's report that s's appends are written.
@@ -254,7 +258,7 @@ func (c *connAcks) run() {
 func (c *connAcks) flush() bool {
 	out, n, stop := c.out[:0], 0, false
 	c.mu.Lock()
-	for c.head < len(c.fifo) && c.fifo[c.head].done {
+	for c.head < len(c.fifo) && c.fifo[c.head].done && !c.fifo[c.head].held {
 		s := c.fifo[c.head]
 		if s.failed && !s.skip && !c.v5 && !c.dead {
 			c.dead, stop = true, true

@@ -136,3 +136,34 @@ func TestAcksFlusherRestarts(t *testing.T) {
 		testkit.WaitFor(t, 5*time.Second, "the idle writer to end", func() bool { return !started() })
 	}
 }
+
+// TestAcksRefusedKeepsOrder: a publish the hook answers itself waits until
+// the PUBACKs before it are written, and gets none from the writer.
+func TestAcksRefusedKeepsOrder(t *testing.T) {
+	c, far := testAcks(t, 5, 16)
+	s1, s2 := c.reserve(1), c.reserve(2)
+	refused := make(chan struct{})
+	go func() {
+		c.refuse(s2)
+		close(refused)
+	}()
+	select {
+	case <-refused:
+		t.Fatal("the refusal went ahead of an earlier PUBACK")
+	case <-time.After(50 * time.Millisecond):
+	}
+	c.complete(s1, false)
+	if got := readAcks(t, far, 4); !bytes.Equal(got, []byte{0x40, 2, 0, 1}) {
+		t.Fatalf("PUBACK % x, want packet 1", got)
+	}
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("refusal still waiting after the earlier PUBACK was written")
+	}
+	s3 := c.reserve(3)
+	c.settle(s3)
+	if got := readAcks(t, far, 4); !bytes.Equal(got, []byte{0x40, 2, 0, 3}) {
+		t.Fatalf("PUBACK % x after the refusal, want packet 3 (none for 2)", got)
+	}
+}
