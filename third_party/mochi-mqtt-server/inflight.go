@@ -20,6 +20,19 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+
+	// mqkafka patch: the packets stored while the send quota was exhausted,
+	// oldest first, by packet id and the sequence number waiting records for
+	// it; a packet deleted meanwhile (or whose id was reused) is skipped.
+	waitQueue []waitingPacket
+	waiting   map[uint16]uint64
+	waitSeq   uint64
+}
+
+// waitingPacket is an entry of Inflight.waitQueue.
+type waitingPacket struct {
+	id  uint16
+	seq uint64
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -111,6 +124,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.waiting, id) // mqkafka patch
 
 	return ok
 }
@@ -144,9 +158,74 @@ func (i *Inflight) DecreaseSendQuota() {
 
 // IncreaseSendQuota increases the send quota by 1.
 func (i *Inflight) IncreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) < atomic.LoadInt32(&i.maximumSendQuota) {
-		atomic.AddInt32(&i.sendQuota, 1)
+	// mqkafka patch: compare-and-swap, so that concurrent increases cannot
+	// take the quota past its maximum.
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q >= atomic.LoadInt32(&i.maximumSendQuota) || atomic.CompareAndSwapInt32(&i.sendQuota, q, q+1) {
+			return
+		}
 	}
+}
+
+// TakeSendQuota is called for a QoS 1/2 packet just stored (Set) for sending:
+// it takes one unit of send quota for it and reports true if one is free and
+// no earlier packet waits for one, else queues the packet behind those
+// waiting and reports false; NextWaiting hands it out once quota is back.
+// Without a send quota (the client set no Receive Maximum) it reports true.
+// mqkafka patch: replaces the unlocked check of the quota in
+// Server.publishToClient, which could lose units (see MQKAFKA_PATCHES.md).
+func (i *Inflight) TakeSendQuota(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	if atomic.LoadInt32(&i.maximumSendQuota) == 0 {
+		return true
+	}
+	if len(i.waiting) == 0 {
+		for {
+			q := atomic.LoadInt32(&i.sendQuota)
+			if q <= 0 {
+				break
+			}
+			if atomic.CompareAndSwapInt32(&i.sendQuota, q, q-1) {
+				return true
+			}
+		}
+	}
+	if i.waiting == nil {
+		i.waiting = map[uint16]uint64{}
+	}
+	i.waitSeq++
+	i.waiting[id] = i.waitSeq
+	i.waitQueue = append(i.waitQueue, waitingPacket{id: id, seq: i.waitSeq})
+	return false
+}
+
+// NextWaiting returns the oldest packet queued by TakeSendQuota and takes a
+// unit of send quota for it, if there is one and a unit is free. The packet
+// stays in flight until its acknowledgement, which gives the unit back.
+// mqkafka patch.
+func (i *Inflight) NextWaiting() (packets.Packet, bool) {
+	i.Lock()
+	defer i.Unlock()
+	for len(i.waitQueue) > 0 && len(i.waiting) > 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
+		w := i.waitQueue[0]
+		i.waitQueue = i.waitQueue[1:]
+		if seq, ok := i.waiting[w.id]; !ok || seq != w.seq {
+			continue // deleted (expired, cleared) while it waited
+		}
+		delete(i.waiting, w.id)
+		pk, ok := i.internal[w.id]
+		if !ok {
+			continue
+		}
+		atomic.AddInt32(&i.sendQuota, -1) // only ever taken under the lock
+		return pk, true
+	}
+	if len(i.waiting) == 0 {
+		i.waitQueue = i.waitQueue[:0]
+	}
+	return packets.Packet{}, false
 }
 
 // ResetSendQuota resets the send quota to the maximum allowed value.

@@ -720,18 +720,31 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-	}
+	s.sendWaiting(cl)
 
 	return nil
+}
+
+// sendWaiting writes the QoS 1/2 packets that wait for send quota, oldest
+// first, while there is quota for them. They stay in flight until their
+// PUBACK/PUBCOMP, which gives the quota back, so the next packet from the
+// client sends the next ones.
+//
+// mqkafka patch: v2.7.9 sent at most one, picked by NextImmediate, and
+// deleted it from the in-flight store once written, so its PUBACK gave no
+// quota back: every such packet cost the client a unit of its Receive
+// Maximum for good, and a QoS 1 subscriber that once fell a Receive Maximum
+// behind got nothing more (see MQKAFKA_PATCHES.md).
+func (s *Server) sendWaiting(cl *Client) {
+	for {
+		next, ok := cl.State.Inflight.NextWaiting()
+		if !ok {
+			return
+		}
+		if err := cl.WritePacket(next); err != nil {
+			return // still in flight: resent if the session resumes
+		}
+	}
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -1091,17 +1104,18 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+		// mqkafka patch: the quota is checked and taken, or the packet queued
+		// for sendWaiting, in one step under the in-flight lock. v2.7.9 read
+		// it before storing the packet and decreased it after, so a PUBACK
+		// in between could leave the packet waiting with the unit its PUBACK
+		// returned taken, and nothing left to send it.
+		if !cl.State.Inflight.TakeSendQuota(out.PacketID) {
 			return out, nil
 		}
 	}
@@ -1117,7 +1131,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 {
-			cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
+			if cl.State.Inflight.Delete(out.PacketID) { // packet was dropped due to irregular circumstances, so rollback inflight.
+				atomic.AddInt64(&s.Info.Inflight, -1) // mqkafka patch: it was counted when stored
+			}
 			cl.State.Inflight.IncreaseSendQuota()
 		}
 		return out, packets.ErrPendingClientWritesExceeded
