@@ -14,8 +14,22 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
+
+// rawConnect encodes a clean-start CONNECT of an MQTT version.
+func rawConnect(t *testing.T, buf *bytes.Buffer, version byte, clientID string) {
+	t.Helper()
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: version,
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: clientID},
+	}
+	if err := pk.ConnectEncode(buf); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // rawPublish encodes an MQTT 3.1.1 PUBLISH.
 func rawPublish(t *testing.T, buf *bytes.Buffer, topic string, qos byte, id uint16, payload string) {
@@ -54,15 +68,7 @@ func TestPubackOrderDisk(t *testing.T) {
 	}
 	defer conn.Close()
 	var out bytes.Buffer
-	connect := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true,
-			Keepalive: 30, ClientIdentifier: "raw-acks"},
-	}
-	if err := connect.ConnectEncode(&out); err != nil {
-		t.Fatal(err)
-	}
+	rawConnect(t, &out, 4, "raw-acks")
 	const n = 600
 	bridged := 1 // the warm-up
 	for i := 1; i <= n; i++ {
@@ -109,5 +115,100 @@ func TestPubackOrderDisk(t *testing.T) {
 	}
 	if len(seen) != bridged {
 		t.Fatalf("%d distinct publishes in Kafka, want %d", len(seen), bridged)
+	}
+}
+
+// readRawPacket reads one MQTT packet: its type and its body.
+func readRawPacket(t *testing.T, r io.Reader) (byte, []byte) {
+	t.Helper()
+	var b [1]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		t.Fatalf("reading a packet: %v", err)
+	}
+	typ, n, shift := b[0]>>4, 0, 0
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			t.Fatalf("reading a packet length: %v", err)
+		}
+		n |= int(b[0]&0x7f) << shift
+		if b[0]&0x80 == 0 {
+			break
+		}
+		shift += 7
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("reading a packet body: %v", err)
+	}
+	return typ, body
+}
+
+// TestPubackOrderWithRefusalsV5 fills a disk-mode partition queue while
+// Kafka is down with MQTT 5 publishes sent back to back: the ones that fit
+// are acknowledged after the fsync, the rest refused (0x97) by the hook
+// itself, and the PUBACKs must still come in publish order.
+func TestPubackOrderWithRefusalsV5(t *testing.T) {
+	port := testkit.FreePort(t)
+	kc, kafkaAddr := testkit.NewKafka(t, port, kfake.SeedTopics(1, "ovf"))
+	cfg := baseConfig(t, kafkaAddr, "ovf")
+	cfg = strings.Replace(cfg, `topic = "ovf"`, "topic = \"ovf\"\nvalue = \"${payload}\"\nkey = \"\"", 1)
+	a := startApp(t, withBuffer(cfg, `mode = "disk"
+per_partition_limit = "1KB"
+overflow = "drop_new"`))
+	s := a.sinks[0].sink
+	publish(t, connectMQTT(t, a.broker.Addrs()[0], "warm-up", nil), "t/ovf", 1, []byte("w00000000"))
+	testkit.WaitFor(t, 30*time.Second, "the warm-up delivered", func() bool { return s.Counters.Success.Load() == 1 })
+	kc.Close()
+
+	conn, err := net.DialTimeout("tcp", a.broker.Addrs()[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var out bytes.Buffer
+	rawConnect(t, &out, 5, "raw-v5")
+	const n = 60
+	for i := 1; i <= n; i++ {
+		pk := packets.Packet{
+			FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			ProtocolVersion: 5,
+			TopicName:       "t/ovf",
+			PacketID:        uint16(i),
+			Payload:         fmt.Appendf(nil, "m%08d", i),
+		}
+		if err := pk.PublishEncode(&out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { _, _ = conn.Write(out.Bytes()) }()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if typ, body := readRawPacket(t, conn); typ != packets.Connack || body[1] != 0 {
+		t.Fatalf("CONNACK: type %d body % x", typ, body)
+	}
+	accepted := 0
+	for i := 1; i <= n; i++ {
+		typ, body := readRawPacket(t, conn)
+		if typ != packets.Puback {
+			t.Fatalf("packet %d has type %d, not PUBACK", i, typ)
+		}
+		if id := binary.BigEndian.Uint16(body); id != uint16(i) {
+			t.Fatalf("PUBACK %d is for packet %d: out of publish order", i, id)
+		}
+		reason := byte(0)
+		if len(body) > 2 {
+			reason = body[2]
+		}
+		switch {
+		case reason == 0 && accepted == i-1:
+			accepted++
+		case reason != 0x97 || i == 1:
+			t.Fatalf("PUBACK %d: reason %#x after %d accepted; want accepted ones, then only 0x97", i, reason, accepted)
+		}
+	}
+	if accepted != fitInKB {
+		t.Fatalf("%d accepted, want the %d that fit in the queue", accepted, fitInKB)
+	}
+	if d := s.Counters.Dropped()[buffer.ReasonQueueFull]; d != int64(n-accepted) {
+		t.Fatalf("%d refused, %d counted dropped", n-accepted, d)
 	}
 }
