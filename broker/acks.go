@@ -111,6 +111,22 @@ func (a *acks) behind(cl *mqtt.Client) bool {
 	return c.head < len(c.fifo) || c.writing
 }
 
+// drain waits until every PUBACK queued for cl is written, so that an answer
+// mochi writes itself (a publish the ACL denies) keeps the publish order.
+func (a *acks) drain(cl *mqtt.Client) {
+	v, ok := a.conns.Load(cl)
+	if !ok {
+		return
+	}
+	c := v.(*connAcks)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kickLocked()
+	for c.head < len(c.fifo) || c.writing {
+		c.moved.Wait()
+	}
+}
+
 // forget stops cl's flusher once its connection is gone; PUBACKs still
 // pending are not written (the client resends those publishes).
 func (a *acks) forget(cl *mqtt.Client) {
@@ -172,8 +188,8 @@ func (c *connAcks) refuse(s *ackSlot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.done = s.done || done
+	c.kickLocked()
 	for c.popped < s.seq-1 || c.writing {
-		c.kickLocked()
 		c.moved.Wait()
 	}
 	if s.done {
@@ -279,6 +295,9 @@ func (c *connAcks) flush() bool {
 	c.writing = n > 0
 	c.mu.Unlock()
 	c.out = out
+	if n == 0 && !stop {
+		return false
+	}
 	var err error
 	if n > 0 {
 		if err = c.cl.WriteEncoded(out, n, ackWriteTimeout); err != nil {

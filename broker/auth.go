@@ -146,6 +146,10 @@ type accessHook struct {
 	maxPacketSize              uint32
 	retainAvailable            bool
 
+	// drain waits for a client's deferred PUBACKs, which mochi's answer to a
+	// denied publish must not overtake.
+	drain func(*mqtt.Client)
+
 	denied      atomic.Int64 // publishes the ACL refused
 	lastDenial  atomic.Int64 // unix ns of the last denial logged
 	lastRefusal atomic.Int64 // unix ns of the last refused CONNECT logged
@@ -234,6 +238,9 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		return true
 	}
 	if write {
+		if h.drain != nil {
+			h.drain(cl)
+		}
 		h.denied.Add(1)
 		if logAllowed(&h.lastDenial) {
 			h.log.Warn("publish denied by ACL (logged at most once a second)", "client", cl.ID,

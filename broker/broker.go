@@ -81,6 +81,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		noWait: buffer.NoWait(context.Background())}
 	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
 	b.acks = h.acks
+	b.access.drain = h.acks.drain
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

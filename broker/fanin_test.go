@@ -47,10 +47,10 @@ func TestFanInQoS1Subscriber(t *testing.T) {
 	}
 }
 
-// fanIn connects one subscriber to fan/#, then pubs publishers that publish
-// perPub messages each, inflight at a time, and waits for the subscriber to
-// have each of them.
-func fanIn(t *testing.T, recvMax uint16, pubs, perPub, inflight int) {
+// routingBroker starts a broker whose bridge reads no topic; its warnings
+// are printed if the test fails.
+func routingBroker(t *testing.T) *Broker {
+	t.Helper()
 	logs := &testkit.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -76,6 +76,61 @@ allow_anonymous = true
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// TestSubscriberThatPublishes: a client subscribed at QoS 1 with a small
+// Receive Maximum publishes QoS 1 to its own subscription. Packet ids are
+// per direction, so its publishes reuse the ids of messages in flight to
+// it; mochi v2.7.9 then dropped those messages from the in-flight store
+// (never resent, their PUBACKs returning no send quota) and the session
+// stalled after a few messages.
+func TestSubscriberThatPublishes(t *testing.T) {
+	b := routingBroker(t)
+	const n = 400
+	recvMax := uint16(4)
+	var got atomic.Int64
+	seen := make([]atomic.Bool, n)
+	c, _, err := mqttConn(t, dial(t, b.Addrs()[0]), &paho.Connect{ClientID: "loop", CleanStart: true,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &recvMax}}, func(p *paho.Publish) {
+		if i := binary.BigEndian.Uint32(p.Payload); int(i) < n && !seen[i].Swap(true) {
+			got.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "loop/#", QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("subscribe: %v %+v", err, sa)
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 4 {
+				payload := binary.BigEndian.AppendUint32(nil, uint32(i))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := c.Publish(ctx, &paho.Publish{Topic: "loop/x", QoS: 1, Payload: payload})
+				cancel()
+				if err != nil {
+					t.Errorf("publish %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	testkit.WaitFor(t, 10*time.Second, "every message back at the publisher", func() bool { return got.Load() == n })
+}
+
+// fanIn connects one subscriber to fan/#, then pubs publishers that publish
+// perPub messages each, inflight at a time, and waits for the subscriber to
+// have each of them.
+func fanIn(t *testing.T, recvMax uint16, pubs, perPub, inflight int) {
+	b := routingBroker(t)
 	addr := b.Addrs()[0]
 
 	total := pubs * perPub

@@ -143,6 +143,102 @@ func readRawPacket(t *testing.T, r io.Reader) (byte, []byte) {
 	return typ, body
 }
 
+// readPubacksInOrder reads n MQTT 5 PUBACKs, requires them for packets 1..n
+// in that order, and returns their reason codes.
+func readPubacksInOrder(t *testing.T, r io.Reader, n int) []byte {
+	t.Helper()
+	reasons := make([]byte, n)
+	for i := range n {
+		typ, body := readRawPacket(t, r)
+		if typ != packets.Puback {
+			t.Fatalf("packet %d has type %d, not PUBACK", i+1, typ)
+		}
+		if id := binary.BigEndian.Uint16(body); id != uint16(i+1) {
+			t.Fatalf("PUBACK %d is for packet %d: out of publish order", i+1, id)
+		}
+		if len(body) > 2 {
+			reasons[i] = body[2]
+		}
+	}
+	return reasons
+}
+
+// startRawV5 connects a raw MQTT 5 client, sends the publishes encoded by
+// add back to back and reads the CONNACK.
+func startRawV5(t *testing.T, addr, clientID string, add func(*bytes.Buffer)) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var out bytes.Buffer
+	rawConnect(t, &out, 5, clientID)
+	add(&out)
+	go func() { _, _ = conn.Write(out.Bytes()) }()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if typ, body := readRawPacket(t, conn); typ != packets.Connack || body[1] != 0 {
+		t.Fatalf("CONNACK: type %d body % x", typ, body)
+	}
+	return conn
+}
+
+// rawPublishV5 encodes an MQTT 5 QoS 1 PUBLISH.
+func rawPublishV5(t *testing.T, buf *bytes.Buffer, topic string, id uint16, payload []byte) {
+	t.Helper()
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		ProtocolVersion: 5,
+		TopicName:       topic,
+		PacketID:        id,
+		Payload:         payload,
+	}
+	if err := pk.PublishEncode(buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPubackOrderWithACLDenialsV5 sends MQTT 5 publishes back to back,
+// alternating a topic bridged to a disk-mode sink and one the ACL denies:
+// mochi answers the denied ones itself (0x87), after the PUBACKs still
+// waiting for the fsync.
+func TestPubackOrderWithACLDenialsV5(t *testing.T) {
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "acl"))
+	cfg := withBuffer(baseConfig(t, kafkaAddr, "acl"), `mode = "disk"`)
+	cfg = strings.Replace(cfg, "allow_anonymous = true\n", `allow_anonymous = true
+[[broker.acl]]
+permission = "deny"
+action = "publish"
+topics = ["t/denied"]
+[[broker.acl]]
+permission = "allow"
+topics = ["#"]
+`, 1)
+	a := startApp(t, cfg)
+	publish(t, connectMQTT(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
+	testkit.Consume(t, kafkaAddr, "acl", 1, 30*time.Second)
+
+	const n = 300
+	conn := startRawV5(t, a.broker.Addrs()[0], "raw-acl", func(out *bytes.Buffer) {
+		for i := 1; i <= n; i++ {
+			topic := "t/raw"
+			if i%3 == 0 {
+				topic = "t/denied"
+			}
+			rawPublishV5(t, out, topic, uint16(i), fmt.Appendf(nil, "a%06d", i))
+		}
+	})
+	for i, reason := range readPubacksInOrder(t, conn, n) {
+		want := byte(0)
+		if (i+1)%3 == 0 {
+			want = 0x87
+		}
+		if reason != want {
+			t.Fatalf("PUBACK %d: reason %#x, want %#x", i+1, reason, want)
+		}
+	}
+}
+
 // TestPubackOrderWithRefusalsV5 fills a disk-mode partition queue while
 // Kafka is down with MQTT 5 publishes sent back to back: the ones that fit
 // are acknowledged after the fsync, the rest refused (0x97) by the hook
@@ -160,44 +256,15 @@ overflow = "drop_new"`))
 	testkit.WaitFor(t, 30*time.Second, "the warm-up delivered", func() bool { return s.Counters.Success.Load() == 1 })
 	kc.Close()
 
-	conn, err := net.DialTimeout("tcp", a.broker.Addrs()[0], 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var out bytes.Buffer
-	rawConnect(t, &out, 5, "raw-v5")
 	const n = 60
-	for i := 1; i <= n; i++ {
-		pk := packets.Packet{
-			FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: 1},
-			ProtocolVersion: 5,
-			TopicName:       "t/ovf",
-			PacketID:        uint16(i),
-			Payload:         fmt.Appendf(nil, "m%08d", i),
+	conn := startRawV5(t, a.broker.Addrs()[0], "raw-v5", func(out *bytes.Buffer) {
+		for i := 1; i <= n; i++ {
+			rawPublishV5(t, out, "t/ovf", uint16(i), fmt.Appendf(nil, "m%08d", i))
 		}
-		if err := pk.PublishEncode(&out); err != nil {
-			t.Fatal(err)
-		}
-	}
-	go func() { _, _ = conn.Write(out.Bytes()) }()
-	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if typ, body := readRawPacket(t, conn); typ != packets.Connack || body[1] != 0 {
-		t.Fatalf("CONNACK: type %d body % x", typ, body)
-	}
+	})
 	accepted := 0
-	for i := 1; i <= n; i++ {
-		typ, body := readRawPacket(t, conn)
-		if typ != packets.Puback {
-			t.Fatalf("packet %d has type %d, not PUBACK", i, typ)
-		}
-		if id := binary.BigEndian.Uint16(body); id != uint16(i) {
-			t.Fatalf("PUBACK %d is for packet %d: out of publish order", i, id)
-		}
-		reason := byte(0)
-		if len(body) > 2 {
-			reason = body[2]
-		}
+	for i, reason := range readPubacksInOrder(t, conn, n) {
+		i++
 		switch {
 		case reason == 0 && accepted == i-1:
 			accepted++

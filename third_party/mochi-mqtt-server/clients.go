@@ -312,6 +312,14 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
 
+		// mqkafka patch: a resumed session sends no more than the client's
+		// Receive Maximum; the rest wait for quota like new messages.
+		if (tk.FixedHeader.Type == packets.Publish || tk.FixedHeader.Type == packets.Pubrel) &&
+			!cl.State.Inflight.TakeSendQuota(tk.PacketID) {
+			cl.State.Inflight.Set(tk)
+			continue
+		}
+
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
@@ -350,7 +358,8 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
 
 		if expired || enforced {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+			// mqkafka patch: DeleteSent returns an outbound message's send quota.
+			if ok := cl.State.Inflight.DeleteSent(tk.PacketID); ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 				deleted = append(deleted, tk.PacketID)
@@ -657,8 +666,16 @@ func (cl *Client) WriteEncoded(b []byte, n int, timeout time.Duration) error {
 	}
 	cl.Lock()
 	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	m, err := cl.Net.Conn.Write(b)
-	_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
+	var m int
+	var err error
+	if cl.Net.outbuf != nil {
+		// Packets WritePacket buffered go first: they may be PUBACKs too.
+		m, _ = cl.Net.outbuf.Write(b)
+		err = cl.flushOutbuf()
+	} else {
+		m, err = cl.Net.Conn.Write(b)
+	}
+	cl.refreshDeadline(cl.State.Keepalive) // the keep-alive deadline the read loop set
 	cl.Unlock()
 	atomic.AddInt64(&cl.ops.info.BytesSent, int64(m))
 	atomic.AddInt64(&cl.ops.info.PacketsSent, int64(n))

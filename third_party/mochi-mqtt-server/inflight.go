@@ -27,6 +27,7 @@ type Inflight struct {
 	waitQueue []waitingPacket
 	waiting   map[uint16]uint64
 	waitSeq   uint64
+	nWaiting  atomic.Int32 // len(waiting), read without the lock
 }
 
 // waitingPacket is an entry of Inflight.waitQueue.
@@ -124,9 +125,32 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
-	delete(i.waiting, id) // mqkafka patch
+	i.unwaitLocked(id) // mqkafka patch
 
 	return ok
+}
+
+// DeleteSent deletes an outbound packet and, if it had taken a unit of send
+// quota (it was not waiting for one), gives the unit back. mqkafka patch.
+func (i *Inflight) DeleteSent(id uint16) bool {
+	i.Lock()
+	_, ok := i.internal[id]
+	_, waiting := i.waiting[id]
+	delete(i.internal, id)
+	i.unwaitLocked(id)
+	i.Unlock()
+	if ok && !waiting {
+		i.IncreaseSendQuota()
+	}
+	return ok
+}
+
+// unwaitLocked forgets that id waits for send quota. mqkafka patch.
+func (i *Inflight) unwaitLocked(id uint16) {
+	if _, ok := i.waiting[id]; ok {
+		delete(i.waiting, id)
+		i.nWaiting.Add(-1)
+	}
 }
 
 // TakeRecieveQuota reduces the receive quota by 1.
@@ -196,6 +220,9 @@ func (i *Inflight) TakeSendQuota(id uint16) bool {
 		i.waiting = map[uint16]uint64{}
 	}
 	i.waitSeq++
+	if _, ok := i.waiting[id]; !ok {
+		i.nWaiting.Add(1)
+	}
 	i.waiting[id] = i.waitSeq
 	i.waitQueue = append(i.waitQueue, waitingPacket{id: id, seq: i.waitSeq})
 	return false
@@ -206,6 +233,9 @@ func (i *Inflight) TakeSendQuota(id uint16) bool {
 // stays in flight until its acknowledgement, which gives the unit back.
 // mqkafka patch.
 func (i *Inflight) NextWaiting() (packets.Packet, bool) {
+	if i.nWaiting.Load() == 0 {
+		return packets.Packet{}, false
+	}
 	i.Lock()
 	defer i.Unlock()
 	for len(i.waitQueue) > 0 && len(i.waiting) > 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
@@ -214,7 +244,7 @@ func (i *Inflight) NextWaiting() (packets.Packet, bool) {
 		if seq, ok := i.waiting[w.id]; !ok || seq != w.seq {
 			continue // deleted (expired, cleared) while it waited
 		}
-		delete(i.waiting, w.id)
+		i.unwaitLocked(w.id)
 		pk, ok := i.internal[w.id]
 		if !ok {
 			continue
