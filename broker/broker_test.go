@@ -3,21 +3,12 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -169,51 +160,6 @@ func (in *inbox) got() []string {
 	return slices.Clone(in.msgs)
 }
 
-// pki is a CA with a server certificate for 127.0.0.1 and a client certificate.
-type pki struct {
-	caFile, certFile, keyFile string
-	client                    tls.Certificate
-	pool                      *x509.CertPool
-}
-
-func newPKI(t testing.TB) pki {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, usage x509.ExtKeyUsage, name string) ([]byte, []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	}
-	p := pki{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "server.pem"), keyFile: filepath.Join(dir, "server.key"), pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	srvCert, srvKey := issue(2, x509.ExtKeyUsageServerAuth, "server")
-	cliCert, cliKey := issue(3, x509.ExtKeyUsageClientAuth, "device-1")
-	for name, data := range map[string][]byte{p.caFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), p.certFile: srvCert, p.keyFile: srvKey} {
-		if err := os.WriteFile(name, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if p.client, err = tls.X509KeyPair(cliCert, cliKey); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func wsDial(t testing.TB, url string, tc *tls.Config) (net.Conn, *http.Response, error) {
 	t.Helper()
 	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: tc, HandshakeTimeout: 5 * time.Second}
@@ -227,7 +173,8 @@ func wsDial(t testing.TB, url string, tc *tls.Config) (net.Conn, *http.Response,
 // TestListeners: one broker serves MQTT over TCP, TLS with client
 // certificates, WebSocket and secure WebSocket at once.
 func TestListeners(t *testing.T) {
-	p := newPKI(t)
+	ca := testkit.NewCA(t)
+	srv, client, pool := ca.Server(t, []net.IP{net.ParseIP("127.0.0.1")}), ca.Client(t, "device-1"), ca.Pool()
 	b, rec := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
 data_dir = %q
 listeners = [
@@ -238,12 +185,12 @@ listeners = [
 ]
 [broker.auth]
 allow_anonymous = true
-`, t.TempDir(), p.certFile, p.keyFile, p.caFile)))
+`, t.TempDir(), srv.CertFile, srv.KeyFile, ca.CertFile)))
 	addrs := b.Addrs()
 	if len(addrs) != 4 || slices.ContainsFunc(addrs, func(a string) bool { return strings.HasSuffix(a, ":0") }) {
 		t.Fatalf("addresses %v: want 4 bound ports", addrs)
 	}
-	withCert := &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}}
+	withCert := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client.Certificate}}
 	conns := map[string]func() (net.Conn, error){
 		"tcp": func() (net.Conn, error) { return net.Dial("tcp", addrs[0]) },
 		"tls": func() (net.Conn, error) { return tls.Dial("tcp", addrs[1], withCert) },
@@ -252,7 +199,7 @@ allow_anonymous = true
 			return c, err
 		},
 		"wss": func() (net.Conn, error) {
-			c, _, err := wsDial(t, "wss://"+addrs[3]+"/secure", &tls.Config{RootCAs: p.pool})
+			c, _, err := wsDial(t, "wss://"+addrs[3]+"/secure", &tls.Config{RootCAs: pool})
 			return c, err
 		},
 	}
@@ -281,7 +228,7 @@ allow_anonymous = true
 	testkit.WaitFor(t, 5*time.Second, "deliveries", func() bool { return len(box.got()) == 4 })
 
 	// fail_if_no_peer_cert: no client certificate, no connection.
-	if conn, err := tls.Dial("tcp", addrs[1], &tls.Config{RootCAs: p.pool}); err == nil {
+	if conn, err := tls.Dial("tcp", addrs[1], &tls.Config{RootCAs: pool}); err == nil {
 		// TLS 1.3 reports the refusal at the first read.
 		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := conn.Read(make([]byte, 1)); err == nil {

@@ -1,15 +1,8 @@
 package conf
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // parseBroker parses a config made of text alone.
@@ -41,35 +36,6 @@ func wantBrokerProblem(t *testing.T, text string, line int, prefix string) {
 	if len(ps) != 1 || ps[0].Line != line || !strings.HasPrefix(ps[0].Msg, prefix) {
 		t.Errorf("config:\n%s\ngot problems:\n%s\nwant one at line %d starting with %q", text, fmtProblems(ps), line, prefix)
 	}
-}
-
-// writeCert writes a self-signed certificate and its key as PEM files.
-func writeCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 func hash(t *testing.T, pw string) string {
@@ -100,7 +66,8 @@ func TestBrokerDefaults(t *testing.T) {
 }
 
 func TestBrokerAllKeys(t *testing.T) {
-	cert, key := writeCert(t)
+	srv := testkit.NewCA(t).Server(t, nil)
+	cert, key := srv.CertFile, srv.KeyFile
 	users := filepath.Join(t.TempDir(), "users")
 	fileText := fmt.Sprintf("# devices\n\ndev1:%s\norg:dev2:%s\n", hash(t, "p1"), hash(t, "p2"))
 	if err := os.WriteFile(users, []byte(fileText), 0o600); err != nil {
@@ -179,7 +146,8 @@ topics = ["eq #", "sensors/${clientid}/+", "${username}/#"]
 }
 
 func TestBrokerBadValues(t *testing.T) {
-	cert, key := writeCert(t)
+	srv := testkit.NewCA(t).Server(t, nil)
+	cert, key := srv.CertFile, srv.KeyFile
 	missing := filepath.Join(t.TempDir(), "nope.pem")
 	tlsKeys := fmt.Sprintf("certfile = %q, keyfile = %q", cert, key)
 	for _, tc := range []struct {

@@ -3,16 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,40 +21,6 @@ import (
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
-
-// serverCert writes a self-signed certificate for 127.0.0.1 and its key;
-// the pool trusts it.
-func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mqkafka test"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
 
 // mqttSession connects with cp over conn; a refused CONNECT returns the CONNACK and an error.
 func mqttSession(t testing.TB, conn net.Conn, cp *paho.Connect, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
@@ -102,14 +61,15 @@ func subscribe(t testing.TB, c *paho.Client, filter string) byte {
 // and never reaches Kafka.
 func TestBrokerTLSUsersAndACL(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "secure"))
-	certFile, keyFile, pool := serverCert(t)
+	ca := testkit.NewCA(t)
+	srv := ca.Server(t, []net.IP{net.ParseIP("127.0.0.1")})
 	hash, err := bcrypt.GenerateFromPassword([]byte("dev1-secret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := baseConfig(t, kafkaAddr, "secure")
 	cfg = strings.Replace(cfg, `listeners = [{ address = "127.0.0.1:0" }]`,
-		fmt.Sprintf(`listeners = [{ type = "tls", address = "127.0.0.1:0", certfile = %q, keyfile = %q }]`, certFile, keyFile), 1)
+		fmt.Sprintf(`listeners = [{ type = "tls", address = "127.0.0.1:0", certfile = %q, keyfile = %q }]`, srv.CertFile, srv.KeyFile), 1)
 	cfg = strings.Replace(cfg, "allow_anonymous = true\n", fmt.Sprintf(`allow_anonymous = false
 [[broker.auth.users]]
 username = "dev1"
@@ -122,7 +82,7 @@ topics = ["t/${username}/#"]
 	a := startApp(t, cfg)
 	addr := a.broker.Addrs()[0]
 	dialTLS := func() net.Conn {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool()})
 		if err != nil {
 			t.Fatalf("TLS dial: %v", err)
 		}

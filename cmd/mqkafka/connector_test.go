@@ -2,16 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -188,73 +182,6 @@ func TestSASLMechanisms(t *testing.T) {
 	}
 }
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  string // file holding the CA certificate
-}
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name+".pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: path}
-}
-
-// serverCert issues a certificate for the given IP addresses and DNS names.
-func (ca *testCA) serverCert(t *testing.T, ips []net.IP, dnsNames ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kafka"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  ips,
-		DNSNames:     dnsNames,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
 func sslTable(caFile string, extra string) string {
 	return fmt.Sprintf("[connectors.ssl]\nenable = true\ncacertfile = %q\n%s", caFile, extra)
 }
@@ -263,21 +190,20 @@ func sslTable(caFile string, extra string) string {
 // delivers; with a CA that did not sign the broker's certificate nothing is
 // delivered and the process stays up.
 func TestTLSConnector(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, dir, "ca")
-	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, []net.IP{net.ParseIP("127.0.0.1")}, "localhost")}, MinVersion: tls.VersionTLS12}
-	read := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"})
+	ca := testkit.NewCA(t)
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, []net.IP{net.ParseIP("127.0.0.1")}, "localhost").Certificate}, MinVersion: tls.VersionTLS12}
+	read := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"})
 
 	t.Run("verify_peer", func(t *testing.T) {
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")))
 		publishOne(t, a, "dev-tls", "hello tls")
 		requireDelivered(t, a, addr, "tls-in", "hello tls", read)
 	})
 	t.Run("wrong CA", func(t *testing.T) {
-		other := newTestCA(t, dir, "other-ca")
+		other := testkit.NewCA(t)
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.pem, "")))
+		a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
 		requireKeptNotDelivered(t, a, addr, "tls-in", read)
 		if !strings.Contains(log.String(), "certificate verify failed") {
@@ -285,24 +211,24 @@ func TestTLSConnector(t *testing.T) {
 		}
 	})
 	t.Run("wrong CA with verify_none", func(t *testing.T) {
-		other := newTestCA(t, dir, "other-ca2")
+		other := testkit.NewCA(t)
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.pem, "verify = \"verify_none\"\n")))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.CertFile, "verify = \"verify_none\"\n")))
 		publishOne(t, a, "dev-tls", "unverified")
 		requireDelivered(t, a, addr, "tls-in", "unverified", read)
 	})
 	t.Run("host name checked", func(t *testing.T) {
 		// A certificate of the right CA but for another host.
-		otherHost := &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, nil, "kafka.invalid")}}
+		otherHost := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, nil, "kafka.invalid").Certificate}}
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
-		readOther := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.pool(), ServerName: "kafka.invalid"})
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")))
+		readOther := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.Pool(), ServerName: "kafka.invalid"})
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
 		requireKeptNotDelivered(t, a, addr, "tls-in", readOther)
 
 		// server_name_indication = "disable" turns the host name check off.
 		_, addr = testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
-		a = startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "server_name_indication = \"disable\"\n")))
+		a = startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "server_name_indication = \"disable\"\n")))
 		publishOne(t, a, "dev-tls", "no host check")
 		requireDelivered(t, a, addr, "tls-in", "no host check", readOther)
 	})
@@ -310,7 +236,7 @@ func TestTLSConnector(t *testing.T) {
 		// kfake serves SASL over its TLS listener too.
 		scramRead := kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())
 		addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", []kgo.Opt{read, scramRead}, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.pem, "")+saslTable("scram_sha_256", "secret")))
+		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")+saslTable("scram_sha_256", "secret")))
 		publishOne(t, a, "dev-tls", "hello sasl_ssl")
 		requireDelivered(t, a, addr, "tls-in", "hello sasl_ssl", read, scramRead)
 	})
@@ -377,7 +303,7 @@ func TestConnectorClientIDs(t *testing.T) {
 // lines, and no message shows the SASL password, not even librdkafka's.
 func TestConnectorCheckProblems(t *testing.T) {
 	dir := t.TempDir()
-	missing := filepath.Join(dir, "missing-ca.pem")
+	missing := filepath.Join(dir, "missing-ca.CertFile")
 	check := func(text string) (int, string) {
 		path := filepath.Join(dir, "c.toml")
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -421,10 +347,10 @@ func TestConnectorCheckProblems(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ca := newTestCA(t, dir, "ca")
+	ca := testkit.NewCA(t)
 	for _, tc := range []struct{ text, want string }{
 		{strings.Replace(withConnectorTables(t, base, saslTable("scram_sha_256", secret)), `"message.timeout.ms"`, `"no.such.property" = "1"`+"\n"+`"message.timeout.ms"`, 1), "no.such.property"},
-		{withConnectorTables(t, base, sslTable(ca.pem, fmt.Sprintf("certfile = %q\nkeyfile = %q\n", cert, badKey))+saslTable("plain", secret)), "librdkafka rejects the configuration"},
+		{withConnectorTables(t, base, sslTable(ca.CertFile, fmt.Sprintf("certfile = %q\nkeyfile = %q\n", cert, badKey))+saslTable("plain", secret)), "librdkafka rejects the configuration"},
 		{strings.Replace(withConnectorTables(t, base, saslTable("plain", secret)), `"message.timeout.ms"`, `"sasl.mechanisms" = "BOGUS"`+"\n"+`"message.timeout.ms"`, 1), "librdkafka rejects the configuration"},
 	} {
 		code, out := check(tc.text)
