@@ -39,15 +39,11 @@ func (r *runner) source(ctx context.Context, p Params) *Result {
 }
 
 func (r *runner) runSource(ctx context.Context, name string, tag uint32, p Params, res *Result) error {
-	k, err := r.startKafka(ctx, name, 0)
+	k, topic, err := r.startKafkaTopic(ctx, name, tag, p.Partitions)
 	if err != nil {
 		return err
 	}
 	defer k.close()
-	topic := fmt.Sprintf("bench-%s-%08x", name, tag)
-	if err := createTopic(ctx, k.addr, topic, p.Partitions); err != nil {
-		return err
-	}
 	mqttTopic := fmt.Sprintf("bench/src/%08x", tag)
 	mq, err := r.startMQKafka(ctx, name, mqConfig{kafka: k.addr, source: &sourceConfig{kafkaTopic: topic, mqttTopic: mqttTopic, qos: p.QoS}})
 	if err != nil {
@@ -179,15 +175,11 @@ func (r *runner) recovery(ctx context.Context, p Params) *Result {
 }
 
 func (r *runner) runRecovery(ctx context.Context, name string, tag uint32, p Params, res *Result) error {
-	k, err := r.startKafka(ctx, name, 0)
+	k, topic, err := r.startKafkaTopic(ctx, name, tag, p.Partitions)
 	if err != nil {
 		return err
 	}
-	defer func() { k.close() }()
-	topic := fmt.Sprintf("bench-%s-%08x", name, tag)
-	if err := createTopic(ctx, k.addr, topic, p.Partitions); err != nil {
-		return err
-	}
+	defer func() { k.close() }() // k is replaced when Kafka comes back
 	n := max(r.o.Backlog/int64(p.Size), 1)
 	mq, err := r.startMQKafka(ctx, name, mqConfig{
 		kafka: k.addr, topic: topic, buffer: p.Buffer, fsync: p.Fsync, linger: p.Linger,

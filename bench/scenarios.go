@@ -230,15 +230,11 @@ func (r *runner) ceilingKafka(ctx context.Context, p Params) *Result {
 }
 
 func (r *runner) runKafkaRaw(ctx context.Context, name string, tag uint32, p Params, res *Result) error {
-	k, err := r.startKafka(ctx, name, 0)
+	k, topic, err := r.startKafkaTopic(ctx, name, tag, p.Partitions)
 	if err != nil {
 		return err
 	}
 	defer k.close()
-	topic := fmt.Sprintf("bench-%s-%08x", name, tag)
-	if err := createTopic(ctx, k.addr, topic, p.Partitions); err != nil {
-		return err
-	}
 	col := newCollector(tag)
 	cons := r.startConsumer(ctx, k.addr, topic, time.Time{}, col)
 	defer cons.stop()

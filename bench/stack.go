@@ -22,6 +22,20 @@ type kafkaSide struct {
 }
 
 // startKafka starts a kfake child on port (0: any free one).
+// startKafkaTopic starts Kafka (or takes --kafka) and creates the run's topic.
+func (r *runner) startKafkaTopic(ctx context.Context, name string, tag uint32, partitions int) (*kafkaSide, string, error) {
+	k, err := r.startKafka(ctx, name, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	topic := fmt.Sprintf("bench-%s-%08x", name, tag)
+	if err := createTopic(ctx, k.addr, topic, partitions); err != nil {
+		k.close()
+		return nil, "", err
+	}
+	return k, topic, nil
+}
+
 func (r *runner) startKafka(ctx context.Context, name string, port int) (*kafkaSide, error) {
 	if r.o.Kafka != "" {
 		return &kafkaSide{addr: r.o.Kafka}, nil
