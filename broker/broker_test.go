@@ -78,30 +78,6 @@ func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	return b, rec
 }
 
-// mqttConn opens an MQTT 5 session over conn. A refused CONNECT is
-// returned as the CONNACK with an error. Without a keepalive in cp, paho
-// runs no pinger: its pinger writes from a goroutine of its own while paho
-// writes a packet in several Writes, which only a TCP connection's writev
-// keeps together; over TLS or WebSocket the packets would interleave.
-func mqttConn(t testing.TB, conn net.Conn, cp *paho.Connect, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
-	t.Helper()
-	cc := paho.ClientConfig{ClientID: cp.ClientID, Conn: conn}
-	if onMsg != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { onMsg(pr.Packet); return true, nil },
-		}
-	}
-	c := paho.NewClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
-	if err != nil {
-		return nil, ca, err
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, ca, nil
-}
-
 func dial(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -109,15 +85,6 @@ func dial(t testing.TB, addr string) net.Conn {
 		t.Fatal(err)
 	}
 	return conn
-}
-
-func mustConnect(t testing.TB, addr, id string, onMsg func(*paho.Publish)) *paho.Client {
-	t.Helper()
-	c, _, err := mqttConn(t, dial(t, addr), &paho.Connect{ClientID: id, CleanStart: true}, onMsg)
-	if err != nil {
-		t.Fatalf("connect %s: %v", id, err)
-	}
-	return c
 }
 
 func pub(t testing.TB, c *paho.Client, topic string, qos byte, retain bool, payload string) *paho.PublishResponse {
@@ -204,7 +171,7 @@ allow_anonymous = true
 		},
 	}
 	var box inbox
-	watcher := mustConnect(t, addrs[0], "watcher", box.add)
+	watcher := testkit.MQTTClient(t, addrs[0], "watcher", box.add)
 	if rc := sub(t, watcher, "via/#"); rc != 1 {
 		t.Fatalf("subscribe: reason %#x", rc)
 	}
@@ -213,7 +180,7 @@ allow_anonymous = true
 		if err != nil {
 			t.Fatalf("%s: dial: %v", kind, err)
 		}
-		c, _, err := mqttConn(t, conn, &paho.Connect{ClientID: "dev-" + kind, CleanStart: true}, nil)
+		c, _, err := testkit.MQTTSession(t, conn, &paho.Connect{ClientID: "dev-" + kind, CleanStart: true}, nil)
 		if err != nil {
 			t.Fatalf("%s: connect: %v", kind, err)
 		}
@@ -260,7 +227,7 @@ func TestAuthentication(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf("[broker]\ndata_dir = %q\nlisteners = [{ address = \"127.0.0.1:0\" }]\n[broker.auth]\n%s\n", t.TempDir(), tc.auth)))
 			cp := &paho.Connect{ClientID: "c", CleanStart: true, Username: tc.user, UsernameFlag: tc.user != "", Password: []byte(tc.pw), PasswordFlag: tc.pw != ""}
-			_, ca, err := mqttConn(t, dial(t, b.Addrs()[0]), cp, nil)
+			_, ca, err := testkit.MQTTSession(t, dial(t, b.Addrs()[0]), cp, nil)
 			if tc.ok && err != nil {
 				t.Fatalf("refused: %v", err)
 			}
@@ -294,13 +261,13 @@ topics = ["sensors/#"]
 `, t.TempDir())))
 	addr := b.Addrs()[0]
 	var box inbox
-	s := mustConnect(t, addr, "reader", box.add)
+	s := testkit.MQTTClient(t, addr, "reader", box.add)
 	for filter, want := range map[string]byte{"sensors/#": 1, "sensors/d1/secret": 0x87, "other/#": 0x87, "#": 0x87} {
 		if rc := sub(t, s, filter); rc != want {
 			t.Errorf("subscribe %s: reason %#x, want %#x", filter, rc, want)
 		}
 	}
-	d1 := mustConnect(t, addr, "d1", nil)
+	d1 := testkit.MQTTClient(t, addr, "d1", nil)
 	if r := pub(t, d1, "sensors/d1/temp", 1, false, "21"); r.ReasonCode != 0 {
 		t.Fatalf("allowed publish: reason %#x", r.ReasonCode)
 	}
@@ -409,7 +376,7 @@ allow_anonymous = true
 	expiry := uint32(3600)
 	persistent := func(onMsg func(*paho.Publish)) func(addr string) (*paho.Client, *paho.Connack) {
 		return func(addr string) (*paho.Client, *paho.Connack) {
-			c, ca, err := mqttConn(t, dial(t, addr), &paho.Connect{ClientID: "keeper", CleanStart: false,
+			c, ca, err := testkit.MQTTSession(t, dial(t, addr), &paho.Connect{ClientID: "keeper", CleanStart: false,
 				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, onMsg)
 			if err != nil {
 				t.Fatal(err)
@@ -424,8 +391,8 @@ allow_anonymous = true
 	if err := k.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	sub(t, mustConnect(t, b1.Addrs()[0], "cleaner", nil), "clean/#")
-	p := mustConnect(t, b1.Addrs()[0], "pub", nil)
+	sub(t, testkit.MQTTClient(t, b1.Addrs()[0], "cleaner", nil), "clean/#")
+	p := testkit.MQTTClient(t, b1.Addrs()[0], "pub", nil)
 	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
 		cl, ok := b1.srv.Clients.Get("keeper")
 		return ok && cl.Closed()
@@ -461,7 +428,7 @@ allow_anonymous = true
 		t.Fatalf("after the restart got %v, want %v", got, want)
 	}
 	var retained inbox
-	sub(t, mustConnect(t, b2.Addrs()[0], "late", retained.add), "r/#")
+	sub(t, testkit.MQTTClient(t, b2.Addrs()[0], "late", retained.add), "r/#")
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(retained.got()) == 1 })
 	if got := retained.got()[0]; got != "r/1=kept" {
 		t.Fatalf("retained %q", got)

@@ -91,7 +91,7 @@ func TestSubscriberThatPublishes(t *testing.T) {
 	recvMax := uint16(4)
 	var got atomic.Int64
 	seen := make([]atomic.Bool, n)
-	c, _, err := mqttConn(t, dial(t, b.Addrs()[0]), &paho.Connect{ClientID: "loop", CleanStart: true,
+	c, _, err := testkit.MQTTSession(t, dial(t, b.Addrs()[0]), &paho.Connect{ClientID: "loop", CleanStart: true,
 		Properties: &paho.ConnectProperties{ReceiveMaximum: &recvMax}}, func(p *paho.Publish) {
 		if i := binary.BigEndian.Uint32(p.Payload); int(i) < n && !seen[i].Swap(true) {
 			got.Add(1)
@@ -140,7 +140,7 @@ func fanIn(t *testing.T, recvMax uint16, pubs, perPub, inflight int) {
 	if recvMax > 0 {
 		cp.Properties = &paho.ConnectProperties{ReceiveMaximum: &recvMax}
 	}
-	subc, _, err := mqttConn(t, dial(t, addr), cp, func(p *paho.Publish) {
+	subc, _, err := testkit.MQTTSession(t, dial(t, addr), cp, func(p *paho.Publish) {
 		if len(p.Payload) < 4 {
 			foreign.Add(1)
 			return
@@ -167,7 +167,7 @@ func fanIn(t *testing.T, recvMax uint16, pubs, perPub, inflight int) {
 
 	clients := make([]*paho.Client, pubs)
 	for i := range clients {
-		clients[i] = mustConnect(t, addr, fmt.Sprintf("fan-pub-%d", i), nil)
+		clients[i] = testkit.MQTTClient(t, addr, fmt.Sprintf("fan-pub-%d", i), nil)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, pubs*inflight)

@@ -57,7 +57,7 @@ func metric(text, name string) (float64, bool) {
 func TestMetricsAndAuth(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "mt"))
 	a := startApp(t, adminConfig(t, addr, `topic = "mt"`))
-	c := connectMQTT(t, a.broker.Addrs()[0], "met", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "met", nil)
 	for i := range 20 {
 		publish(t, c, "t/m", 1, fmt.Appendf(nil, "m%d", i))
 	}
@@ -132,7 +132,7 @@ func TestAPIChangesApplyWithoutRestart(t *testing.T) {
 	if code, body := call(t, a, "POST", "/api/v1/rules", "s3cret", `{"id":"r2","sql":"SELECT * FROM \"api/#\"","actions":["kafka_producer:s2"]}`); code != 201 {
 		t.Fatalf("create rule: %d %s", code, body)
 	}
-	c := connectMQTT(t, a.broker.Addrs()[0], "api", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "api", nil)
 	publish(t, c, "api/1", 1, []byte("via-api"))
 	if recs := testkit.Consume(t, addr, "api-topic", 1, 20*time.Second); len(recs) != 1 || string(recs[0].Value) != "via-api" {
 		t.Fatalf("api-topic holds %v", recs)
@@ -192,7 +192,7 @@ func TestSIGHUPReload(t *testing.T) {
 	cfg := fixedListener(sinkConfig(t, addr, "topic = \"hup\"\nvalue = \"${payload}\""), port)
 	path := writeFile(t, cfg)
 	p := startProc(t, path)
-	c := connectMQTT(t, fmt.Sprintf("127.0.0.1:%d", port), "hup", nil)
+	c := testkit.MQTTClient(t, fmt.Sprintf("127.0.0.1:%d", port), "hup", nil)
 	publish(t, c, "new/1", 1, []byte("before"))
 
 	added := cfg + `

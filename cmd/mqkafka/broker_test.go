@@ -22,29 +22,6 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// mqttSession connects with cp over conn; a refused CONNECT returns the CONNACK and an error.
-func mqttSession(t testing.TB, conn net.Conn, cp *paho.Connect, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack, error) {
-	t.Helper()
-	cc := paho.ClientConfig{ClientID: cp.ClientID, Conn: conn}
-	if onMsg != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { onMsg(pr.Packet); return true, nil },
-		}
-	}
-	c := paho.NewClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	// No keepalive, so no paho pinger: it writes from a goroutine of its own
-	// while paho writes a packet in several Writes, which TLS does not keep together.
-	cp.KeepAlive = 0
-	ca, err := c.Connect(ctx, cp)
-	if err != nil {
-		return nil, ca, err
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, ca, nil
-}
-
 func subscribe(t testing.TB, c *paho.Client, filter string) byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -94,11 +71,11 @@ topics = ["t/${username}/#"]
 		{ClientID: "anon", CleanStart: true},
 		{ClientID: "dev1", CleanStart: true, Username: "dev1", UsernameFlag: true, Password: []byte("guess"), PasswordFlag: true},
 	} {
-		if _, ca, err := mqttSession(t, dialTLS(), cp, nil); err == nil || ca == nil || ca.ReasonCode != 0x86 {
+		if _, ca, err := testkit.MQTTSession(t, dialTLS(), cp, nil); err == nil || ca == nil || ca.ReasonCode != 0x86 {
 			t.Fatalf("%s: connack %+v, err %v; want refused with 0x86", cp.ClientID, ca, err)
 		}
 	}
-	c, _, err := mqttSession(t, dialTLS(), &paho.Connect{ClientID: "dev1", CleanStart: true, Username: "dev1", UsernameFlag: true,
+	c, _, err := testkit.MQTTSession(t, dialTLS(), &paho.Connect{ClientID: "dev1", CleanStart: true, Username: "dev1", UsernameFlag: true,
 		Password: []byte("dev1-secret"), PasswordFlag: true}, nil)
 	if err != nil {
 		t.Fatalf("dev1: %v", err)
@@ -150,7 +127,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, ca, err := mqttSession(t, conn, &paho.Connect{ClientID: "keeper", CleanStart: false,
+		c, ca, err := testkit.MQTTSession(t, conn, &paho.Connect{ClientID: "keeper", CleanStart: false,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, onMsg)
 		if err != nil {
 			t.Fatal(err)
@@ -166,7 +143,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 	if err := k.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	p := connectMQTT(t, a.broker.Addrs()[0], "pub", nil)
+	p := testkit.MQTTClient(t, a.broker.Addrs()[0], "pub", nil)
 	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
 		return a.Snapshot().Broker.Connections == 1
 	})
@@ -210,7 +187,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 		defer mu.Unlock()
 		return len(got) >= n
 	})
-	late := connectMQTT(t, b.broker.Addrs()[0], "late", collect)
+	late := testkit.MQTTClient(t, b.broker.Addrs()[0], "late", collect)
 	subscribe(t, late, "t/retained")
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool {
 		mu.Lock()

@@ -64,7 +64,7 @@ func TestKafkaOutageMidStream(t *testing.T) {
 			kafkaAddr := kc.ListenAddrs()[0]
 			a := startApp(t, withBuffer(baseConfig(t, kafkaAddr, "outage"), fmt.Sprintf(`mode = %q
 memory_limit = "4KB"`, mode)))
-			c := connectMQTT(t, a.broker.Addrs()[0], "dev-o", nil)
+			c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-o", nil)
 			const n = 1500
 			var sent atomic.Int64
 			done := make(chan error, 1)
@@ -126,7 +126,7 @@ const fitInKB = 1024 / 42
 func TestOverflowDropNew(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, `overflow = "drop_new"`)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-dn", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-dn", nil)
 	const n = 60
 	accepted := 0
 	var refused []int
@@ -159,7 +159,7 @@ func TestOverflowDropNew(t *testing.T) {
 func TestOverflowDropOldest(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, `overflow = "drop_oldest"`)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-do", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-do", nil)
 	const n = 60
 	for i := range n {
 		if resp := publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i)); resp.ReasonCode != 0 {
@@ -184,7 +184,7 @@ func TestOverflowDropOldest(t *testing.T) {
 func TestOverflowBlock(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"60s\"")
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-b", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-b", nil)
 	for i := range fitInKB {
 		publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
 	}
@@ -222,7 +222,7 @@ func TestOverflowBlock(t *testing.T) {
 func TestOverflowBlockTimeout(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"200ms\"")
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-bt", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-bt", nil)
 	for i := range fitInKB {
 		publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
 	}
@@ -245,7 +245,7 @@ func restartConfig(t *testing.T, kafkaPort int, dataDir, table string) string {
 
 // publishN publishes m0..m(n-1) on t/rs and requires every PUBACK.
 func publishN(t *testing.T, a *app, n int) {
-	c := connectMQTT(t, a.broker.Addrs()[0], fmt.Sprintf("dev-%d", time.Now().UnixNano()), nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], fmt.Sprintf("dev-%d", time.Now().UnixNano()), nil)
 	for i := range n {
 		if resp := publish(t, c, "t/rs", 1, fmt.Appendf(nil, "m%06d", i)); resp.ReasonCode != 0 {
 			t.Fatalf("publish %d: reason %#x", i, resp.ReasonCode)

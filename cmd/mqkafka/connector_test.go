@@ -48,7 +48,7 @@ func withConnectorTables(t *testing.T, cfg, tables string) string {
 // publishOne publishes at QoS 1 and requires a successful PUBACK.
 func publishOne(t *testing.T, a *app, clientID, payload string) {
 	t.Helper()
-	c := connectMQTT(t, a.broker.Addrs()[0], clientID, nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], clientID, nil)
 	if resp := publish(t, c, "t/1", 1, []byte(payload)); resp.ReasonCode != 0 {
 		t.Fatalf("publish: PUBACK reason %d", resp.ReasonCode)
 	}

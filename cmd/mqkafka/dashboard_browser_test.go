@@ -162,8 +162,8 @@ func background(t *testing.T, a *app, kafkaAddr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	pub := connectMQTT(t, a.broker.Addrs()[0], "load", nil)
-	sub := connectMQTT(t, a.broker.Addrs()[0], "watcher", func(*paho.Publish) {})
+	pub := testkit.MQTTClient(t, a.broker.Addrs()[0], "load", nil)
+	sub := testkit.MQTTClient(t, a.broker.Addrs()[0], "watcher", func(*paho.Publish) {})
 	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
 	defer scancel()
 	if _, err := sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "down/#"}, {Topic: "echo/#"}}}); err != nil {
@@ -215,7 +215,7 @@ func TestDashboardBrowser(t *testing.T) {
 	// The sink's success counter follows the publishes.
 	b.do(t, "open the sinks", chromedp.Evaluate[chromedp.Void](`location.hash = '#/sinks'`))
 	b.wait(t, "sink s1 at 0", `document.querySelector('tr[data-sink="s1"] td.success')?.textContent === '0'`)
-	c := connectMQTT(t, a.broker.Addrs()[0], "browser-test", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "browser-test", nil)
 	for i := range 20 {
 		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"i":%d}`, i))
 	}

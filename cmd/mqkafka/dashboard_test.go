@@ -90,7 +90,7 @@ func byKey(list any, key, value string) any {
 // field names breaks here rather than silently in the browser.
 func TestDashboardAPI(t *testing.T) {
 	a, _ := dashboardApp(t)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dash", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dash", nil)
 	for i := range 5 {
 		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
 	}

@@ -39,7 +39,7 @@ type publishedRecord struct {
 func TestPublishesReachKafka(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "testtopic-in"))
 	a := startApp(t, baseConfig(t, kafkaAddr, "testtopic-in"))
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-1", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-1", nil)
 
 	const n = 1000
 	for i := range n {
@@ -95,7 +95,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 	port := testkit.FreePort(t)
 	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	a := startApp(t, baseConfig(t, kafkaAddr, "late-topic"))
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-late", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-late", nil)
 	const n = 200
 	for i := range n {
 		if resp := publish(t, c, "t/late", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
@@ -141,7 +141,7 @@ sql = 'SELECT * FROM "t/#"'
 actions = ["kafka_producer:missing"]
 `
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-2", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-2", nil)
 	const n = 100
 	for i := range n {
 		if resp := publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
@@ -159,7 +159,7 @@ actions = ["kafka_producer:missing"]
 		t.Fatalf("missing-topic sink reports %d successes", s)
 	}
 	// The process is still healthy: a new connection publishes and is acknowledged.
-	c2 := connectMQTT(t, a.broker.Addrs()[0], "dev-3", nil)
+	c2 := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-3", nil)
 	if resp := publish(t, c2, "t/y", 1, []byte("after")); resp.ReasonCode != 0 {
 		t.Fatalf("publish after drops: reason %d", resp.ReasonCode)
 	}
@@ -172,7 +172,7 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	a := startApp(t, baseConfig(t, kafkaAddr, "tt"))
 	addr := a.broker.Addrs()[0]
 	var got atomic.Int64
-	sub := connectMQTT(t, addr, "sub", func(p *paho.Publish) {
+	sub := testkit.MQTTClient(t, addr, "sub", func(p *paho.Publish) {
 		if p.Topic == "other/1" {
 			got.Add(1)
 		}
@@ -181,7 +181,7 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "other/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	pub := connectMQTT(t, addr, "pub", nil)
+	pub := testkit.MQTTClient(t, addr, "pub", nil)
 	const n = 50
 	for range n {
 		publish(t, pub, "other/1", 1, []byte("x"))
@@ -314,7 +314,7 @@ topics = ["emb"]
 	// TOML wants top-level keys before tables: move the embedded table after them.
 	cfg = strings.Replace(cfg, "\nshutdown_timeout = \"1s\"", "", 1)
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dev-e", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-e", nil)
 	publish(t, c, "t/e", 1, []byte("hello"))
 	recs := testkit.Consume(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), "emb", 1, 20*time.Second)
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), `"payload":"hello"`) {

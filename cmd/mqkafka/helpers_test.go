@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -85,33 +84,6 @@ metadata_request_timeout = "1s"
 "reconnect.backoff.max.ms" = "200"
 %s
 `, shutdown, t.TempDir(), kafkaAddr, props)
-}
-
-// connectMQTT opens an MQTT 5 connection; received publishes go to onMsg.
-func connectMQTT(t testing.TB, addr, clientID string, onMsg func(*paho.Publish)) *paho.Client {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial mqtt: %v", err)
-	}
-	cc := paho.ClientConfig{ClientID: clientID, Conn: conn}
-	if onMsg != nil {
-		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { onMsg(pr.Packet); return true, nil },
-		}
-	}
-	c := paho.NewClient(cc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, CleanStart: true, KeepAlive: 30})
-	if err != nil {
-		t.Fatalf("mqtt connect: %v", err)
-	}
-	if ca.ReasonCode != 0 {
-		t.Fatalf("mqtt connect refused: reason %d", ca.ReasonCode)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c
 }
 
 func publish(t testing.TB, c *paho.Client, topic string, qos byte, payload []byte) *paho.PublishResponse {

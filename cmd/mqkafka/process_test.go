@@ -129,7 +129,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "drain"))
 	port := testkit.FreePort(t)
 	p := startProc(t, writeFile(t, fixedListener(baseConfig(t, kafkaAddr, "drain"), port)))
-	c := connectMQTT(t, fmt.Sprintf("127.0.0.1:%d", port), "dev-term", nil)
+	c := testkit.MQTTClient(t, fmt.Sprintf("127.0.0.1:%d", port), "dev-term", nil)
 	const n = 2000
 	for i := range n {
 		publish(t, c, "t/term", 1, fmt.Appendf(nil, "m%d", i))

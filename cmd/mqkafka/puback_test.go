@@ -59,7 +59,7 @@ func TestPubackOrderDisk(t *testing.T) {
 	a := startApp(t, cfg)
 	// The sink learns a topic's partitions on its first record; until then
 	// records wait in the topic's holding queue, which answers in the call.
-	publish(t, connectMQTT(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
+	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
 	testkit.Consume(t, kafkaAddr, "acks", 1, 30*time.Second)
 
 	conn, err := net.DialTimeout("tcp", a.broker.Addrs()[0], 5*time.Second)
@@ -215,7 +215,7 @@ permission = "allow"
 topics = ["#"]
 `, 1)
 	a := startApp(t, cfg)
-	publish(t, connectMQTT(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
+	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
 	testkit.Consume(t, kafkaAddr, "acl", 1, 30*time.Second)
 
 	const n = 300
@@ -252,7 +252,7 @@ func TestPubackOrderWithRefusalsV5(t *testing.T) {
 per_partition_limit = "1KB"
 overflow = "drop_new"`))
 	s := a.sinks[0].sink
-	publish(t, connectMQTT(t, a.broker.Addrs()[0], "warm-up", nil), "t/ovf", 1, []byte("w00000000"))
+	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/ovf", 1, []byte("w00000000"))
 	testkit.WaitFor(t, 30*time.Second, "the warm-up delivered", func() bool { return s.Counters.Success.Load() == 1 })
 	kc.Close()
 

@@ -33,7 +33,7 @@ mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 
 	// Kafka down: the records wait on disk, per rendered topic.
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "dyn", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dyn", nil)
 	for i := range 20 {
 		publish(t, c, "t/d", 1, fmt.Appendf(nil, `{"device":"%c","n":%d}`, 'a'+i%2, i))
 	}
@@ -42,7 +42,7 @@ mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 	}
 	testkit.NewKafka(t, port, kfake.SeedTopics(2, "device-a", "device-b"))
 	b := startApp(t, cfg)
-	c2 := connectMQTT(t, b.broker.Addrs()[0], "dyn2", nil)
+	c2 := testkit.MQTTClient(t, b.broker.Addrs()[0], "dyn2", nil)
 	publish(t, c2, "t/d", 1, []byte(`{"device":"a","n":20}`))
 	publish(t, c2, "t/d", 1, []byte(`{"device":"bad/name","n":21}`))
 
@@ -65,7 +65,7 @@ func TestKeyDispatch(t *testing.T) {
 key = "${payload.k}"
 value = "${payload.k}"
 partition_strategy = "key_dispatch"`))
-	c := connectMQTT(t, a.broker.Addrs()[0], "kd", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "kd", nil)
 	keys := []string{"21", "foobar", "a-little-bit-long-string", "a-little-bit-longer-string", "abc"}
 	// toPositive(murmur2(key)) % 4 with the Java vectors of Kafka's UtilsTest.
 	javaHash := map[string]int32{"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
@@ -106,7 +106,7 @@ sql = 'SELECT * FROM "t/#"'
 actions = ["kafka_producer:s2"]
 `
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "fx", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "fx", nil)
 	for i := range 10 {
 		publish(t, c, "t/fx", 1, fmt.Appendf(nil, "m%d", i))
 	}
@@ -138,7 +138,7 @@ func TestCompressionCodecs(t *testing.T) {
 	}{{"no_compression", "nc", 0}, {"gzip", "gz", unverifiable}, {"snappy", "sn", unverifiable}, {"lz4", "lz", unverifiable}, {"zstd", "zs", 4}} {
 		t.Run(tc.codec, func(t *testing.T) {
 			a := startApp(t, sinkConfig(t, addr, fmt.Sprintf("topic = %q\ncompression = %q", tc.topic, tc.codec)))
-			c := connectMQTT(t, a.broker.Addrs()[0], "cc-"+tc.codec, nil)
+			c := testkit.MQTTClient(t, a.broker.Addrs()[0], "cc-"+tc.codec, nil)
 			payload := strings.Repeat("compressible ", 50)
 			for range 20 {
 				publish(t, c, "t/c", 1, []byte(payload))
@@ -181,7 +181,7 @@ sql = 'SELECT * FROM "t/#"'
 actions = ["kafka_producer:s2"]
 `
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "hdr", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "hdr", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.Publish(ctx, &paho.Publish{Topic: "t/h", QoS: 1, Payload: []byte(`{"ts":1700000000123}`),
@@ -219,7 +219,7 @@ func TestSyncQueryMode(t *testing.T) {
 	a := startApp(t, sinkConfig(t, addr, `topic = "sy"
 query_mode = "sync"
 sync_query_timeout = "1500ms"`))
-	c := connectMQTT(t, a.broker.Addrs()[0], "sync", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "sync", nil)
 	if resp := publish(t, c, "t/s", 1, []byte("first")); resp.ReasonCode != 0 {
 		t.Fatalf("reason %#x", resp.ReasonCode)
 	}
@@ -256,7 +256,7 @@ func TestMaxBatchAgeExpires(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := startApp(t, sinkConfig(t, fmt.Sprintf("127.0.0.1:%d", port), `topic = "ex"
 max_batch_age = "300ms"`))
-	c := connectMQTT(t, a.broker.Addrs()[0], "ex", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "ex", nil)
 	for i := range 10 {
 		publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i))
 	}
@@ -284,7 +284,7 @@ connector = "k"
 topic = "unused"
 `
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "rm", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "rm", nil)
 	publish(t, c, "local/topic1/egress/a", 1, []byte("hello"))
 	if recs := testkit.Consume(t, addr, "local.topic1.egress.a", 1, 20*time.Second); len(recs) != 1 {
 		t.Fatal("shorthand sink delivered nothing")
@@ -300,7 +300,7 @@ func TestEnvTopicAndSelectedFields(t *testing.T) {
 	cfg = strings.Replace(cfg, `sql = 'SELECT * FROM "t/#"'`,
 		`sql = "SELECT getenv('KAFKA_TOPIC') as kafka_topic, payload.device as device FROM \"t/#\" WHERE payload.temp > 30"`, 1)
 	a := startApp(t, cfg)
-	c := connectMQTT(t, a.broker.Addrs()[0], "env", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "env", nil)
 	publish(t, c, "t/e", 1, []byte(`{"device":"cold","temp":3}`))
 	publish(t, c, "t/e", 1, []byte(`{"device":"hot","temp":40}`))
 	recs := testkit.Consume(t, addr, "envtopic", 1, 20*time.Second)
@@ -336,7 +336,7 @@ value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 	if n := len(a.sinks[0].clients); n != 3 {
 		t.Fatalf("%d Kafka clients, want 3", n)
 	}
-	c := connectMQTT(t, a.broker.Addrs()[0], "cc", nil)
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "cc", nil)
 	const n = 600
 	for i := range n {
 		publish(t, c, "t/cc", 1, fmt.Appendf(nil, "m%06d", i))

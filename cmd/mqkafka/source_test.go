@@ -394,7 +394,7 @@ topic = "loop/again"
 	}
 	produceRecords(t, addr, recs)
 
-	pub := connectMQTT(t, mqttAddr, "dev1", nil)
+	pub := testkit.MQTTClient(t, mqttAddr, "dev1", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "in/1", QoS: 1, Payload: []byte("hello"),
