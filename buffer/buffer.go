@@ -169,7 +169,7 @@ type Options struct {
 	Logger *slog.Logger
 	// Committer, for disk queues, writes and syncs this queue's groups
 	// together with those of the other queues sharing it; nil gives the
-	// queue a committer of its own.
+	// queue one of its own. Hybrid queues write when they spill.
 	Committer *Committer
 	// Overloaded, for memory queues, reports that system memory is short:
 	// each append then sheds at least as many bytes of the oldest unread

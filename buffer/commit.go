@@ -70,7 +70,7 @@ func (c *Committer) run() {
 			if len(queues) == 0 {
 				break
 			}
-			gather(pending, nil)
+			gather(pending)
 			writes = writes[:0]
 			for _, d := range queues {
 				d.mu.Lock()

@@ -20,8 +20,8 @@ import (
 //   - One tidwall/wal log per queue; the WAL index is the queue Seq. Each
 //     entry carries its own version byte and CRC32C (see entry.go).
 //   - Group commit: appenders add their records to the pending group and
-//     wake the queue's committer (a goroutine of its own, or a Committer it
-//     shares with the sink's other partitions, see commit.go), which lets
+//     wake the queue's Committer (its own, or one it shares with the sink's
+//     other partitions, see commit.go), which lets
 //     late appenders join, then writes the group as one WriteBatch and
 //     (FsyncBatch) one fsync and wakes it. An append under a Ticket does not
 //     wait: the committer reports to the ticket instead (see ticket.go).
@@ -70,8 +70,8 @@ type Disk struct {
 	memLimit int64
 	ready    chan struct{}
 	poke     chan struct{}
-	kick     chan struct{} // wakes the committer
 	stop     chan struct{}
+	own      *Committer // the queue's committer when Options gave none
 	wg       sync.WaitGroup
 	ackFile  *os.File
 
@@ -177,7 +177,6 @@ func openDisk(opts Options, hybrid bool) (*Disk, error) {
 		memLimit: opts.MemoryLimit,
 		ready:    make(chan struct{}, 1),
 		poke:     make(chan struct{}, 1),
-		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		room:     make(chan struct{}),
 		walOpts: wal.Options{
@@ -205,8 +204,8 @@ func openDisk(opts Options, hybrid bool) (*Disk, error) {
 	d.wg.Add(1)
 	go d.maintain()
 	if !hybrid && opts.Committer == nil {
-		d.wg.Add(1)
-		go d.commit()
+		d.own = NewCommitter()
+		d.opts.Committer = d.own
 	}
 	return d, nil
 }
@@ -404,14 +403,7 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	g := d.pending
 	if g.n == 0 {
 		g.first = d.nextSeq
-		if c := d.opts.Committer; c != nil {
-			c.add(d)
-		} else {
-			select {
-			case d.kick <- struct{}{}:
-			default:
-			}
-		}
+		d.opts.Committer.add(d)
 	}
 	for i := range recs {
 		r := &recs[i]
@@ -449,48 +441,18 @@ func (d *Disk) pushLocked(r *Record) {
 	d.nextSeq++
 }
 
-// commit is the queue's committer when it has no shared one: it writes
-// pending groups, one at a time, for as long as appenders keep adding to them.
-func (d *Disk) commit() {
-	defer d.wg.Done()
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.kick:
-		}
-		d.mu.Lock()
-		for d.pending.n > 0 && !d.writing {
-			gather(func() int { return d.pending.n }, &d.mu)
-			// Close may have written the group while the lock was released.
-			if d.pending.n > 0 && !d.writing {
-				d.leadLocked()
-				d.mu.Lock()
-			}
-		}
-		d.mu.Unlock()
-	}
-}
-
 // maxGather bounds how long a committer waits for appenders to join a group.
 const maxGather = 200 * time.Microsecond
 
 // gather lets appenders woken by the previous group's fsync join the pending
 // groups (n counts their records), for as long as they keep coming but not
 // longer than maxGather: under load it multiplies the records per fsync, and
-// when nobody else is runnable it costs one Gosched. mu, when set, is held
-// and released around each yield.
-func gather(n func() int, mu *sync.Mutex) {
+// when nobody else is runnable it costs one Gosched.
+func gather(n func() int) {
 	start := time.Now()
 	for seen := 0; n() > seen && time.Since(start) < maxGather; {
 		seen = n()
-		if mu != nil {
-			mu.Unlock()
-		}
 		runtime.Gosched()
-		if mu != nil {
-			mu.Lock()
-		}
 	}
 }
 
@@ -1010,6 +972,9 @@ func (d *Disk) Close() error {
 	d.mu.Unlock()
 	close(d.stop)
 	d.wg.Wait()
+	if d.own != nil {
+		d.own.Close()
+	}
 
 	d.logMu.Lock()
 	defer d.logMu.Unlock()

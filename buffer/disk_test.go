@@ -37,6 +37,9 @@ func crash(q Queue) {
 	d := q.(*Disk)
 	close(d.stop)
 	d.wg.Wait()
+	if d.own != nil {
+		d.own.Close()
+	}
 }
 
 func TestReopenDeliversUnacked(t *testing.T) {
