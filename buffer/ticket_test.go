@@ -4,19 +4,29 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// TestTicketReportsAfterWrite appends under tickets from many goroutines,
-// crashes the queue once every ticket has reported, and requires every
-// record whose ticket reported success to be on disk.
+// TestTicketReportsAfterWrite appends under tickets from many goroutines:
+// when a ticket reports, its record must already be synced; and once every
+// ticket has reported, a crash must keep every record reported durable.
 func TestTicketReportsAfterWrite(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{SegmentBytes: 4 << 10}
 	q := open(t, ModeDisk, dir, opts)
+	d := q.(*Disk)
+	var early atomic.Int64
+	checkSynced := func(seq uint64) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.synced < seq {
+			early.Add(1)
+		}
+	}
 	var mu sync.Mutex
 	durable := map[int]bool{}
 	reported := 0
@@ -28,16 +38,20 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 			defer wg.Done()
 			for i := range 50 {
 				v := a*1000 + i
+				var seq uint64 // set before Release, so before onDone runs
 				tk := NewTicket(func(failed bool) {
+					checkSynced(seq)
 					mu.Lock()
 					defer mu.Unlock()
 					reported++
 					durable[v] = !failed
 				})
-				if _, err := q.AppendSeq(tk.Context(), rec(v)); err != nil {
+				seq, err := q.AppendSeq(tk.Context(), rec(v))
+				if err != nil {
 					t.Errorf("append %d: %v", v, err)
 				}
 				if tk.Release() {
+					checkSynced(seq)
 					mu.Lock()
 					syncDone++
 					durable[v] = !tk.Failed()
@@ -52,6 +66,9 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 		defer mu.Unlock()
 		return reported+syncDone == 1000
 	})
+	if n := early.Load(); n > 0 {
+		t.Fatalf("%d tickets reported before their record was synced", n)
+	}
 	seen := crashAndReopen(t, q, dir, opts)
 	mu.Lock()
 	defer mu.Unlock()
