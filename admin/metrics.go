@@ -44,6 +44,7 @@ var (
 	dRetained         = desc("broker_retained", "Retained messages.")
 	dSubscriptions    = desc("broker_subscriptions", "Subscriptions.")
 	dBrokerDropped    = desc("broker_dropped_total", "MQTT publishes the broker did not deliver, by reason.", "reason")
+	dBrokerRefused    = desc("broker_refused_total", "Connections, packets and sessions refused for exceeding a limit, by reason.", "reason")
 )
 
 // Describe implements prometheus.Collector.
@@ -51,7 +52,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dSinkMatched, dSinkSuccess, dSinkFailed, dSinkRetried, dSinkDropped,
 		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
-		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped} {
+		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused} {
 		ch <- d
 	}
 }
@@ -111,5 +112,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dSubscriptions, b.Subscriptions)
 	for reason, n := range b.Dropped {
 		counter(dBrokerDropped, n, reason)
+	}
+	for reason, n := range b.Refused {
+		counter(dBrokerRefused, n, reason)
 	}
 }

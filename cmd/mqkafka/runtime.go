@@ -311,10 +311,13 @@ func (a *app) Config() *conf.Config {
 // Ready implements admin.Runtime.
 func (a *app) Ready() (bool, string) {
 	a.cfgMu.Lock()
-	open := a.broker != nil
+	b := a.broker
 	a.cfgMu.Unlock()
-	if !open {
+	if b == nil {
 		return false, "the MQTT listeners are not open"
+	}
+	if ok, why := b.Healthy(); !ok {
+		return false, why
 	}
 	for _, c := range a.Snapshot().Connectors {
 		if c.Status != "connected" {
@@ -346,7 +349,7 @@ func (a *app) Snapshot() admin.Snapshot {
 		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, MessagesReceived: in.MessagesReceived,
 			MessagesSent: in.MessagesSent, MessagesDropped: in.MessagesDropped + in.InflightDropped, BytesReceived: in.BytesReceived,
 			BytesSent: in.BytesSent, Retained: in.Retained, Subscriptions: in.Subscriptions, Inflight: in.Inflight,
-			Dropped: a.broker.Drops()}
+			Dropped: a.broker.Drops(), Refused: a.broker.Refused()}
 		s.Listeners = a.broker.Addrs()
 	}
 	status := map[string]producer.Status{}
