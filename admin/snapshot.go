@@ -35,7 +35,8 @@ type BrokerStats struct {
 	Subscriptions    int64 `json:"subscriptions"`
 	Inflight         int64 `json:"inflight"`
 	// Dropped counts publishes the broker did not deliver, by reason:
-	// not_authorized, max_inflight, max_client_writes_pending.
+	// not_authorized, not_authorized_delivery, max_inflight,
+	// max_client_writes_pending.
 	Dropped map[string]int64 `json:"dropped"`
 	// Refused counts what clients were refused for exceeding a limit, by
 	// reason (the limit's config key or the cause).

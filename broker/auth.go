@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -141,6 +142,12 @@ type accessHook struct {
 	auth *authenticator
 	acl  *acl // nil: every authenticated client may do anything
 	log  *slog.Logger
+	// refused counts the CONNECTs refused a session another user owns.
+	refused *refusals
+
+	// sessionOwner: a session belongs to the user name that made it
+	// (session_owner_check).
+	sessionOwner bool
 
 	minKeepalive, maxKeepalive uint16 // seconds, 0: no bound
 	maxPacketSize              uint32
@@ -177,13 +184,15 @@ func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*access
 		maxKeepalive:    uint16(cfg.MaxKeepalive / time.Second),
 		maxPacketSize:   uint32(cfg.MaxPacketSize),
 		retainAvailable: cfg.RetainAvailable,
+		sessionOwner:    cfg.SessionOwnerCheck,
 	}, nil
 }
 
 func (h *accessHook) ID() string { return "mqkafka-access" }
 
 func (h *accessHook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPacketEncode
+	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPacketEncode ||
+		(b == mqtt.OnSessionInherit && h.sessionOwner)
 }
 
 // OnConnect applies min_keepalive and max_keepalive. An MQTT 5 client is told
@@ -226,6 +235,23 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if logAllowed(&h.lastRefusal) {
 		h.log.Info("client refused: bad user name or password (logged at most once a second)", "client", cl.ID,
 			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	return false
+}
+
+// OnSessionInherit lets a client resume, take over or discard (clean start)
+// a session only if both connected with the same user name: the session's
+// subscriptions and queued messages were granted to its owner, and a client
+// id is no secret. Anonymous clients share the user name "", so they can take
+// over each other's sessions, as the ACL cannot tell them apart anyway.
+func (h *accessHook) OnSessionInherit(cl, existing *mqtt.Client) bool {
+	if bytes.Equal(cl.Properties.Username, existing.Properties.Username) {
+		return true
+	}
+	h.refused.add("session_owner")
+	if logAllowed(&h.lastRefusal) {
+		h.log.Info("client refused: its client id belongs to another user's session (logged at most once a second)",
+			"client", cl.ID, "username", string(cl.Properties.Username), "remote", cl.Net.Remote)
 	}
 	return false
 }

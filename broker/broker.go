@@ -61,6 +61,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {
 		return nil, err
 	}
+	b.access.refused = b.refused
 	if b.access.auth.refusesAll() {
 		log.Warn("every MQTT client will be refused: [broker.auth] allow_anonymous is false and no users are configured")
 	}

@@ -29,6 +29,9 @@ type Broker struct {
 	// Persistence keeps sessions, subscriptions, queued and in-flight QoS 1/2
 	// messages and retained messages in <data_dir>/mqtt/ across restarts.
 	Persistence bool `toml:"persistence"`
+	// SessionOwnerCheck refuses a CONNECT that would resume, take over or
+	// discard a session another user name made.
+	SessionOwnerCheck bool `toml:"session_owner_check"`
 
 	// MaxPacketSize is the largest MQTT packet a client may send.
 	MaxPacketSize ByteSize `toml:"max_packet_size"`
@@ -64,6 +67,7 @@ func DefaultBroker() Broker {
 		Listeners:              []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:                "data",
 		Persistence:            true,
+		SessionOwnerCheck:      true,
 		MaxPacketSize:          1 * MB,
 		MaxInflight:            8192,
 		MaxClientWritesPending: 8192,

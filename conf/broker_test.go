@@ -54,7 +54,7 @@ func TestBrokerDefaults(t *testing.T) {
 	}
 	want := Broker{
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
-		DataDir:   "data", Persistence: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
+		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
 		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {

@@ -55,6 +55,7 @@ const (
 	StoredInflightMessages
 	StoredRetainedMessages
 	StoredSysInfo
+	OnSessionInherit // mqkafka patch: last, so that the other values keep upstream's
 )
 
 var (
@@ -85,6 +86,7 @@ type Hook interface {
 	OnConnect(cl *Client, pk packets.Packet) error
 	OnSessionEstablish(cl *Client, pk packets.Packet)
 	OnSessionEstablished(cl *Client, pk packets.Packet)
+	OnSessionInherit(cl, existing *Client) bool
 	OnDisconnect(cl *Client, err error, expire bool)
 	OnAuthPacket(cl *Client, pk packets.Packet) (packets.Packet, error)
 	OnPacketRead(cl *Client, pk packets.Packet) (packets.Packet, error) // triggers when a new packet is received by a client, but before packet validation
@@ -254,6 +256,22 @@ func (h *Hooks) OnSessionEstablished(cl *Client, pk packets.Packet) {
 			hook.OnSessionEstablished(cl, pk)
 		}
 	}
+}
+
+// OnSessionInherit is called when a client connects with the client id of a
+// session the server holds (connected or not), before the new client resumes,
+// takes over or discards it. If any hook returns false, the client is refused
+// with CONNACK "not authorized" and the session stays as it is.
+//
+// mqkafka patch: upstream let any client with a session's client id take it,
+// with its subscriptions and queued messages.
+func (h *Hooks) OnSessionInherit(cl, existing *Client) bool {
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnSessionInherit) && !hook.OnSessionInherit(cl, existing) {
+			return false
+		}
+	}
+	return true
 }
 
 // OnDisconnect is called when a client is disconnected for any reason.
@@ -756,6 +774,9 @@ func (h *HookBase) OnSessionEstablish(cl *Client, pk packets.Packet) {}
 
 // OnSessionEstablished is called when a new client establishes a session (after OnConnect).
 func (h *HookBase) OnSessionEstablished(cl *Client, pk packets.Packet) {}
+
+// OnSessionInherit is called before a client inherits the session of existing.
+func (h *HookBase) OnSessionInherit(cl, existing *Client) bool { return true }
 
 // OnDisconnect is called when a client is disconnected for any reason.
 func (h *HookBase) OnDisconnect(cl *Client, err error, expire bool) {}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -148,7 +149,52 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+
+	// mqkafka patch: session hand-overs are serialised per client id, so that
+	// the OnSessionInherit verdict still holds when the session is inherited.
+	handovers clientIDLocks
+	// mqkafka patch: messages not delivered to a client the ACL denies them to.
+	deliveriesDenied atomic.Int64
 }
+
+// clientIDLocks is a mutex per client id, kept while in use.
+type clientIDLocks struct {
+	mu sync.Mutex
+	m  map[string]*clientIDLock
+}
+
+type clientIDLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks id and returns its unlock.
+func (l *clientIDLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*clientIDLock{}
+	}
+	e := l.m[id]
+	if e == nil {
+		e = &clientIDLock{}
+		l.m[id] = e
+	}
+	e.users++
+	l.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// DeliveriesDenied is how many messages were not delivered to a client
+// because OnACLCheck denied it the topic (mqkafka patch).
+func (s *Server) DeliveriesDenied() int64 { return s.deliveriesDenied.Load() }
 
 // loop contains interval tickers for the system events loop.
 type loop struct {
@@ -458,8 +504,20 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
+	// mqkafka patch: a hook may refuse the hand-over of an existing session
+	// (to a client of another user); the check, the hand-over and Add are one
+	// step per client id, so that no concurrent CONNECT slips in between.
+	unlock := s.handovers.lock(cl.ID)
+	if existing, ok := s.Clients.Get(cl.ID); ok && !s.hooks.OnSessionInherit(cl, existing) {
+		unlock()
+		if err := s.SendConnack(cl, packets.ErrNotAuthorized, false, nil); err != nil {
+			return fmt.Errorf("refused session send ack: %w", err)
+		}
+		return packets.ErrNotAuthorized
+	}
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	unlock()
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -469,6 +527,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
 	if sessionPresent {
+		s.dropDeniedInflights(cl)
 		err = cl.ResendInflightMessages(true)
 		if err != nil {
 			return fmt.Errorf("resend inflight: %w", err)
@@ -496,6 +555,26 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	return err
+}
+
+// dropDeniedInflights deletes the messages of a resumed session that the ACL
+// denies its new client: they were checked against the client they were
+// queued for, which may have been another user's or had other permissions
+// before a restart.
+//
+// mqkafka patch: upstream resent them unchecked. Messages queued later, in
+// publishToClient, are checked against this client there.
+func (s *Server) dropDeniedInflights(cl *Client) {
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.FixedHeader.Type != packets.Publish || s.hooks.OnACLCheck(cl, pk.TopicName, false) {
+			continue
+		}
+		s.deliveriesDenied.Add(1)
+		if cl.State.Inflight.Delete(pk.PacketID) {
+			s.hooks.OnQosDropped(cl, pk)
+			atomic.AddInt64(&s.Info.Inflight, -1)
+		}
+	}
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
@@ -1061,6 +1140,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	out := pk.Copy(false)
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
+		s.deliveriesDenied.Add(1) // mqkafka patch
 		return out, packets.ErrNotAuthorized
 	}
 	if !sub.FwdRetainedFlag && ((cl.Properties.ProtocolVersion == 5 && !sub.RetainAsPublished) || cl.Properties.ProtocolVersion < 5) { // ![MQTT-3.3.1-13] [v3 MQTT-3.3.1-9]
