@@ -58,6 +58,11 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		}
 	}()
 	b = &Broker{srv: srv, log: log, refused: new(refusals)}
+	// First, so that nothing spends work on what it refuses.
+	limits := newLimitsHook(srv, cfg, b.refused, log.With("component", "limits"))
+	if err := srv.AddHook(limits, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
 	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {
 		return nil, err
 	}
@@ -85,6 +90,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
 	b.acks = h.acks
 	b.access.drain = h.acks.drain
+	limits.drain = h.acks.drain
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,8 +186,7 @@ func (h *storeHook) write() {
 	}
 }
 
-// apply makes a batch's changes. A change bbolt refuses (a retained
-// message on a topic longer than its 32KB key limit) is logged and left
+// apply makes a batch's changes. A change bbolt refuses is logged and left
 // out; it must not cost the rest of the batch.
 func (h *storeHook) apply(b *bbolt.Bucket, batch []storeOp) {
 	for _, op := range batch {
@@ -206,19 +207,21 @@ func (h *storeHook) apply(b *bbolt.Bucket, batch []storeOp) {
 }
 
 // deleteClient removes a client's record, subscriptions and in-flight
-// messages. Keys are "<kind>_<client id>:…" and client ids may hold ':', so
-// each record's own client field decides.
+// messages. Keys are "<kind>_<client id>:…" (or the long form, see
+// storeKey) and client ids may hold ':', so each record's own client field
+// decides.
 func deleteClient(b *bbolt.Bucket, id string) error {
-	if err := b.Delete([]byte(storage.ClientKey + "_" + id)); err != nil {
+	if err := b.Delete([]byte(clientKey(id))); err != nil {
 		return err
 	}
 	var doomed [][]byte
 	for _, kind := range []string{storage.SubscriptionKey, storage.InflightKey} {
-		prefix := []byte(kind + "_" + id + ":")
-		c := b.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if recordClient(kind, v) == id {
-				doomed = append(doomed, bytes.Clone(k))
+		for _, prefix := range []string{kind + "_" + id + ":", kind + "_" + longKeyMark + digest(id) + ":"} {
+			c := b.Cursor()
+			for k, v := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+				if recordClient(kind, v) == id {
+					doomed = append(doomed, bytes.Clone(k))
+				}
 			}
 		}
 	}
@@ -254,13 +257,39 @@ func (h *storeHook) writeFailed(key string, err error) {
 	}
 }
 
-func clientKey(id string) string { return storage.ClientKey + "_" + id }
+// Keys are mochi's, "<kind>_<client id>" and "<kind>_<client id>:<filter or
+// packet id>", "<kind>_<topic>", as long as bbolt takes them (32KB). A longer
+// one, which MQTT allows (a client id and a filter are 64KB each), is
+// "<kind>_\x00" and the SHA-256 of the client id (":" and the SHA-256 of the
+// filter or the packet id follow), or of the topic: a client's records stay
+// under two prefixes, and NUL, which MQTT forbids in its strings
+// [MQTT-1.5.4-2], cannot clash with a mochi key. Keys stay UTF-8 text, as
+// the records holding them are JSON. Records hold the full values and are
+// restored by them.
+const longKeyMark = "\x00"
+
+func clientKey(id string) string { return storeKey(storage.ClientKey, id, "", "") }
 func subscriptionKey(id, filter string) string {
-	return storage.SubscriptionKey + "_" + id + ":" + filter
+	return storeKey(storage.SubscriptionKey, id, ":", filter)
 }
-func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
+func retainedKey(topic string) string { return storeKey(storage.RetainedKey, topic, "", "") }
 func inflightKey(id string, pk packets.Packet) string {
-	return storage.InflightKey + "_" + id + ":" + pk.FormatID()
+	return storeKey(storage.InflightKey, id, ":", pk.FormatID())
+}
+
+func storeKey(kind, id, sep, rest string) string {
+	if len(kind)+1+len(id)+len(sep)+len(rest) <= bbolt.MaxKeySize {
+		return kind + "_" + id + sep + rest
+	}
+	if kind == storage.SubscriptionKey {
+		rest = digest(rest)
+	}
+	return kind + "_" + longKeyMark + digest(id) + sep + rest
+}
+
+func digest(s string) string {
+	d := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(d[:])
 }
 
 // OnSessionEstablished stores the client.

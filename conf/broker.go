@@ -57,6 +57,13 @@ type Broker struct {
 	// MaxSessionExpiry is the longest a disconnected persistent session is
 	// kept (MQTT 3 sessions are kept this long); 0 means no limit.
 	MaxSessionExpiry time.Duration `toml:"max_session_expiry"`
+	// MaxTopicLevels bounds the levels of a topic name or filter a client
+	// sends; matching costs grow with the square of the depth.
+	MaxTopicLevels int `toml:"max_topic_levels"`
+	// MaxTopicLength bounds a topic name or filter's length in bytes.
+	MaxTopicLength int `toml:"max_topic_length"`
+	// MaxClientIDLen bounds a client id's length in bytes.
+	MaxClientIDLen int `toml:"max_clientid_len"`
 }
 
 // DefaultBroker is the [broker] table's defaults: mochi-mqtt's, except
@@ -74,6 +81,9 @@ func DefaultBroker() Broker {
 		ReceiveMaximum:         1024,
 		RetainAvailable:        true,
 		MaxMessageExpiry:       24 * time.Hour,
+		MaxTopicLevels:         128,
+		MaxTopicLength:         4096,
+		MaxClientIDLen:         65535,
 	}
 }
 
@@ -200,6 +210,17 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	// Message Expiry Interval is a 32-bit number of seconds.
 	seconds("broker.max_message_expiry", b.MaxMessageExpiry, (1<<32-1)*time.Second)
 	seconds("broker.max_session_expiry", b.MaxSessionExpiry, (1<<32-1)*time.Second)
+	// MQTT strings are at most 65535 bytes.
+	if b.MaxTopicLevels < 1 || b.MaxTopicLevels > 65535 {
+		bad("broker.max_topic_levels", "must be between 1 and 65535")
+	}
+	if b.MaxTopicLength < 1 || b.MaxTopicLength > 65535 {
+		bad("broker.max_topic_length", "must be between 1 and 65535 bytes (MQTT's limit)")
+	}
+	// A server must accept client ids of 1 to 23 bytes [MQTT-3.1.3-5].
+	if b.MaxClientIDLen < 23 || b.MaxClientIDLen > 65535 {
+		bad("broker.max_clientid_len", "must be between 23 (MQTT's minimum) and 65535 bytes (MQTT's limit)")
+	}
 }
 
 func (c *Config) validateListeners(bad func(path, format string, args ...any), enum func(path, v string, allowed ...string)) {

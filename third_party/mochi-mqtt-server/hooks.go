@@ -55,7 +55,8 @@ const (
 	StoredInflightMessages
 	StoredRetainedMessages
 	StoredSysInfo
-	OnSessionInherit // mqkafka patch: last, so that the other values keep upstream's
+	OnSessionInherit // mqkafka patch: after upstream's values, so that those keep their numbers
+	OnTopicCheck // mqkafka patch
 )
 
 var (
@@ -82,6 +83,7 @@ type Hook interface {
 	OnStopped()
 	OnConnectAuthenticate(cl *Client, pk packets.Packet) bool
 	OnACLCheck(cl *Client, topic string, write bool) bool
+	OnTopicCheck(cl *Client, topic string, filter bool) bool // mqkafka patch
 	OnSysInfoTick(*system.Info)
 	OnConnect(cl *Client, pk packets.Packet) error
 	OnSessionEstablish(cl *Client, pk packets.Packet)
@@ -707,6 +709,19 @@ func (h *Hooks) OnACLCheck(cl *Client, topic string, write bool) bool {
 	return false
 }
 
+// OnTopicCheck is called with each topic name (PUBLISH) and topic filter
+// (SUBSCRIBE, UNSUBSCRIBE) a network client sends, before the broker, the
+// ACL or any other hook spends work on it; if any hook returns false, the
+// topic is refused as invalid (mqkafka patch: topic size limits).
+func (h *Hooks) OnTopicCheck(cl *Client, topic string, filter bool) bool {
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnTopicCheck) && !hook.OnTopicCheck(cl, topic, filter) {
+			return false
+		}
+	}
+	return true
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {
@@ -761,6 +776,11 @@ func (h *HookBase) OnConnectAuthenticate(cl *Client, pk packets.Packet) bool {
 // OnACLCheck is called when a user attempts to subscribe or publish to a topic.
 func (h *HookBase) OnACLCheck(cl *Client, topic string, write bool) bool {
 	return false
+}
+
+// OnTopicCheck accepts every topic.
+func (h *HookBase) OnTopicCheck(cl *Client, topic string, filter bool) bool {
+	return true
 }
 
 // OnConnect is called when a new client connects.

@@ -763,6 +763,9 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		if code != packets.CodeSuccess {
 			return code
 		}
+		if !cl.Net.Inline && !s.hooks.OnTopicCheck(cl, pk.TopicName, false) {
+			return s.refuseTopicName(cl, pk)
+		}
 		err = s.processPublish(cl, pk)
 	case packets.Puback:
 		err = s.processPuback(cl, pk)
@@ -824,6 +827,26 @@ func (s *Server) sendWaiting(cl *Client) {
 			return // still in flight: resent if the session resumes
 		}
 	}
+}
+
+// refuseTopicName answers a publish whose topic OnTopicCheck refused before
+// anything else sees it. An alias-only publish carries no topic and so is
+// never refused here: its alias was set by a publish whose topic passed.
+//
+// mqkafka patch: MQTT 5 answers a QoS 1/2 publish with PUBACK/PUBREC 0x90
+// (3.4.2.1, 3.5.2.1); a QoS 0 publish has no answer (4.3.1), so the client is
+// sent DISCONNECT 0x90 (3.14.2.1) and closed. MQTT 3.1.1 has no negative
+// acknowledgement: a server either acknowledges or closes the connection
+// (3.1.1 section 3.3.5), so it is closed.
+func (s *Server) refuseTopicName(cl *Client, pk packets.Packet) error {
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		ackType := packets.Puback
+		if pk.FixedHeader.Qos == 2 {
+			ackType = packets.Pubrec
+		}
+		return cl.WritePacket(s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrTopicNameInvalid))
+	}
+	return packets.ErrTopicNameInvalid
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -1367,6 +1390,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 		if code != packets.CodeSuccess {
 			reasonCodes[i] = code.Code // NB 3.9.3 Non-normative 0x91
 			continue
+		} else if !s.hooks.OnTopicCheck(cl, sub.Filter, true) { // mqkafka patch
+			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 		} else if sub.NoLocal && IsSharedFilter(sub.Filter) {
@@ -1435,11 +1460,25 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
+	// mqkafka patch: an MQTT 3.1.1 UNSUBACK has no reason codes, so a filter
+	// OnTopicCheck refuses closes the connection, before any is unsubscribed.
+	if cl.Properties.ProtocolVersion < 5 {
+		for _, sub := range pk.Filters {
+			if !s.hooks.OnTopicCheck(cl, sub.Filter, true) {
+				return packets.ErrTopicFilterInvalid
+			}
+		}
+	}
+
 	pk = s.hooks.OnUnsubscribe(cl, pk)
 	reasonCodes := make([]byte, len(pk.Filters))
 	for i, sub := range pk.Filters { // [MQTT-3.10.4-6] [MQTT-3.11.3-1]
 		if code != packets.CodeSuccess {
 			reasonCodes[i] = code.Code // NB 3.11.3 Non-normative 0x91
+			continue
+		}
+		if cl.Properties.ProtocolVersion == 5 && !s.hooks.OnTopicCheck(cl, sub.Filter, true) { // mqkafka patch
+			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 			continue
 		}
 

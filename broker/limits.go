@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqkafka/mqkafka/conf"
+)
+
+// Refusal reasons of limitsHook, named after their config keys.
+const (
+	reasonTopicLevels = "max_topic_levels"
+	reasonTopicLength = "max_topic_length"
+	reasonClientIDLen = "max_clientid_len"
+)
+
+// limitsHook refuses client ids, will topics, topic names and topic filters
+// over [broker] max_clientid_len, max_topic_levels and max_topic_length. It
+// is the first hook, and mochi asks it (OnTopicCheck, a patch) before the
+// ACL, the rules or the topic tree see a topic: the tree's cost grows with
+// the square of a topic's levels, so one deep topic would otherwise cost
+// seconds of CPU.
+type limitsHook struct {
+	mqtt.HookBase
+	srv                            *mqtt.Server
+	maxLevels, maxLength, maxIDLen int
+	refused                        *refusals
+	log                            *slog.Logger
+	// drain waits for a client's deferred PUBACKs, which mochi's PUBACK
+	// 0x90 for a refused publish must not overtake.
+	drain func(*mqtt.Client)
+
+	lastLog atomic.Int64 // unix ns of the last refusal logged
+}
+
+func newLimitsHook(srv *mqtt.Server, cfg conf.Broker, refused *refusals, log *slog.Logger) *limitsHook {
+	return &limitsHook{srv: srv, maxLevels: cfg.MaxTopicLevels, maxLength: cfg.MaxTopicLength,
+		maxIDLen: cfg.MaxClientIDLen, refused: refused, log: log}
+}
+
+func (h *limitsHook) ID() string { return "mqkafka-limits" }
+
+func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnConnect || b == mqtt.OnTopicCheck }
+
+// exceeds returns the limit topic is over, or "". It looks at the length
+// and counts '/' bytes: linear and allocation-free whatever the client sent.
+// A shared subscription's "$share/<group>/" is not matched against topics,
+// so its levels do not count, as in EMQX.
+func (h *limitsHook) exceeds(topic string, filter bool) string {
+	if len(topic) > h.maxLength {
+		return reasonTopicLength
+	}
+	if filter && len(topic) > len(mqtt.SharePrefix) && strings.EqualFold(topic[:len(mqtt.SharePrefix)+1], mqtt.SharePrefix+"/") {
+		if _, f, ok := strings.Cut(topic[len(mqtt.SharePrefix)+1:], "/"); ok {
+			topic = f
+		}
+	}
+	if strings.Count(topic, "/") >= h.maxLevels {
+		return reasonTopicLevels
+	}
+	return ""
+}
+
+// OnTopicCheck refuses a topic name or filter over the limits; mochi then
+// answers it as an invalid topic (MQKAFKA_PATCHES.md).
+func (h *limitsHook) OnTopicCheck(cl *mqtt.Client, topic string, filter bool) bool {
+	reason := h.exceeds(topic, filter)
+	if reason == "" {
+		return true
+	}
+	if !filter && h.drain != nil {
+		h.drain(cl)
+	}
+	h.refuse(cl, reason, len(topic))
+	return false
+}
+
+// OnConnect refuses a client id over max_clientid_len (CONNACK 0x85, MQTT
+// 3.1.1: 0x02 identifier rejected) and a will topic over the topic limits:
+// CONNACK 0x90 for MQTT 5; MQTT 3.1.1 has no return code for it, so the
+// connection is closed without a CONNACK [MQTT-3.2.2-6].
+func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	code, reason, n := packets.CodeSuccess, "", 0
+	if len(cl.ID) > h.maxIDLen {
+		code, reason, n = packets.ErrClientIdentifierNotValid, reasonClientIDLen, len(cl.ID)
+	} else if pk.Connect.WillFlag {
+		if reason = h.exceeds(pk.Connect.WillTopic, false); reason != "" {
+			code, n = packets.ErrTopicNameInvalid, len(pk.Connect.WillTopic)
+		}
+	}
+	if reason == "" {
+		return nil
+	}
+	h.refuse(cl, reason, n)
+	if code == packets.ErrClientIdentifierNotValid || cl.Properties.ProtocolVersion == 5 {
+		if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+			return errors.Join(code, err)
+		}
+	}
+	return code
+}
+
+// refuse counts a refusal and logs it at most once a second, without the
+// id or topic, which can be 64KB.
+func (h *limitsHook) refuse(cl *mqtt.Client, reason string, n int) {
+	h.refused.add(reason)
+	if logAllowed(&h.lastLog) {
+		h.log.Info("refused: over a limit (logged at most once a second)", "limit", reason,
+			"bytes", n, "remote", cl.Net.Remote, "protocol", cl.Properties.ProtocolVersion)
+	}
+}
