@@ -56,7 +56,7 @@ const (
 	StoredRetainedMessages
 	StoredSysInfo
 	OnSessionInherit // mqkafka patch: after upstream's values, so that those keep their numbers
-	OnTopicCheck // mqkafka patch
+	OnTopicCheck     // mqkafka patch
 )
 
 var (
