@@ -55,7 +55,7 @@ func TestBrokerDefaults(t *testing.T) {
 	want := Broker{
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:   "data", Persistence: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
-		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour,
+		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, IdleTimeout: 15 * time.Second,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg.Broker, want)
@@ -92,6 +92,7 @@ max_keepalive = "5m"
 retain_available = false
 max_message_expiry = "0s"
 max_session_expiry = "2h"
+idle_timeout = "300ms"
 [broker.auth]
 allow_anonymous = true
 users_file = %[3]q
@@ -124,7 +125,7 @@ topics = ["eq #", "sensors/${clientid}/+", "${username}/#"]
 	}
 	if b.Persistence || b.MaxPacketSize != 256*KB || b.MaxInflight != 100 || b.MaxClientWritesPending != 500 ||
 		b.ReceiveMaximum != 32 || b.MaxClients != 10000 || b.MinKeepalive != 10*time.Second || b.MaxKeepalive != 5*time.Minute ||
-		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour {
+		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour || b.IdleTimeout != 300*time.Millisecond {
 		t.Errorf("limits: %+v", b)
 	}
 	wantUsers := []User{{"admin", Secret(adminHash)}, {"dev1", Secret(strings.Split(fileText, ":")[1][:60])}}
@@ -185,6 +186,7 @@ func TestBrokerBadValues(t *testing.T) {
 		{"[broker]\nmin_keepalive = \"2m\"\nmax_keepalive = \"1m\"\n", 2, "broker.min_keepalive: must not be above max_keepalive"},
 		{"[broker]\nmax_message_expiry = \"1.5s\"\n", 2, "broker.max_message_expiry: must be a whole number of seconds"},
 		{"[broker]\nmax_session_expiry = \"-1s\"\n", 2, "broker.max_session_expiry: must be between 0s and"},
+		{"[broker]\nidle_timeout = \"0s\"\n", 2, "broker.idle_timeout: must be above 0"},
 		{"[broker]\npersistence = \"yes\"\n", 2, "broker.persistence: expected a boolean"},
 		{"[[broker.auth.users]]\nusername = \"u\"\npassword_hash = \"secret\"\n", 3, "broker.auth.users[0].password_hash: not a bcrypt hash"},
 		{"[[broker.auth.users]]\nusername = \"u\"\npassword_hash = \"$2a$10$short\"\n", 3, "broker.auth.users[0].password_hash: not a valid bcrypt hash"},
