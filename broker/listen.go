@@ -55,7 +55,9 @@ type listener struct {
 
 	closing, stopped atomic.Bool
 	failed           atomic.Pointer[acceptFailure] // the last failed accept; nil once one succeeds
-	lastLog          atomic.Int64                  // unix ns of the last failure logged
+	// unix ns of the last failure and recovery logged: near the limit,
+	// accepts can fail and succeed by turns
+	lastLog, lastRecovery atomic.Int64
 }
 
 type acceptFailure struct {
@@ -92,7 +94,9 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 func (l *listener) acceptError(err error) {
 	if err == nil {
 		l.failed.Store(nil)
-		l.log.Info("MQTT listener accepts connections again")
+		if logAllowed(&l.lastRecovery) {
+			l.log.Info("MQTT listener accepts connections again (logged at most once a second)")
+		}
 		return
 	}
 	l.acceptErrors.Add(1)
