@@ -36,6 +36,8 @@ var (
 	dRuleFailed       = desc("rule_failed_total", "Publishes the rule failed on.", "rule")
 	dRuleNoResult     = desc("rule_no_result_total", "Publishes the rule's WHERE rejected.", "rule")
 	dConnections      = desc("broker_connections", "Connected MQTT clients.")
+	dConnPending      = desc("broker_connections_pending", "Connections accepted that have not sent CONNECT yet.")
+	dAcceptErrors     = desc("broker_accept_errors_total", "Failed accepts on the MQTT listeners (retried), e.g. out of file descriptors.")
 	dMsgReceived      = desc("broker_messages_received_total", "MQTT publishes received.")
 	dMsgSent          = desc("broker_messages_sent_total", "MQTT publishes sent.")
 	dMsgDropped       = desc("broker_messages_dropped_total", "MQTT publishes dropped to slow subscribers.")
@@ -52,7 +54,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dSinkMatched, dSinkSuccess, dSinkFailed, dSinkRetried, dSinkDropped,
 		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
-		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused} {
+		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
+		dConnPending, dAcceptErrors} {
 		ch <- d
 	}
 }
@@ -103,6 +106,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	b := s.Broker
 	gauge(dConnections, b.Connections)
+	gauge(dConnPending, b.ConnectionsPending)
+	counter(dAcceptErrors, b.AcceptErrors)
 	counter(dMsgReceived, b.MessagesReceived)
 	counter(dMsgSent, b.MessagesSent)
 	counter(dMsgDropped, b.MessagesDropped)

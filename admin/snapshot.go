@@ -25,7 +25,13 @@ type Snapshot struct {
 
 // BrokerStats are the MQTT broker's figures.
 type BrokerStats struct {
-	Connections      int64 `json:"connections"`
+	Connections int64 `json:"connections"`
+	// ConnectionsPending are connections accepted that have not sent
+	// CONNECT yet; idle_timeout closes them.
+	ConnectionsPending int64 `json:"connections_pending"`
+	// AcceptErrors counts failed accepts (e.g. out of file descriptors),
+	// which the listeners retry.
+	AcceptErrors     int64 `json:"accept_errors"`
 	MessagesReceived int64 `json:"messages_received"`
 	MessagesSent     int64 `json:"messages_sent"`
 	MessagesDropped  int64 `json:"messages_dropped"`

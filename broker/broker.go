@@ -32,14 +32,17 @@ type Publisher interface {
 
 // Broker is the running MQTT broker.
 type Broker struct {
-	srv    *mqtt.Server
-	ids    []string
-	log    *slog.Logger
-	access *accessHook
-	store  *storeHook // nil without persistence
-	acks   *acks
+	srv       *mqtt.Server
+	listeners []*listener
+	log       *slog.Logger
+	access    *accessHook
+	store     *storeHook // nil without persistence
+	acks      *acks
 	// refused counts what clients were refused, by reason (Refused).
 	refused *refusals
+	// pending holds the connections that have not sent CONNECT yet.
+	pending      *pending
+	acceptErrors atomic.Int64
 
 	closeOnce sync.Once
 }
@@ -58,7 +61,12 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		}
 	}()
 	b = &Broker{srv: srv, log: log, refused: new(refusals)}
-	// First, so that nothing spends work on what it refuses.
+	b.pending = newPending(cfg.IdleTimeout, b.refused.counter("idle_timeout"))
+	// First, so that a CONNECT is noted before any hook refuses it.
+	if err := srv.AddHook(b.pending, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	// Before the others, so that nothing spends work on what it refuses.
 	limits := newLimitsHook(srv, cfg, b.refused, log.With("component", "limits"))
 	if err := srv.AddHook(limits, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -99,14 +107,14 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	}
 	for i, lc := range cfg.Listeners {
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
-		l, err := newListener(id, lc)
+		l, err := newListener(id, lc, b.pending, &b.acceptErrors, log)
 		if err != nil {
 			return nil, fmt.Errorf("broker: listener %s: %w", lc.Address, err)
 		}
 		if err := srv.AddListener(l); err != nil {
 			return nil, fmt.Errorf("broker: listener %s: %w", lc.Address, err)
 		}
-		b.ids = append(b.ids, id)
+		b.listeners = append(b.listeners, l)
 	}
 	return b, nil
 }
@@ -155,10 +163,8 @@ func (b *Broker) Start() error {
 // Addrs returns the listeners' bound addresses.
 func (b *Broker) Addrs() []string {
 	var out []string
-	for _, id := range b.ids {
-		if l, ok := b.srv.Listeners.Get(id); ok {
-			out = append(out, l.Address())
-		}
+	for _, l := range b.listeners {
+		out = append(out, l.Address())
 	}
 	return out
 }
@@ -169,7 +175,21 @@ func (b *Broker) Refused() map[string]int64 { return b.refused.snapshot() }
 
 // Healthy reports whether every listener still accepts connections, and
 // why not.
-func (b *Broker) Healthy() (bool, string) { return true, "" }
+func (b *Broker) Healthy() (bool, string) {
+	for _, l := range b.listeners {
+		if ok, why := l.health(); !ok {
+			return false, why
+		}
+	}
+	return true, ""
+}
+
+// Pending is how many connections have not sent CONNECT yet.
+func (b *Broker) Pending() int { return b.pending.len() }
+
+// AcceptErrors counts the accepts that failed (and were retried), e.g.
+// for want of file descriptors.
+func (b *Broker) AcceptErrors() int64 { return b.acceptErrors.Load() }
 
 // Close stops accepting, disconnects every client, commits the session
 // store and stops the broker. Only the first call does anything: mochi
@@ -177,6 +197,7 @@ func (b *Broker) Healthy() (bool, string) { return true, "" }
 func (b *Broker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
+		b.pending.close()
 		err = b.srv.Close()
 		b.acks.wait()
 	})

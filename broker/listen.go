@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,7 +22,7 @@ import (
 )
 
 // newListener builds one configured listener.
-func newListener(id string, l conf.Listener) (listeners.Listener, error) {
+func newListener(id string, l conf.Listener, p *pending, acceptErrors *atomic.Int64, log *slog.Logger) (*listener, error) {
 	var tc *tls.Config
 	if l.TLS() {
 		var err error
@@ -26,10 +30,96 @@ func newListener(id string, l conf.Listener) (listeners.Listener, error) {
 			return nil, err
 		}
 	}
+	w := &listener{pending: p, acceptErrors: acceptErrors, log: log.With("listener", id)}
 	if l.WebSocket() {
-		return &wsListener{id: id, address: l.Address, path: l.Path, tls: tc}, nil
+		w.Listener = &wsListener{id: id, address: l.Address, path: l.Path, tls: tc, pending: p, onAcceptError: w.acceptError}
+	} else {
+		w.Listener = listeners.NewTCP(listeners.Config{ID: id, Address: l.Address, TLSConfig: tc, OnAcceptError: w.acceptError})
 	}
-	return listeners.NewTCP(listeners.Config{ID: id, Address: l.Address, TLSConfig: tc}), nil
+	return w, nil
+}
+
+// failingFor is how long after its last failed accept a listener counts as
+// unable to accept: its retries come at least once a second while accepts
+// fail, and with no connection waiting it has nothing to fail on.
+const failingFor = 2 * time.Second
+
+// listener is a configured listener as the broker serves it: connections
+// wait for CONNECT in pending, and what keeps it from accepting is counted,
+// logged and reported by Healthy.
+type listener struct {
+	listeners.Listener
+	pending      *pending
+	acceptErrors *atomic.Int64
+	log          *slog.Logger
+
+	closing, stopped atomic.Bool
+	failed           atomic.Pointer[acceptFailure] // the last failed accept; nil once one succeeds
+	// unix ns of the last failure and recovery logged: near the limit,
+	// accepts can fail and succeed by turns
+	lastLog, lastRecovery atomic.Int64
+}
+
+type acceptFailure struct {
+	at  time.Time
+	err error
+}
+
+// Serve serves until Close; returning before is a stopped listener.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.Listener.Serve(func(id string, c net.Conn) error {
+		l.pending.add(c)
+		err := establish(id, c)
+		if l.pending.done(c) && err != nil {
+			// Anyone can open a socket: one line each would let them fill the log.
+			l.log.Debug("connection closed before CONNECT", "remote", c.RemoteAddr().String(), "err", err)
+			return nil
+		}
+		return err
+	})
+	if !l.closing.Load() {
+		l.stopped.Store(true)
+		l.log.Error("MQTT listener stopped accepting connections")
+	}
+}
+
+// Close stops the listener.
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.closing.Store(true)
+	l.Listener.Close(closeClients)
+}
+
+// acceptError is told of each failed accept, which the listener retries,
+// and with nil of the success after them.
+func (l *listener) acceptError(err error) {
+	if err == nil {
+		l.failed.Store(nil)
+		if logAllowed(&l.lastRecovery) {
+			l.log.Info("MQTT listener accepts connections again (logged at most once a second)")
+		}
+		return
+	}
+	l.acceptErrors.Add(1)
+	l.failed.Store(&acceptFailure{at: time.Now(), err: err})
+	if logAllowed(&l.lastLog) {
+		l.log.Warn("MQTT listener cannot accept connections, retrying (logged at most once a second)", "err", err)
+	}
+}
+
+// health reports why the listener does not accept connections, if so.
+func (l *listener) health() (bool, string) {
+	if l.stopped.Load() {
+		return false, fmt.Sprintf("listener %s stopped accepting connections", l.ID())
+	}
+	if f := l.failed.Load(); f != nil && time.Since(f.at) < failingFor {
+		why := f.err
+		var errno syscall.Errno
+		if errors.As(why, &errno) {
+			why = errno // "too many open files", without the address around it
+		}
+		return false, fmt.Sprintf("listener %s cannot accept: %v", l.ID(), why)
+	}
+	return true, ""
 }
 
 // tlsConfig is a listener's TLS server side, with EMQX's ssl_options meaning:
@@ -59,6 +149,8 @@ func tlsConfig(l conf.Listener) (*tls.Config, error) {
 type wsListener struct {
 	id, address, path string
 	tls               *tls.Config
+	pending           *pending
+	onAcceptError     func(error)
 
 	ln        net.Listener
 	srv       *http.Server
@@ -94,12 +186,59 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls)
 	}
-	l.ln = ln
+	l.ln = &retryListener{Listener: ln, done: make(chan struct{}), pending: l.pending, onError: l.onAcceptError}
 	// Made here, not in Serve, so that Close never races with Serve.
 	mux := http.NewServeMux()
 	mux.HandleFunc(l.path, l.upgrade)
-	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// No ReadHeaderTimeout: idle_timeout closes a connection that has not
+	// sent CONNECT, the HTTP request and upgrade included, and is counted.
+	l.srv = &http.Server{Handler: mux, ErrorLog: stdlog.New(&httpErrorLog{log: l.log}, "", 0),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				l.pending.done(c) // never upgraded; an upgraded one waits for CONNECT
+			}
+		}}
 	return nil
+}
+
+// httpErrorLog logs the HTTP server's errors, which are mostly anyone's to
+// cause (failed TLS handshakes, malformed requests), at most once a second.
+type httpErrorLog struct {
+	log  *slog.Logger
+	last atomic.Int64
+}
+
+func (w *httpErrorLog) Write(p []byte) (int, error) {
+	if logAllowed(&w.last) {
+		w.log.Warn("websocket listener: "+strings.TrimSpace(string(p)), "note", "logged at most once a second")
+	}
+	return len(p), nil
+}
+
+// retryListener retries failed accepts as mochi's TCP listener does:
+// http.Server retries only those it deems temporary (not ENOBUFS or
+// ENOMEM), logs each and stops for good on the others. Each connection
+// waits for CONNECT from its accept, so that the HTTP request and upgrade
+// count against idle_timeout.
+type retryListener struct {
+	net.Listener
+	done      chan struct{}
+	closeOnce sync.Once
+	pending   *pending
+	onError   func(error)
+}
+
+func (l *retryListener) Accept() (net.Conn, error) {
+	c, err := listeners.Accept(l.Listener, l.done, l.onError)
+	if err == nil {
+		l.pending.add(c)
+	}
+	return c, err
+}
+
+func (l *retryListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
 }
 
 // Serve accepts WebSocket upgrades until Close.

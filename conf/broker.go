@@ -46,6 +46,9 @@ type Broker struct {
 	ReceiveMaximum int `toml:"receive_maximum"`
 	// MaxClients bounds connected clients; 0 means no limit.
 	MaxClients int `toml:"max_clients"`
+	// IdleTimeout is how long a connection may stay open without sending
+	// CONNECT, TLS handshake and WebSocket upgrade included (EMQX's name).
+	IdleTimeout time.Duration `toml:"idle_timeout"`
 	// MinKeepalive and MaxKeepalive bound the keepalive clients ask for; 0 means no bound.
 	MinKeepalive time.Duration `toml:"min_keepalive"`
 	MaxKeepalive time.Duration `toml:"max_keepalive"`
@@ -84,6 +87,7 @@ func DefaultBroker() Broker {
 		MaxTopicLevels:         128,
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
+		IdleTimeout:            15 * time.Second,
 	}
 }
 
@@ -193,6 +197,9 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxClients < 0 {
 		bad("broker.max_clients", "must not be negative (0 means no limit)")
+	}
+	if b.IdleTimeout <= 0 {
+		bad("broker.idle_timeout", "must be above 0, e.g. \"15s\" (a socket without CONNECT must not stay open for good)")
 	}
 	seconds := func(path string, d, limit time.Duration) {
 		switch {

@@ -55,7 +55,7 @@ func TestBrokerDefaults(t *testing.T) {
 	want := Broker{
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
-		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour,
+		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, IdleTimeout: 15 * time.Second,
 		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
@@ -96,6 +96,7 @@ max_session_expiry = "2h"
 max_topic_levels = 16
 max_topic_length = 1024
 max_clientid_len = 256
+idle_timeout = "300ms"
 [broker.auth]
 allow_anonymous = true
 users_file = %[3]q
@@ -128,7 +129,7 @@ topics = ["eq #", "sensors/${clientid}/+", "${username}/#"]
 	}
 	if b.Persistence || b.MaxPacketSize != 256*KB || b.MaxInflight != 100 || b.MaxClientWritesPending != 500 ||
 		b.ReceiveMaximum != 32 || b.MaxClients != 10000 || b.MinKeepalive != 10*time.Second || b.MaxKeepalive != 5*time.Minute ||
-		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour ||
+		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour || b.IdleTimeout != 300*time.Millisecond ||
 		b.MaxTopicLevels != 16 || b.MaxTopicLength != 1024 || b.MaxClientIDLen != 256 {
 		t.Errorf("limits: %+v", b)
 	}
@@ -193,6 +194,7 @@ func TestBrokerBadValues(t *testing.T) {
 		{"[broker]\nmax_topic_levels = 0\n", 2, "broker.max_topic_levels: must be between 1 and 65535"},
 		{"[broker]\nmax_topic_length = 65536\n", 2, "broker.max_topic_length: must be between 1 and 65535"},
 		{"[broker]\nmax_clientid_len = 22\n", 2, "broker.max_clientid_len: must be between 23"},
+		{"[broker]\nidle_timeout = \"0s\"\n", 2, "broker.idle_timeout: must be above 0"},
 		{"[broker]\npersistence = \"yes\"\n", 2, "broker.persistence: expected a boolean"},
 		{"[[broker.auth.users]]\nusername = \"u\"\npassword_hash = \"secret\"\n", 3, "broker.auth.users[0].password_hash: not a bcrypt hash"},
 		{"[[broker.auth.users]]\nusername = \"u\"\npassword_hash = \"$2a$10$short\"\n", 3, "broker.auth.users[0].password_hash: not a valid bcrypt hash"},

@@ -63,8 +63,13 @@ type proc struct {
 // startProc runs `mqkafka serve -c cfgPath` and waits until it has started.
 func startProc(t testing.TB, cfgPath string) *proc {
 	t.Helper()
-	p := &proc{out: &testkit.SyncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(builtBinary(t), "serve", "-c", cfgPath)
+	return startCommand(t, exec.Command(builtBinary(t), "serve", "-c", cfgPath))
+}
+
+// startCommand runs cmd, which execs `mqkafka serve`, and waits until it has started.
+func startCommand(t testing.TB, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, out: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

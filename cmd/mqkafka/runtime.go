@@ -349,7 +349,8 @@ func (a *app) Snapshot() admin.Snapshot {
 		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, MessagesReceived: in.MessagesReceived,
 			MessagesSent: in.MessagesSent, MessagesDropped: in.MessagesDropped + in.InflightDropped, BytesReceived: in.BytesReceived,
 			BytesSent: in.BytesSent, Retained: in.Retained, Subscriptions: in.Subscriptions, Inflight: in.Inflight,
-			Dropped: a.broker.Drops(), Refused: a.broker.Refused()}
+			Dropped: a.broker.Drops(), Refused: a.broker.Refused(),
+			ConnectionsPending: int64(a.broker.Pending()), AcceptErrors: a.broker.AcceptErrors()}
 		s.Listeners = a.broker.Addrs()
 	}
 	status := map[string]producer.Status{}

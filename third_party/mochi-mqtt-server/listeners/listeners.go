@@ -19,6 +19,10 @@ type Config struct {
 	Address string
 	// TLSConfig is a tls.Config configuration to be used with the listener. See examples folder for basic and mutual-tls use.
 	TLSConfig *tls.Config
+	// OnAcceptError, if set, is told of each failed accept, which the
+	// listener retries after a backoff, and with nil of the success after
+	// them (see Accept). mqkafka patch.
+	OnAcceptError func(err error)
 }
 
 // EstablishFn is a callback function for establishing new clients.

@@ -18,12 +18,13 @@ const TypeTCP = "tcp"
 // TCP is a listener for establishing client connections on basic TCP protocol.
 type TCP struct { // [MQTT-4.2.0-1]
 	sync.RWMutex
-	id      string       // the internal id of the listener
-	address string       // the network address to bind to
-	listen  net.Listener // a net.Listener which will listen for new clients
-	config  Config       // configuration values for the listener
-	log     *slog.Logger // server logger
-	end     uint32       // ensure the close methods are only called once
+	id      string        // the internal id of the listener
+	address string        // the network address to bind to
+	listen  net.Listener  // a net.Listener which will listen for new clients
+	config  Config        // configuration values for the listener
+	log     *slog.Logger  // server logger
+	end     uint32        // ensure the close methods are only called once
+	done    chan struct{} // closed by Close, so that Serve stops waiting to retry an accept
 }
 
 // NewTCP initializes and returns a new TCP listener, listening on an address.
@@ -32,6 +33,7 @@ func NewTCP(config Config) *TCP {
 		id:      config.ID,
 		address: config.Address,
 		config:  config,
+		done:    make(chan struct{}),
 	}
 }
 
@@ -75,15 +77,16 @@ func (l *TCP) Serve(establish EstablishFn) {
 			return
 		}
 
-		conn, err := l.listen.Accept()
+		// Only a closed listener ends the loop; running out of file
+		// descriptors must not stop it for good.
+		conn, err := Accept(l.listen, l.done, l.config.OnAcceptError)
 		if err != nil {
 			return
 		}
 
 		if atomic.LoadUint32(&l.end) == 0 {
 			go func() {
-				err = establish(l.id, conn)
-				if err != nil {
+				if err := establish(l.id, conn); err != nil {
 					l.log.Warn("", "error", err)
 				}
 			}()
@@ -97,6 +100,9 @@ func (l *TCP) Close(closeClients CloseFn) {
 	defer l.Unlock()
 
 	if atomic.CompareAndSwapUint32(&l.end, 0, 1) {
+		if l.done != nil {
+			close(l.done)
+		}
 		closeClients(l.id)
 	}
 
