@@ -284,6 +284,11 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if errors.Is(err, buffer.ErrFull) {
 			return pk, packets.ErrQuotaExceeded
 		}
+		// 0x83 "valid, but the receiver is not willing to accept it" also
+		// answers buffer.ErrTooLarge: the record of a publish under
+		// max_packet_size can be over a sink's message.max.bytes; 0x97
+		// would tell the client to try again later, which never helps, and
+		// 0x95 (packet too large) is not a PUBACK reason.
 		return pk, packets.ErrImplementationSpecificError
 	}
 	// MQTT 3.1.1 has no negative PUBACK: not acknowledging makes the client send again.

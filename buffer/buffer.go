@@ -75,6 +75,10 @@ const (
 // or block after its timeout); the records were counted as dropped.
 var ErrFull = errors.New("buffer: queue full")
 
+// ErrTooLarge refuses a record larger than its sink can send (Kafka's
+// message.max.bytes); it was counted as dropped (too_large).
+var ErrTooLarge = errors.New("record too large for its sink")
+
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("buffer: queue closed")
 

@@ -194,7 +194,29 @@ func (c *Config) validateConnectors(bad func(path, format string, args ...any), 
 			validateAuth(p+".authentication", cn.Authentication, bad, enum)
 		}
 		validateSocketOpts(p+".socket_opts", &cn.SocketOpts, bad)
+		if _, err := MessageMaxBytes(cn.Properties); err != nil {
+			bad(p+".properties", "%v", err)
+		}
 	}
+}
+
+// DefaultMessageMaxBytes is librdkafka's default message.max.bytes.
+const DefaultMessageMaxBytes = 1_000_000
+
+// MessageMaxBytes is the message.max.bytes of a connector's properties: the
+// largest record, with librdkafka's framing, its producers take. The value
+// must be a plain decimal number in librdkafka's range, so that mqkafka's
+// reading of it is librdkafka's.
+func MessageMaxBytes(props map[string]string) (int, error) {
+	v, ok := props["message.max.bytes"]
+	if !ok {
+		return DefaultMessageMaxBytes, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1000 || n > 1_000_000_000 {
+		return 0, fmt.Errorf("message.max.bytes %q: must be a whole number of bytes from 1000 to 1000000000", v)
+	}
+	return n, nil
 }
 
 // bootstrapHosts returns the host names of "host1:9092,host2:9092".

@@ -263,3 +263,19 @@ func TestSecretIsNeverShown(t *testing.T) {
 		t.Fatal("conversion to string lost the value")
 	}
 }
+
+// TestMessageMaxBytes: a connector's message.max.bytes is the sinks' record
+// limit, so it must read as librdkafka reads it: a plain number in its range.
+func TestMessageMaxBytes(t *testing.T) {
+	if n, err := MessageMaxBytes(mustParseConnector(t, "").Properties); n != DefaultMessageMaxBytes || err != nil {
+		t.Fatalf("default: %d, %v", n, err)
+	}
+	cn := mustParseConnector(t, "[connectors.properties]\n\"message.max.bytes\" = \"5000\"\n")
+	if n, err := MessageMaxBytes(cn.Properties); n != 5000 || err != nil {
+		t.Fatalf("5000: %d, %v", n, err)
+	}
+	for _, v := range []string{"999", "1000000001", "1MB", " 5000", "0x1000"} {
+		wantProblem(t, fmt.Sprintf("[connectors.properties]\n\"message.max.bytes\" = %q\n", v), 4,
+			fmt.Sprintf("connectors[0].properties: message.max.bytes %q: must be a whole number", v))
+	}
+}

@@ -2,7 +2,10 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
@@ -126,22 +130,102 @@ func TestRetriableFailuresAreResent(t *testing.T) {
 	}
 }
 
-// TestTooLargeIsDroppedNotRetried: a record over message.max.bytes is dropped
-// with reason too_large; its neighbours are delivered.
-func TestTooLargeIsDroppedNotRetried(t *testing.T) {
+// TestTooLargeIsRefusedBeforeBuffering: a record over message.max.bytes is
+// refused by Enqueue (buffer.ErrTooLarge) and counted too_large, never
+// buffered; its neighbours are delivered.
+func TestTooLargeIsRefusedBeforeBuffering(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "big"))
 	s := newValueSink(t, addr, "big", map[string]string{"message.max.bytes": "10000"})
 	enqueue(t, s, 0, 5)
 	huge := make([]byte, 20000)
-	if err := s.Enqueue(context.Background(), &rule.Event{Payload: huge}); err != nil {
-		t.Fatal(err)
+	if err := s.Enqueue(context.Background(), &rule.Event{Payload: huge}); !errors.Is(err, buffer.ErrTooLarge) {
+		t.Fatalf("enqueue of a record over message.max.bytes: %v, want ErrTooLarge", err)
 	}
 	enqueue(t, s, 5, 5)
-	testkit.WaitFor(t, 20*time.Second, "delivery and drop", func() bool {
-		return s.Counters.Success.Load() == 10 && s.Counters.Dropped()["too_large"] == 1
-	})
+	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return s.Counters.Success.Load() == 10 })
 	checkDelivered(t, addr, "big", 10)
+	if d := s.Counters.Dropped(); d[buffer.ReasonTooLarge] != 1 || len(d) != 1 {
+		t.Fatalf("dropped %v, want one too_large", d)
+	}
 	if q := s.Queued(); q.Records != 0 {
 		t.Fatalf("%d records left in the buffer", q.Records)
+	}
+}
+
+// TestRecordLimitIsLibrdkafkas: records whose size with librdkafka's framing
+// is exactly message.max.bytes, with and without key and headers (header
+// lengths on both sides of a varint width), are taken by librdkafka and
+// stored by Kafka; one byte more is refused by librdkafka's Produce and by
+// the sink's check alike.
+func TestRecordLimitIsLibrdkafkas(t *testing.T) {
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "edge"))
+	shapes := []struct {
+		name    string
+		key     []byte
+		headers []buffer.Header
+	}{
+		{"value only", nil, nil},
+		{"key", []byte("client-7"), nil},
+		{"headers", []byte("k"), []buffer.Header{
+			{Key: "a", Value: []byte("1")},
+			{Key: strings.Repeat("h", 63), Value: make([]byte, 64)},
+			{Key: strings.Repeat("h", 64), Value: nil},
+			{Key: "big", Value: make([]byte, 8192)},
+		}},
+	}
+	for _, limit := range []int{20000, conf.DefaultMessageMaxBytes} {
+		props := map[string]string{}
+		if limit != conf.DefaultMessageMaxBytes {
+			props["message.max.bytes"] = strconv.Itoa(limit)
+		}
+		max, err := conf.MessageMaxBytes(props)
+		if err != nil || max != limit {
+			t.Fatalf("MessageMaxBytes(%v) = %d, %v", props, max, err)
+		}
+		cm := kafka.ConfigMap{"bootstrap.servers": addr, "linger.ms": 0}
+		for k, v := range props {
+			cm[k] = v
+		}
+		p, err := kafka.NewProducer(&cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := recordLimit{wire: limit, queue: 1 << 30}
+		topic := "edge"
+		for _, sh := range shapes {
+			rec := buffer.Record{Key: sh.key, Headers: sh.headers}
+			rec.Value = make([]byte, limit-wireSize(&rec))
+			if wireSize(&rec) != limit {
+				t.Fatalf("%s: wire size %d, want %d", sh.name, wireSize(&rec), limit)
+			}
+			msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: 0},
+				Key: rec.Key, Value: rec.Value, Headers: toKafkaHeaders(nil, rec.Headers)}
+			if err := lim.check(&rec); err != nil {
+				t.Fatalf("limit %d, %s at the limit: refused by the check: %v", limit, sh.name, err)
+			}
+			dr := make(chan kafka.Event, 1)
+			if err := p.Produce(msg, dr); err != nil {
+				t.Fatalf("limit %d, %s at the limit: librdkafka refuses it: %v", limit, sh.name, err)
+			}
+			select {
+			case e := <-dr:
+				if m := e.(*kafka.Message); m.TopicPartition.Error != nil {
+					t.Fatalf("limit %d, %s at the limit: Kafka refuses it: %v", limit, sh.name, m.TopicPartition.Error)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("limit %d, %s: no delivery report", limit, sh.name)
+			}
+
+			rec.Value = append(rec.Value, 0)
+			msg.Value = rec.Value
+			if err := lim.check(&rec); !errors.Is(err, buffer.ErrTooLarge) {
+				t.Fatalf("limit %d, %s one byte over: the check says %v", limit, sh.name, err)
+			}
+			var ke kafka.Error
+			if err := p.Produce(msg, nil); !errors.As(err, &ke) || ke.Code() != kafka.ErrMsgSizeTooLarge {
+				t.Fatalf("limit %d, %s one byte over: librdkafka says %v, want message size too large", limit, sh.name, err)
+			}
+		}
+		p.Close()
 	}
 }

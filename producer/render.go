@@ -21,6 +21,8 @@ type renderer struct {
 	ext                          []extHeader
 	jsonValues                   bool
 	userProps                    bool
+	// limit refuses records the sink cannot send; nil renders any size.
+	limit *recordLimit
 }
 
 type extHeader struct{ key, value *rule.Template }
@@ -77,7 +79,8 @@ var errRender = errors.New("render failed")
 
 // render fills out's key, value, time and headers and returns the topic
 // name. scratch is reused across calls; out's bytes are freshly allocated
-// because the buffer keeps them.
+// because the buffer keeps them. A record over r.limit is refused with an
+// error wrapping buffer.ErrTooLarge.
 func (r *renderer) render(rec rule.Record, scratch []byte, now int64, out *buffer.Record) (string, []byte, error) {
 	topic := r.staticTopic
 	if topic == "" {
@@ -94,6 +97,10 @@ func (r *renderer) render(rec rule.Record, scratch []byte, now int64, out *buffe
 	k := len(buf)
 	if r.value != nil {
 		buf = r.value.Render(buf, rec)
+	}
+	// Before the copy below, so that an oversized publish costs none.
+	if n := recordOverhead + len(buf); r.limit != nil && n > r.limit.wire {
+		return "", buf, r.limit.tooLarge(n)
 	}
 	// One exact allocation holds key and value.
 	kv := make([]byte, len(buf))
@@ -113,6 +120,11 @@ func (r *renderer) render(rec rule.Record, scratch []byte, now int64, out *buffe
 	var err error
 	if buf, err = r.renderHeaders(rec, buf, out); err != nil {
 		return "", buf, err
+	}
+	if r.limit != nil {
+		if err := r.limit.check(out); err != nil {
+			return "", buf, err
+		}
 	}
 	return topic, buf, nil
 }

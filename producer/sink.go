@@ -52,7 +52,8 @@ type Sink struct {
 	wg     sync.WaitGroup
 
 	scratch  sync.Pool
-	dropLogs sync.Map // log key → *atomic.Int64 (last log, unix ns)
+	staged   sync.Pool // *staged
+	dropLogs sync.Map  // log key → *atomic.Int64 (last log, unix ns)
 }
 
 // SinkEnv is what a sink takes from the process around it.
@@ -72,6 +73,11 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
+	wire, err := conf.MessageMaxBytes(clients[0].cfg.Properties)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
+	}
+	r.limit = &recordLimit{wire: wire, queue: int64(cfg.Buffer.PerPartitionLimit)}
 	s := &Sink{
 		cfg:     cfg,
 		clients: clients,
@@ -83,6 +89,7 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 		s.overloaded = env.Overloaded
 	}
 	s.scratch.New = func() any { b := make([]byte, 0, 1024); return &b }
+	s.staged.New = func() any { return &staged{s: s} }
 	if cfg.Buffer.Mode == string(buffer.ModeDisk) {
 		s.committer = buffer.NewCommitter()
 	}
@@ -193,22 +200,63 @@ var errSyncTimeout = errors.New("kafka did not acknowledge within sync_query_tim
 // When it returns nil the record is kept as the buffer mode promises; under
 // query_mode = "sync", Kafka has also acknowledged it.
 func (s *Sink) Enqueue(ctx context.Context, r rule.Record) error {
-	s.Counters.Matched.Add(1)
+	st, err := s.Stage(r)
+	if st == nil {
+		return err
+	}
+	return st.Append(ctx)
+}
+
+// Stage implements rule.Stager: it renders a rule's record and refuses it
+// (buffer.ErrTooLarge, counted as dropped too_large) when it is larger than
+// the sink can send, before the publish is acknowledged or appended to any
+// sink. A record that cannot be rendered is counted as render_failed and
+// not refused.
+func (s *Sink) Stage(r rule.Record) (rule.Staged, error) {
 	var rec buffer.Record
 	bp := s.scratch.Get().(*[]byte)
 	name, scratch, err := s.render.render(r, *bp, time.Now().UnixMilli(), &rec)
 	*bp = scratch
 	s.scratch.Put(bp)
+	if errors.Is(err, buffer.ErrTooLarge) {
+		s.Counters.Matched.Add(1)
+		s.Counters.Failed.Add(1)
+		s.Counters.Drop(buffer.ReasonTooLarge, 1)
+		s.warnEvery("too_large", "refusing a publish whose record the sink cannot send",
+			"reason", buffer.ReasonTooLarge, "err", err)
+		return nil, fmt.Errorf("sink %s: %w", s.cfg.Name, err)
+	}
 	if err != nil {
+		s.Counters.Matched.Add(1)
 		s.Counters.Drop(buffer.ReasonRenderFailed, 1)
 		s.warnEvery("render", "dropping a record that cannot be rendered", "reason", buffer.ReasonRenderFailed, "err", err)
-		return nil
+		return nil, nil
 	}
 	t, err := s.topic(name)
 	if err != nil {
+		s.Counters.Matched.Add(1)
 		s.Counters.Failed.Add(1)
-		return err
+		return nil, err
 	}
+	st := s.staged.Get().(*staged)
+	st.t, st.rec = t, rec
+	return st, nil
+}
+
+// staged is a record rendered for a sink and not yet appended; the sink
+// counts it as matched only when it is appended.
+type staged struct {
+	s   *Sink
+	t   *topic
+	rec buffer.Record
+}
+
+// Append implements rule.Staged.
+func (st *staged) Append(ctx context.Context) error {
+	s, t, rec := st.s, st.t, st.rec
+	st.Discard()
+	s.Counters.Matched.Add(1)
+	var err error
 	if s.cfg.QueryMode == "sync" {
 		err = t.enqueueSync(ctx, rec, s.cfg.SyncQueryTimeout)
 	} else {
@@ -218,6 +266,13 @@ func (s *Sink) Enqueue(ctx context.Context, r rule.Record) error {
 		s.Counters.Failed.Add(1)
 	}
 	return err
+}
+
+// Discard implements rule.Staged. The record's bytes are not reused: a
+// buffer may hold them.
+func (st *staged) Discard() {
+	st.t, st.rec = nil, buffer.Record{}
+	st.s.staged.Put(st)
 }
 
 // warnEvery logs at most one line per second for each key.

@@ -13,6 +13,33 @@ type Action interface {
 	Enqueue(ctx context.Context, r Record) error
 }
 
+// Stager is an Action that renders a record before appending it, so that
+// the engine can refuse a publish that one of its actions cannot take (a
+// record too large for its sink) before any action holds it.
+type Stager interface {
+	Action
+	// Stage renders and checks r. An error refuses the publish; a nil
+	// Staged with a nil error means there is nothing to append (the action
+	// counted the record as dropped).
+	Stage(r Record) (Staged, error)
+}
+
+// Staged is a record an action rendered and checked but did not append.
+// Exactly one of its methods is called, once.
+type Staged interface {
+	// Append appends the record, as Action.Enqueue does.
+	Append(ctx context.Context) error
+	// Discard releases it unappended.
+	Discard()
+}
+
+// step is one action's share of a publish, staged or not.
+type step struct {
+	a   Action
+	rec Record
+	st  Staged
+}
+
 // Engine matches publishes against every rule and hands the record to the
 // matching rules' actions.
 type Engine struct {
@@ -54,13 +81,16 @@ func (e *Engine) Matches(topic string) bool {
 	return false
 }
 
-// Publish runs the event through every matching rule. Every action is
-// tried; the error reports the ones that did not accept the record. A rule
-// that fails on the message (ReasonRenderFailed) or whose WHERE turns it
-// down only skips it: that is counted, not returned, so that the publisher
-// is not refused for what its payload contains.
+// Publish runs the event through every matching rule. Every record is
+// staged first: if an action refuses one (Stager), the publish is refused
+// whole and no action gets anything. Then every action is given its record;
+// the error reports the ones that did not accept it. A rule that fails on
+// the message (ReasonRenderFailed) or whose WHERE turns it down only skips
+// it: that is counted, not returned, so that the publisher is not refused
+// for what its payload contains.
 func (e *Engine) Publish(ctx context.Context, ev *Event) error {
-	var errs []error
+	var stack [4]step // most publishes reach few actions: no allocation
+	steps := stack[:0]
 	for i, r := range e.rules {
 		if !r.Matches(ev.Topic) {
 			continue
@@ -78,9 +108,35 @@ func (e *Engine) Publish(ctx context.Context, ev *Event) error {
 		}
 		r.Metrics.Passed.Add(1)
 		for _, a := range e.actions[i] {
-			if err := a.Enqueue(ctx, rec); err != nil {
-				errs = append(errs, err)
+			sa, ok := a.(Stager)
+			if !ok {
+				steps = append(steps, step{a: a, rec: rec})
+				continue
 			}
+			st, err := sa.Stage(rec)
+			if err != nil {
+				for _, s := range steps {
+					if s.st != nil {
+						s.st.Discard()
+					}
+				}
+				return err
+			}
+			if st != nil {
+				steps = append(steps, step{st: st})
+			}
+		}
+	}
+	var errs []error
+	for _, s := range steps {
+		var err error
+		if s.st != nil {
+			err = s.st.Append(ctx)
+		} else {
+			err = s.a.Enqueue(ctx, s.rec)
+		}
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

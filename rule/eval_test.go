@@ -457,8 +457,8 @@ func TestSourcesNeverMatchTopics(t *testing.T) {
 }
 
 func TestNoAllocations(t *testing.T) {
-	r, _ := Compile("r", `SELECT * FROM "t/#"`, []string{"a"})
-	e, _ := NewEngine([]*Rule{r}, map[string]Action{"a": nopAction{}})
+	r, _ := Compile("r", `SELECT * FROM "t/#"`, []string{"a", "s"})
+	e, _ := NewEngine([]*Rule{r}, map[string]Action{"a": nopAction{}, "s": nopStager{}})
 	ev := testEvent()
 	ctx := context.Background()
 	if n := testing.AllocsPerRun(100, func() {
@@ -481,3 +481,14 @@ func TestNoAllocations(t *testing.T) {
 type nopAction struct{}
 
 func (nopAction) Enqueue(context.Context, Record) error { return nil }
+
+// nopStager stages every record; staging costs the engine no allocation.
+type nopStager struct{}
+
+func (nopStager) Enqueue(context.Context, Record) error { return nil }
+func (nopStager) Stage(Record) (Staged, error)          { return nopStaged{}, nil }
+
+type nopStaged struct{}
+
+func (nopStaged) Append(context.Context) error { return nil }
+func (nopStaged) Discard()                     {}

@@ -218,3 +218,52 @@ func BenchmarkMatchNoRule(b *testing.B) {
 		}
 	}
 }
+
+var errRefused = errors.New("refused")
+
+// stager is a Stager that refuses records whose topic is refuse.
+type stager struct {
+	refuse              string
+	appended, discarded int
+}
+
+func (s *stager) Enqueue(context.Context, Record) error { s.appended++; return nil }
+
+func (s *stager) Stage(rec Record) (Staged, error) {
+	if b, _ := rec.AppendPath(nil, []string{"topic"}); string(b) == s.refuse {
+		return nil, errRefused
+	}
+	return stagedRec{s}, nil
+}
+
+type stagedRec struct{ s *stager }
+
+func (r stagedRec) Append(context.Context) error { r.s.appended++; return nil }
+func (r stagedRec) Discard()                     { r.s.discarded++ }
+
+// TestEngineRefusalAppendsNothing: when one action of one rule refuses a
+// publish at staging, no action of any rule gets it, those staged before
+// are discarded, and the refusal is returned.
+func TestEngineRefusalAppendsNothing(t *testing.T) {
+	r1, _ := Compile("r1", `SELECT * FROM "t/#"`, []string{"x", "y"})
+	r2, _ := Compile("r2", `SELECT * FROM "t/#"`, []string{"z"})
+	x, y, z := &stager{}, &recorder{}, &stager{refuse: "t/big"}
+	e, err := NewEngine([]*Rule{r1, r2}, map[string]Action{"x": x, "y": y, "z": z})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Publish(context.Background(), &Event{Topic: "t/big"}); !errors.Is(err, errRefused) {
+		t.Fatalf("publish: %v, want the refusal", err)
+	}
+	if x.appended != 0 || x.discarded != 1 || len(y.got) != 0 || z.appended != 0 {
+		t.Fatalf("after a refusal: x appended %d discarded %d, y got %v, z appended %d",
+			x.appended, x.discarded, y.got, z.appended)
+	}
+	if err := e.Publish(context.Background(), &Event{Topic: "t/ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if x.appended != 1 || x.discarded != 1 || strings.Join(y.got, ",") != "t/ok" || z.appended != 1 {
+		t.Fatalf("after a normal publish: x appended %d discarded %d, y got %v, z appended %d",
+			x.appended, x.discarded, y.got, z.appended)
+	}
+}

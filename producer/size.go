@@ -1,0 +1,54 @@
+package producer
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/mqkafka/mqkafka/buffer"
+)
+
+// recordOverhead is librdkafka's bound on one record's framing
+// (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD): its length, attributes, timestamp
+// delta, offset delta, key length, value length and header count, each
+// varint counted at its widest.
+const recordOverhead = 5 + 1 + 10 + 5 + 5 + 5 + 5
+
+// wireSize is what librdkafka measures against message.max.bytes when it
+// takes a record (rd_kafka_msg_max_wire_size): key, value, headers as
+// serialised, and recordOverhead. A record over the limit is refused by
+// Produce with ErrMsgSizeTooLarge, so it is refused here before it is
+// buffered.
+func wireSize(r *buffer.Record) int {
+	n := recordOverhead + len(r.Key) + len(r.Value)
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		n += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
+	}
+	return n
+}
+
+// varintLen is the length of n as a zigzag varint, as Kafka encodes header
+// lengths.
+func varintLen(n int) int { return (bits.Len64(uint64(n)<<1|1) + 6) / 7 }
+
+// recordLimit is the largest record a sink can send and keep.
+type recordLimit struct {
+	wire  int   // the connector's message.max.bytes, against wireSize
+	queue int64 // per_partition_limit, against buffer.Record.Size
+}
+
+// check refuses a rendered record that librdkafka would refuse, or that no
+// partition queue could hold: length arithmetic only.
+func (l recordLimit) check(r *buffer.Record) error {
+	if n := wireSize(r); n > l.wire {
+		return l.tooLarge(n)
+	}
+	if n := r.Size(); int64(n) > l.queue {
+		return fmt.Errorf("%w: %d bytes, per_partition_limit is %d", buffer.ErrTooLarge, n, l.queue)
+	}
+	return nil
+}
+
+func (l recordLimit) tooLarge(wire int) error {
+	return fmt.Errorf("%w: %d bytes with librdkafka's framing, message.max.bytes is %d", buffer.ErrTooLarge, wire, l.wire)
+}
