@@ -40,6 +40,7 @@ type Broker struct {
 	acks      *acks
 	// refused counts what clients were refused, by reason (Refused).
 	refused *refusals
+	limits  *limitsHook
 	// pending holds the connections that have not sent CONNECT yet.
 	pending      *pending
 	acceptErrors atomic.Int64
@@ -67,8 +68,8 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	// Before the others, so that nothing spends work on what it refuses.
-	limits := newLimitsHook(srv, cfg, b.refused, log.With("component", "limits"))
-	if err := srv.AddHook(limits, nil); err != nil {
+	b.limits = newLimitsHook(srv, cfg, b.refused, log.With("component", "limits"))
+	if err := srv.AddHook(b.limits, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {
@@ -98,7 +99,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
 	b.acks = h.acks
 	b.access.drain = h.acks.drain
-	limits.drain = h.acks.drain
+	b.limits.drain = h.acks.drain
 	if _, err := rand.Read(h.idPrefix[:]); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

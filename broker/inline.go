@@ -10,10 +10,16 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqkafka/mqkafka/conf"
 )
 
 // ErrClosed is returned by publishes after the inline publisher was closed.
 var ErrClosed = errors.New("broker: inline publisher closed")
+
+// ErrTopicLimit is returned by publishes to a topic over max_topic_levels or
+// max_topic_length.
+var ErrTopicLimit = fmt.Errorf("broker: %w: over the broker's topic limits", conf.ErrInvalidTopic)
 
 // Publish hands a message to the broker as mochi's inline client. When it
 // returns, the message is routed: queued to every matching subscriber with
@@ -21,6 +27,12 @@ var ErrClosed = errors.New("broker: inline publisher closed")
 // persistent subscribers, retained if asked. The publish runs the rules
 // like any other publish.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte, userProps [][2]string) error {
+	// mochi does not ask OnTopicCheck for its inline client, and a topic
+	// rendered from a Kafka record or a republish template is no more
+	// trusted than a device's.
+	if reason := b.limits.exceeds(topic, false); reason != "" {
+		return fmt.Errorf("%w: %s (%d bytes)", ErrTopicLimit, reason, len(topic))
+	}
 	cl, ok := b.srv.Clients.Get(mqtt.InlineClientId)
 	if !ok {
 		return errors.New("broker: no inline client")

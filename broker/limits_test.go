@@ -301,3 +301,22 @@ func TestTopicCheckAllocates(t *testing.T) {
 		}
 	}
 }
+
+// TestInlinePublishTopicLimits: a Kafka source's or a republish action's
+// topic, rendered from data, is held to the limits a device's is.
+func TestInlinePublishTopicLimits(t *testing.T) {
+	b, rec := startBroker(t, brokerConfig(t, "[broker]\nlisteners = [{address = \"127.0.0.1:0\"}]\nmax_topic_levels = 4\nmax_topic_length = 64\n[broker.auth]\nallow_anonymous = true\n"))
+	deep := strings.Repeat("a/", 4) + "a"
+	if err := b.Publish(deep, []byte("x"), false, 0, nil); !errors.Is(err, ErrTopicLimit) {
+		t.Fatalf("publish to %d levels: %v, want ErrTopicLimit", strings.Count(deep, "/")+1, err)
+	}
+	if err := b.Publish(strings.Repeat("a", 65), []byte("x"), false, 0, nil); !errors.Is(err, ErrTopicLimit) {
+		t.Fatalf("publish to 65 bytes: %v, want ErrTopicLimit", err)
+	}
+	if err := b.Publish("a/b/c/d", []byte("x"), false, 0, nil); err != nil {
+		t.Fatalf("publish at the limit: %v", err)
+	}
+	if got := rec.got(); len(got) != 1 || got[0] != "a/b/c/d" {
+		t.Fatalf("rules saw %q, want only a/b/c/d", got)
+	}
+}

@@ -149,6 +149,10 @@ func RepublishActionName(ruleID string, i int) string {
 	return "republish:" + ruleID + "#" + strconv.Itoa(i)
 }
 
+// ErrInvalidTopic marks a rendered MQTT topic that can never be published:
+// dropping the message is final, retrying it cannot help.
+var ErrInvalidTopic = errors.New("invalid MQTT topic")
+
 // ValidMQTTTopic checks a topic name to publish to: not empty, no
 // wildcards, UTF-8 without NUL, at most 65535 bytes.
 func ValidMQTTTopic(t string) error {

@@ -24,7 +24,8 @@ import (
 // Broker takes the messages a source publishes.
 type Broker interface {
 	// Publish hands a message to the broker; it returns once the message
-	// is routed to the subscribers' queues and offline sessions.
+	// is routed to the subscribers' queues and offline sessions. An error
+	// wrapping conf.ErrInvalidTopic is final: the message is dropped.
 	Publish(ctx context.Context, topic string, payload []byte, retain bool, qos byte, userProps [][2]string) error
 	// WaitRoom blocks while subscribers cannot keep up.
 	WaitRoom(ctx context.Context) error
@@ -398,6 +399,10 @@ func (s *Source) publish(ctx context.Context, mp *mapping, m *kafka.Message) (bo
 		}
 	}
 	if err := s.env.Broker.Publish(ctx, topic, payload, mp.retain, mp.qos, props); err != nil {
+		if errors.Is(err, conf.ErrInvalidTopic) {
+			s.drop(ReasonInvalidTopic, topic, err)
+			return false, nil
+		}
 		return false, err
 	}
 	return true, nil

@@ -255,6 +255,31 @@ func TestConsumerRetriesWhatTheBrokerRefused(t *testing.T) {
 	}
 }
 
+// TestConsumerDropsWhatTheBrokerCannotTake: a topic the broker refuses for
+// good (over its topic limits) is a counted drop, not a retry that would
+// hold the partition forever.
+func TestConsumerDropsWhatTheBrokerCannotTake(t *testing.T) {
+	t.Parallel()
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "t6"))
+	produce(t, addr, "t6", 0, 20)
+	b := &fakeBroker{}
+	b.fail = func(i int, p pub) error {
+		if p.payload == "k00005" {
+			return fmt.Errorf("broker: %w: over the broker's topic limits", conf.ErrInvalidTopic)
+		}
+		return nil
+	}
+	s := startSource(t, addr, sourceConfig("s", "g6", "t6", "m", "${.key}"), b)
+	testkit.WaitFor(t, 20*time.Second, "19 publishes", func() bool { return b.count() >= 19 })
+	stop(t, s)
+	if got := b.published(); len(got) != 19 || got[5].payload != "k00006" {
+		t.Fatalf("%d publishes (%v), want the 19 others in order", len(got), got)
+	}
+	if n := s.Counters.Dropped()[ReasonInvalidTopic]; n != 1 {
+		t.Fatalf("dropped{invalid_topic} = %d, want 1", n)
+	}
+}
+
 // TestConsumerOffsetResetPolicy: a new group starts at the end with
 // "latest" and at the beginning with "earliest".
 func TestConsumerOffsetResetPolicy(t *testing.T) {
