@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/rule"
 )
 
 // Server is the admin HTTP listener.
@@ -191,19 +192,38 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, e)
 }
 
+// Limits of request bodies, checked before they are decoded. A
+// configuration entry nests a few tables deep; the rule test's payload is
+// a string, so its depth does not count here.
+const (
+	maxBodyBytes = 1 << 20
+	maxBodyDepth = 32
+)
+
 // decodeBody reads a JSON object; integral numbers stay integers so that
-// they validate as TOML integers would.
-func decodeBody(r *http.Request, v any) error {
+// they validate as TOML integers would. It answers the errors itself and
+// returns false then.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(http.MaxBytesReader(nil, r.Body, 1<<20)); err != nil {
-		return err
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Code: "TOO_LARGE", Message: fmt.Sprintf("the body is larger than %d bytes", maxBodyBytes)})
+		} else {
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprint("reading the body: ", err)})
+		}
+		return false
+	}
+	if !rule.JSONNestsAtMost(buf.String(), maxBodyDepth) {
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("the body nests deeper than %d levels", maxBodyDepth)})
+		return false
 	}
 	dec := json.NewDecoder(&buf)
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("body is not a JSON object: %w", err)
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprint("the body must be a JSON object: ", err)})
+		return false
 	}
-	return nil
+	return true
 }
 
 func normalize(v any) any {
@@ -229,16 +249,20 @@ func normalize(v any) any {
 func (s *Server) change(create bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		kind := r.PathValue("kind")
+		key, ok := conf.KindKey(kind)
+		if !ok {
+			writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: conf.ErrKind.Error()})
+			return
+		}
 		var entry map[string]any
-		if err := decodeBody(r, &entry); err != nil || entry == nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprint("body must be a JSON object: ", err)})
+		if !decodeBody(w, r, &entry) {
+			return
+		}
+		if entry == nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: "the body must be a JSON object, not null"})
 			return
 		}
 		normalize(entry)
-		key := "name"
-		if kind == "rules" {
-			key = "id"
-		}
 		name, _ := entry[key].(string)
 		if !create {
 			if name != "" && name != r.PathValue("name") {
@@ -246,10 +270,22 @@ func (s *Server) change(create bool) http.HandlerFunc {
 				return
 			}
 			name = r.PathValue("name")
+			if _, set := entry[key]; !set {
+				entry[key] = name
+			}
 			s.keepSecrets(kind, name, entry)
 		}
+		// Without a name the entry cannot be merged into the configuration
+		// to be validated there; checked alone, a name of the wrong type
+		// and the entry's other bad keys are reported as such.
+		if _, isString := entry[key].(string); !isString {
+			if ps := conf.CheckEntry(kind, entry); len(ps) > 0 {
+				writeJSON(w, http.StatusBadRequest, badConfig(ps))
+				return
+			}
+		}
 		if name == "" {
-			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("missing required key %q", key)})
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("%q must not be empty", key)})
 			return
 		}
 		code := http.StatusOK
@@ -277,11 +313,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, ch conf.Change, o
 		byName, _, _ := entriesOf(s.snapshot(), ch.Kind)
 		writeJSON(w, okCode, byName[ch.Name])
 	case errors.As(err, &ce):
-		var ps []string
-		for _, p := range ce.Problems {
-			ps = append(ps, p.Msg)
-		}
-		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_CONFIG", Message: "the configuration does not validate", Problems: ps})
+		writeJSON(w, http.StatusBadRequest, badConfig(ce.Problems))
 	case errors.Is(err, conf.ErrNotFound), errors.Is(err, conf.ErrKind):
 		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: err.Error()})
 	case errors.Is(err, conf.ErrExists):
@@ -289,6 +321,14 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, ch conf.Change, o
 	default:
 		writeJSON(w, http.StatusInternalServerError, apiError{Code: "INTERNAL", Message: err.Error()})
 	}
+}
+
+func badConfig(problems []conf.Problem) apiError {
+	var ps []string
+	for _, p := range problems {
+		ps = append(ps, p.Msg)
+	}
+	return apiError{Code: "BAD_CONFIG", Message: "the configuration does not validate", Problems: ps}
 }
 
 func (s *Server) testConnector(w http.ResponseWriter, r *http.Request) {
@@ -310,8 +350,13 @@ func (s *Server) testConnector(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
 	var req RuleTest
-	if err := decodeBody(r, &req); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: err.Error()})
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	// Rules take such a payload for no JSON at all; a test of it would
+	// show nothing the caller meant to see.
+	if !rule.JSONNestsAtMost(req.Payload, rule.MaxJSONDepth) {
+		writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_PAYLOAD", Message: fmt.Sprintf("payload: JSON nested deeper than %d levels, which rules treat as not JSON", rule.MaxJSONDepth)})
 		return
 	}
 	res, err := req.Run(s.rt.Config())

@@ -206,9 +206,13 @@ func (c *Config) validate() []Problem {
 			var se *rule.SyntaxError
 			if errors.As(err, &se) {
 				pr := c.Problemf(p+".sql", "%v", err)
-				// SQL written on the lines after a multi-line string's opening quotes.
-				if l := pr.Line; l > 0 && se.Line > 1 {
-					pr.Line = l + se.Line - 1
+				// The SQL's line 1 is the key's line, or the next one when
+				// a newline follows a multi-line string's opening quotes.
+				if l, ok := c.pos[TextLineKey(p+".sql")]; ok {
+					pr.Line = l
+				}
+				if pr.Line > 0 {
+					pr.Line += se.Line - 1
 				}
 				ps = append(ps, pr)
 			} else {

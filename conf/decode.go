@@ -43,7 +43,14 @@ func (p Problem) String() string {
 // Key parts are joined with "." without quoting, so a quoted key such as
 // "bootstrap.servers" appears as "...props.bootstrap.servers", the same path
 // as the dotted form.
+//
+// A multi-line string whose text starts on the line after its opening
+// quotes also has TextLineKey(path) mapped to that line.
 type Positions map[string]int
+
+// TextLineKey is the key of Positions holding the line where the text of
+// the string at path starts, when that is not the key's line.
+func TextLineKey(path string) string { return path + "#text" }
 
 // decode parses TOML data into v (a pointer to a struct already filled with defaults) and returns the
 // positions of every key plus every problem found: syntax errors (with line), unknown keys, wrong types,
@@ -102,6 +109,9 @@ type node struct {
 	line int
 	// text is the decoded string of a String, the source text otherwise.
 	text string
+	// textLine is set when a String's text starts on the line after its
+	// key: TOML drops a newline right after a multi-line string's quotes.
+	textLine int
 
 	keys   []string // table keys in document order
 	fields map[string]*node
@@ -128,6 +138,7 @@ func (n *node) set(key string, v *node) {
 // their keys or elements instead.
 type treeBuilder struct {
 	p        *unstable.Parser
+	data     []byte
 	newlines []int
 	root     *node
 	cur      *node
@@ -138,7 +149,7 @@ type treeBuilder struct {
 const shapeMsg = "internal error: unexpected document structure"
 
 func buildTree(data []byte) (*node, *Problem) {
-	b := &treeBuilder{p: &unstable.Parser{}, root: newTable(0)}
+	b := &treeBuilder{p: &unstable.Parser{}, data: data, root: newTable(0)}
 	for i, c := range data {
 		if c == '\n' {
 			b.newlines = append(b.newlines, i)
@@ -259,8 +270,22 @@ func (b *treeBuilder) keyValue(t *node, kv *unstable.Node) *Problem {
 	}
 	// A multi-line value is reported at its key, not where the value starts.
 	v.line = line
+	if v.kind == unstable.String && opensWithNewline(b.data[kv.Value().Raw.Offset:]) {
+		v.textLine = line + 1
+	}
 	parent.set(keys[len(keys)-1], v)
 	return nil
+}
+
+// opensWithNewline reports whether raw, a string value as written, is a
+// multi-line string whose opening quotes end their line.
+func opensWithNewline(raw []byte) bool {
+	for _, quotes := range []string{`'''`, `"""`} {
+		if rest, ok := bytes.CutPrefix(raw, []byte(quotes)); ok {
+			return bytes.HasPrefix(rest, []byte("\n")) || bytes.HasPrefix(rest, []byte("\r\n"))
+		}
+	}
+	return false
 }
 
 // value converts a value node; fallback is the line used for an array,
@@ -342,6 +367,9 @@ func collectPositions(pos Positions, n *node, path string) {
 			c := n.fields[k]
 			p := joinPath(path, k)
 			pos[p] = c.line
+			if c.textLine != 0 {
+				pos[TextLineKey(p)] = c.textLine
+			}
 			collectPositions(pos, c, p)
 		}
 	case unstable.Array:

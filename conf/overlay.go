@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -18,6 +19,33 @@ var (
 	ErrExists   = errors.New("an entry of that name exists")
 	ErrKind     = errors.New("unknown kind: want connectors, rules, sinks or sources")
 )
+
+// KindKey returns the key naming the entries of kind ("id" for rules), and
+// false when kind cannot be changed at run time.
+func KindKey(kind string) (string, bool) {
+	key, ok := kindKeys[kind]
+	return key, ok
+}
+
+// CheckEntry decodes one entry of kind on its own and returns what the
+// decoder finds in it: wrong types, unknown keys, missing required keys.
+// Paths and messages are relative to the entry; they carry no line.
+// Validation of values against the rest of the configuration is left to
+// Parse.
+func CheckEntry(kind string, entry map[string]any) []Problem {
+	text, err := toml.Marshal(map[string]any{kind: []map[string]any{entry}})
+	if err != nil {
+		return []Problem{{Msg: fmt.Sprintf("the entry cannot be written as TOML: %v", err)}}
+	}
+	_, ps := decode(text, Defaults())
+	prefix := kind + "[0]."
+	for i := range ps {
+		ps[i].Line = 0
+		ps[i].Path = strings.TrimPrefix(ps[i].Path, prefix)
+		ps[i].Msg = strings.TrimPrefix(ps[i].Msg, prefix)
+	}
+	return ps
+}
 
 // Change is one run-time change of the configuration.
 type Change struct {

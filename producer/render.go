@@ -169,8 +169,8 @@ func (r *renderer) appendJSONHeaders(out *buffer.Record, text []byte) error {
 	if len(text) == 0 {
 		return nil
 	}
-	if !gjson.ValidBytes(text) {
-		return fmt.Errorf("%w: kafka_headers rendered %.64q, not a JSON object or list", errRender, text)
+	if !rule.ValidJSON(text) {
+		return fmt.Errorf("%w: kafka_headers rendered %.64q, not a JSON object or list nested at most %d levels", errRender, text, rule.MaxJSONDepth)
 	}
 	res := gjson.ParseBytes(text)
 	switch {
@@ -192,7 +192,7 @@ func (r *renderer) appendJSONHeaders(out *buffer.Record, text []byte) error {
 		})
 		return bad
 	default:
-		return fmt.Errorf("%w: kafka_headers rendered %.64q, not a JSON object or list", errRender, text)
+		return fmt.Errorf("%w: kafka_headers rendered %.64q, not a JSON object or list nested at most %d levels", errRender, text, rule.MaxJSONDepth)
 	}
 	return nil
 }

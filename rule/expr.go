@@ -33,7 +33,7 @@ type evalCtx struct {
 	payload string
 	// payloadJSON caches whether the payload is valid JSON, checked at most
 	// once per message and rule, the first time a path reaches into it.
-	payloadJSON int8 // 0 unknown, 1 valid, -1 invalid
+	payloadJSON int8 // 0 unknown, 1 valid, -1 invalid, -2 too deep
 	payloadRoot value
 	// out is the record being selected, for expressions that read aliases.
 	out *selected
@@ -43,18 +43,28 @@ func newEvalCtx(ev *Event) evalCtx {
 	return evalCtx{ev: ev, payload: unsafe.String(unsafe.SliceData(ev.Payload), len(ev.Payload))}
 }
 
-var errPayloadNotJSON = errors.New("the payload is not valid JSON")
+var (
+	errPayloadNotJSON = errors.New("the payload is not valid JSON")
+	errPayloadTooDeep = fmt.Errorf("the payload is JSON nested deeper than %d levels", MaxJSONDepth)
+)
 
 func (c *evalCtx) payloadValue() (value, error) {
 	if c.payloadJSON == 0 {
-		c.payloadJSON = -1
-		if gjson.Valid(c.payload) {
+		switch checkJSON(c.payload) {
+		case nil:
 			c.payloadJSON = 1
 			c.payloadRoot = fromResult(gjson.Parse(c.payload))
+		case errJSONTooDeep:
+			c.payloadJSON = -2
+		default:
+			c.payloadJSON = -1
 		}
 	}
-	if c.payloadJSON < 0 {
+	switch c.payloadJSON {
+	case -1:
 		return undef, errPayloadNotJSON
+	case -2:
+		return undef, errPayloadTooDeep
 	}
 	return c.payloadRoot, nil
 }

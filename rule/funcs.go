@@ -804,8 +804,8 @@ func fnJSONDecode(_ *evalCtx, _ *callExpr, args []value) (value, error) {
 	if err != nil {
 		return undef, err
 	}
-	if !gjson.Valid(s) {
-		return undef, errors.New("not valid JSON")
+	if err := checkJSON(s); err != nil {
+		return undef, err
 	}
 	return fromResult(gjson.Parse(s)), nil
 }

@@ -3,6 +3,7 @@ package rule
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -33,12 +34,20 @@ var fuzzPayloads = []string{
 	`[1,2,3]`,
 	`"str"`,
 	``,
+	`{"x":` + deepJSON(MaxJSONDepth-1, "1") + `}`,
+	deepJSON(MaxJSONDepth+1, ""),
+	strings.Repeat(`{"x":`, 10_000),
 }
 
 func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSQLSeeds {
 		f.Add(s)
 	}
+	for _, n := range nestings {
+		f.Add("SELECT " + n.expr(MaxDepth) + " AS v FROM \"t\" WHERE " + n.expr(MaxDepth))
+		f.Add("SELECT * FROM \"t\" WHERE " + n.expr(MaxDepth+1))
+	}
+	f.Add(`SELECT * FROM "t" WHERE ` + strings.Repeat("(", 100_000))
 	f.Fuzz(func(t *testing.T, sql string) {
 		st, err := Parse(sql)
 		if err != nil {
@@ -69,6 +78,8 @@ func FuzzTemplate(f *testing.F) {
 		"${.}", "device-${payload.device}", "${payload.arr[1]}", "${pub_props.User-Property.k}",
 		"${pub_props.'User-Property'.k}", `${payload."a.b"[-1].c}`, "${clientid}/${topic}/${qos}",
 		"x${}", "${", "${a..b}", "${payload.a[}", "${ flags.retain }", "static",
+		"${payload" + strings.Repeat(".x", 10_000) + "}", "${payload.x" + strings.Repeat("[1]", 10_000) + "}",
+		strings.Repeat("${", 10_000) + strings.Repeat("}", 10_000),
 	} {
 		f.Add(s)
 	}

@@ -174,6 +174,19 @@ func digitsEnd(s string, i int) int {
 	return i
 }
 
+// Limits of rule SQL, checked by Parse before any work depends on them.
+// Parsing and evaluation recurse once per level of nesting, so the depth
+// bounds their stack; the length bounds the token list and the text kept.
+const (
+	// MaxSQLLength is the longest rule SQL accepted, in bytes.
+	MaxSQLLength = 64 << 10
+	// MaxDepth is how deep expressions nest: parentheses, operators,
+	// function calls, CASE, arrays and IN lists each add a level, and so
+	// does every operator of a chain such as a + b + c (use IN for long
+	// OR lists). Alias paths (AS a.b.c) have at most MaxDepth keys.
+	MaxDepth = 256
+)
+
 // SourcePrefix starts a FROM entry that names a Kafka source instead of an
 // MQTT topic filter: "$bridges/kafka_consumer:<name>".
 const SourcePrefix = "$bridges/kafka_consumer:"
@@ -214,6 +227,11 @@ type parser struct {
 	// to right and WHERE after it, on the event merged with the selection).
 	aliases   map[string]aliasKind
 	usedAlias bool
+	// nest counts the parse functions active on the stack that recurse
+	// (expr, NOT, unary minus); depth holds each operator node's height,
+	// which evaluation recurses through. Both stay within MaxDepth.
+	nest  int
+	depth map[expr]int
 }
 
 func (p *parser) peek() token { return p.toks[p.pos] }
@@ -268,11 +286,14 @@ func (p *parser) text(from int) string {
 // All checks that can be made without a message are made here, so that a
 // rule that parses only fails at run time on what a message contains.
 func Parse(sql string) (*Statement, error) {
+	if len(sql) > MaxSQLLength {
+		return nil, &SyntaxError{1, 1, fmt.Sprintf("the SQL is %d bytes, more than the limit of %d", len(sql), MaxSQLLength)}
+	}
 	toks, err := lex(sql)
 	if err != nil {
 		return nil, err
 	}
-	p := &parser{src: sql, toks: toks, aliases: map[string]aliasKind{}}
+	p := &parser{src: sql, toks: toks, aliases: map[string]aliasKind{}, depth: map[expr]int{}}
 	st := &Statement{}
 	if t := p.next(); !t.isKeyword("SELECT") {
 		return nil, p.errorf(t, "expected SELECT, found %s", t)
@@ -317,7 +338,7 @@ func Parse(sql string) (*Statement, error) {
 	if p.acceptKeyword("WHERE") {
 		start := p.pos
 		p.usedAlias = false
-		if st.where, err = p.expr(); err != nil {
+		if st.where, err = p.or(); err != nil {
 			return nil, err
 		}
 		st.Where = p.text(start)
@@ -338,7 +359,7 @@ func (p *parser) selectField() (selectField, error) {
 		return selectField{}, p.errorf(t, "expected a field to select, found %s", t)
 	}
 	start := p.pos
-	e, err := p.expr()
+	e, err := p.or()
 	if err != nil {
 		return selectField{}, err
 	}
@@ -411,7 +432,9 @@ func (p *parser) aliasPath() ([]string, error) {
 		default:
 			return nil, p.errorf(t, "expected an alias, found %s", t)
 		}
-		path = append(path, t.text)
+		if path = append(path, t.text); len(path) > MaxDepth {
+			return nil, p.errorf(t, "an alias nests deeper than %d keys", MaxDepth)
+		}
 		if p.peek().isSymbol("[") {
 			return nil, p.errorf(p.peek(), "an alias cannot contain an index")
 		}
@@ -424,7 +447,45 @@ func (p *parser) aliasPath() ([]string, error) {
 // Operator precedence, lowest first, as in EMQX's grammar:
 // OR, AND, NOT, comparison and IN, + -, * / div mod, unary + -.
 
-func (p *parser) expr() (expr, error) { return p.or() }
+// expr parses an expression nested in another (in parentheses, a call, a
+// CASE, an array or an IN list); the top level calls or directly.
+func (p *parser) expr() (expr, error) {
+	if err := p.enter(); err != nil {
+		return nil, err
+	}
+	defer p.leave()
+	return p.or()
+}
+
+// msgTooDeep is the message of both depth checks.
+const msgTooDeep = "expressions nest deeper than %d levels"
+
+// enter accounts for one more recursive parse function on the stack; the
+// token just read opened the level.
+func (p *parser) enter() error {
+	if p.nest++; p.nest > MaxDepth {
+		return p.errorf(p.toks[p.pos-1], msgTooDeep, MaxDepth)
+	}
+	return nil
+}
+
+func (p *parser) leave() { p.nest-- }
+
+// node records that e evaluates its operands, one level above the deepest
+// of them, refusing it (at t) when that is more than MaxDepth levels.
+func (p *parser) node(t token, e expr, operands ...expr) (expr, error) {
+	d := 0
+	for _, o := range operands {
+		if o != nil {
+			d = max(d, p.depth[o])
+		}
+	}
+	if d++; d > MaxDepth {
+		return nil, p.errorf(t, msgTooDeep, MaxDepth)
+	}
+	p.depth[e] = d
+	return e, nil
+}
 
 func (p *parser) or() (expr, error) {
 	l, err := p.and()
@@ -440,7 +501,9 @@ func (p *parser) or() (expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		l = &logicExpr{pos: t.pos(), or: true, l: l, r: r}
+		if l, err = p.node(t, &logicExpr{pos: t.pos(), or: true, l: l, r: r}, l, r); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -458,18 +521,24 @@ func (p *parser) and() (expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		l = &logicExpr{pos: t.pos(), l: l, r: r}
+		if l, err = p.node(t, &logicExpr{pos: t.pos(), l: l, r: r}, l, r); err != nil {
+			return nil, err
+		}
 	}
 }
 
 func (p *parser) not() (expr, error) {
 	t := p.peek()
 	if p.acceptKeyword("NOT") {
+		if err := p.enter(); err != nil {
+			return nil, err
+		}
 		x, err := p.not()
+		p.leave()
 		if err != nil {
 			return nil, err
 		}
-		return &notExpr{pos: t.pos(), x: x}, nil
+		return p.node(t, &notExpr{pos: t.pos(), x: x}, x)
 	}
 	return p.comparison()
 }
@@ -506,7 +575,7 @@ func (p *parser) comparison() (expr, error) {
 					return nil, p.errorf(n, "comparisons cannot be chained; use AND")
 				}
 			}
-			return &cmpExpr{pos: t.pos(), op: op, l: l, r: r}, nil
+			return p.node(t, &cmpExpr{pos: t.pos(), op: op, l: l, r: r}, l, r)
 		}
 	}
 	negate := false
@@ -532,7 +601,7 @@ func (p *parser) comparison() (expr, error) {
 		if err := p.expectSymbol(")"); err != nil {
 			return nil, err
 		}
-		return in, nil
+		return p.node(t, in, append([]expr{l}, in.list...)...)
 	}
 	return l, nil
 }
@@ -558,7 +627,9 @@ func (p *parser) additive() (expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		l = &arithExpr{pos: t.pos(), op: op, l: l, r: r}
+		if l, err = p.node(t, &arithExpr{pos: t.pos(), op: op, l: l, r: r}, l, r); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -587,7 +658,9 @@ func (p *parser) multiplicative() (expr, error) {
 		if err != nil {
 			return nil, err
 		}
-		l = &arithExpr{pos: t.pos(), op: op, l: l, r: r}
+		if l, err = p.node(t, &arithExpr{pos: t.pos(), op: op, l: l, r: r}, l, r); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -595,7 +668,11 @@ func (p *parser) unary() (expr, error) {
 	t := p.peek()
 	if t.isSymbol("-") || t.isSymbol("+") {
 		p.next()
+		if err := p.enter(); err != nil {
+			return nil, err
+		}
 		x, err := p.unary()
+		p.leave()
 		if err != nil {
 			return nil, err
 		}
@@ -610,7 +687,7 @@ func (p *parser) unary() (expr, error) {
 				return &litExpr{pos: t.pos(), v: floatValue(-lit.v.f)}, nil
 			}
 		}
-		return &negExpr{pos: t.pos(), x: x}, nil
+		return p.node(t, &negExpr{pos: t.pos(), x: x}, x)
 	}
 	return p.primary()
 }
@@ -651,7 +728,7 @@ func (p *parser) primary() (expr, error) {
 			if err := p.expectSymbol("]"); err != nil {
 				return nil, err
 			}
-			return l, nil
+			return p.node(t, l, l.elems...)
 		}
 	case tokIdent:
 		if p.peek().isSymbol("(") {
@@ -749,6 +826,11 @@ func (p *parser) path(root token) (expr, error) {
 			}
 			return e, nil
 		}
+		// A path without AS is also the key its value is stored under,
+		// which nests as deep as the path is long.
+		if len(e.path) > MaxDepth {
+			return nil, p.errorf(p.toks[p.pos-1], "a path has more than %d keys", MaxDepth)
+		}
 	}
 }
 
@@ -789,7 +871,11 @@ func (p *parser) caseExpr(start token) (expr, error) {
 	if t := p.next(); !t.isKeyword("END") {
 		return nil, p.errorf(t, "expected END, found %s", t)
 	}
-	return c, nil
+	operands := []expr{c.on, c.els}
+	for _, w := range c.whens {
+		operands = append(operands, w.cond, w.then)
+	}
+	return p.node(start, c, operands...)
 }
 
 func (p *parser) call(name token) (expr, error) {
@@ -827,9 +913,9 @@ func (p *parser) call(name token) (expr, error) {
 			}
 			return nil, p.errorf(name, "%s(): %v", lname, err)
 		}
-		return e, nil
+		return p.node(name, e, args...)
 	}
-	return c, nil
+	return p.node(name, c, args...)
 }
 
 // getenvPrefix keeps rules from reading arbitrary environment variables,

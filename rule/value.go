@@ -1,9 +1,12 @@
 package rule
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 )
@@ -128,6 +131,67 @@ func fromResult(r gjson.Result) value {
 	return undef
 }
 
+// MaxJSONDepth is how deeply JSON a rule decodes (the payload, a string
+// read as JSON on a path, json_decode's argument) may nest. The validator
+// recurses once per level and so do functions over decoded values; deeper
+// text counts as not JSON, so that a publisher cannot exhaust the stack.
+const MaxJSONDepth = 256
+
+var (
+	errNotJSON     = errors.New("not valid JSON")
+	errJSONTooDeep = fmt.Errorf("JSON nested deeper than %d levels", MaxJSONDepth)
+)
+
+// checkJSON reports whether s is JSON that nests at most MaxJSONDepth levels.
+func checkJSON(s string) error {
+	if !jsonDepthOK(s) {
+		return errJSONTooDeep
+	}
+	if !gjson.Valid(s) {
+		return errNotJSON
+	}
+	return nil
+}
+
+// ValidJSON reports whether b is JSON nested at most MaxJSONDepth levels,
+// for text rendered from what clients send.
+func ValidJSON(b []byte) bool {
+	return checkJSON(unsafe.String(unsafe.SliceData(b), len(b))) == nil
+}
+
+func jsonDepthOK(s string) bool { return JSONNestsAtMost(s, MaxJSONDepth) }
+
+// JSONNestsAtMost reports whether the arrays and objects of s nest at most
+// max levels. It scans without recursion; s need not be valid JSON.
+func JSONNestsAtMost(s string, max int) bool {
+	// Text with few brackets cannot nest deeply; counting them is much
+	// faster than the scan, which only deeply bracketed text pays for.
+	if strings.Count(s, "[")+strings.Count(s, "{") <= max {
+		return true
+	}
+	depth, inString := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case inString:
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			if depth++; depth > max {
+				return false
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return true
+}
+
 // parseJSONNumber keeps integers exact, as Erlang's JSON decoder does.
 func parseJSONNumber(raw string, f float64) value {
 	if strings.IndexAny(raw, ".eE") < 0 {
@@ -176,7 +240,7 @@ func walk(v value, path []string) value {
 
 func (v value) get(seg string) value {
 	if v.k == kStr {
-		if !gjson.Valid(v.s) {
+		if checkJSON(v.s) != nil {
 			return undef
 		}
 		v = fromResult(gjson.Parse(v.s))
