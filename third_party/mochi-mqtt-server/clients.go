@@ -198,7 +198,7 @@ func (cl *Client) WriteLoop() {
 		case pk := <-cl.State.outbound:
 			if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				cl.ops.log.Debug("failed publishing packet", "error", err, "client", logString(cl.ID), logPacket(*pk))
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		case <-cl.State.open.Done():
@@ -223,7 +223,7 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	if pk.Connect.Keepalive <= minimumKeepalive {
 		cl.ops.log.Warn(
 			ErrMinimumKeepalive.Error(),
-			"client", cl.ID,
+			"client", logString(pk.Connect.ClientIdentifier),
 			"keepalive", pk.Connect.Keepalive,
 			"recommended", minimumKeepalive,
 		)

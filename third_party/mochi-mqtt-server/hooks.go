@@ -272,7 +272,7 @@ func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet,
 		if hook.Provides(OnPacketRead) {
 			npk, err := hook.OnPacketRead(cl, pkx)
 			if err != nil && errors.Is(err, packets.ErrRejectPacket) {
-				h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)
+				h.Log.Debug("packet rejected", "hook", hook.ID(), "client", logString(cl.ID), logPacket(pkx))
 				return pk, err
 			} else if err != nil {
 				continue
@@ -408,7 +408,8 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 					h.Log.Debug("publish packet rejected",
 						"error", err,
 						"hook", hook.ID(),
-						"packet", pkx)
+						"client", logString(cl.ID),
+						logPacket(pkx))
 					return pk, err
 				} else if errors.Is(err, packets.CodeSuccessIgnore) {
 					return pk, err
@@ -416,7 +417,8 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 				h.Log.Error("publish packet error",
 					"error", err,
 					"hook", hook.ID(),
-					"packet", pkx)
+					"client", logString(cl.ID),
+					logPacket(pkx))
 				return pk, err
 			}
 			pkx = npk
@@ -521,7 +523,8 @@ func (h *Hooks) OnWill(cl *Client, will Will) Will {
 				h.Log.Error("parse will error",
 					"error", err,
 					"hook", hook.ID(),
-					"will", will)
+					"client", logString(cl.ID),
+					"will_topic", logString(will.TopicName))
 				continue
 			}
 			will = mlwt
