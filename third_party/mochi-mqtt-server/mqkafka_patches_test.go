@@ -92,3 +92,16 @@ func TestMqkafkaLogNoPayload(t *testing.T) {
 		}
 	}
 }
+
+// TestMqkafkaSubscribeCutShort: an MQTT 5 SUBSCRIBE that ends after its
+// filter, without the options byte, is malformed; upstream read past the
+// buffer and the panic ended the process (upstream issue #501).
+func TestMqkafkaSubscribeCutShort(t *testing.T) {
+	body := []byte{0, 1, 0, 0, 1, '#'} // packet id, no properties, filter "#"
+	for _, v := range []byte{4, 5} {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1, Remaining: len(body)}, ProtocolVersion: v}
+		if err := decodePacket(&pk, body); err == nil {
+			t.Errorf("MQTT %d: decoded % x", v, body)
+		}
+	}
+}
