@@ -22,7 +22,7 @@ const MaxLine = 1024
 const (
 	// maxValue bounds one attribute value and the message, as written
 	// (escapes counted).
-	maxValue = 256
+	maxValue = 512
 	// reserve is what the time, level, message key, separators, the
 	// suppressed and dropped counts and the newline take at most.
 	reserve = 192
