@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // authenticator checks user names and passwords against bcrypt hashes.
@@ -164,11 +165,7 @@ type accessHook struct {
 
 // logAllowed reports whether a second has passed since it last said yes for
 // last, so that a flood of one kind of event logs one line a second.
-func logAllowed(last *atomic.Int64) bool {
-	now := time.Now().UnixNano()
-	l := last.Load()
-	return now-l > int64(time.Second) && last.CompareAndSwap(l, now)
-}
+func logAllowed(last *atomic.Int64) bool { return logx.Allowed(last) }
 
 func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*accessHook, error) {
 	au, err := newAuthenticator(cfg.Auth)

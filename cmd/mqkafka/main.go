@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -162,12 +163,17 @@ func cmdServe(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// newLogger is the process's logger: whatever a caller or a client passes,
+// no line is longer than logx.MaxLine, and one message is logged at most in
+// a burst of 20 lines, then 10 a second; the next line written says how
+// many were left out.
 func newLogger(c conf.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logx.NewHandler(h, logx.Options{PerSecond: 10, Burst: 20}))
 }

@@ -198,7 +198,7 @@ func (cl *Client) WriteLoop() {
 		case pk := <-cl.State.outbound:
 			if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				cl.ops.log.Debug("failed publishing packet", "error", err, "client", logString(cl.ID), logPacket(*pk))
 			}
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		case <-cl.State.open.Done():
@@ -223,7 +223,7 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	if pk.Connect.Keepalive <= minimumKeepalive {
 		cl.ops.log.Warn(
 			ErrMinimumKeepalive.Error(),
-			"client", cl.ID,
+			"client", logString(pk.Connect.ClientIdentifier),
 			"keepalive", pk.Connect.Keepalive,
 			"recommended", minimumKeepalive,
 		)
@@ -488,6 +488,27 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	// Decode the remaining packet values using a fresh copy of the bytes,
 	// otherwise the next packet will change the data of this one.
 	px := append([]byte{}, p[:]...)
+	if err = decodePacket(&pk, px); err != nil {
+		return pk, err
+	}
+	if pk.FixedHeader.Type == packets.Publish {
+		atomic.AddInt64(&cl.ops.info.MessagesReceived, 1)
+	}
+
+	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	return
+}
+
+// decodePacket decodes px, the packet's bytes after its fixed header, into
+// pk. mqkafka patch: a panic in a decoder (a bounds check missed, as in
+// SubscribeDecode) is a malformed packet, which ends the one connection;
+// unrecovered it ended the process, every client's connection with it.
+func decodePacket(pk *packets.Packet, px []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s packet: %v", packets.ErrMalformedPacket, packets.PacketNames[pk.FixedHeader.Type], r)
+		}
+	}()
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
@@ -497,9 +518,6 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 		err = pk.ConnackDecode(px)
 	case packets.Publish:
 		err = pk.PublishDecode(px)
-		if err == nil {
-			atomic.AddInt64(&cl.ops.info.MessagesReceived, 1)
-		}
 	case packets.Puback:
 		err = pk.PubackDecode(px)
 	case packets.Pubrec:
@@ -523,13 +541,7 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	default:
 		err = fmt.Errorf("invalid packet type; %v", pk.FixedHeader.Type)
 	}
-
-	if err != nil {
-		return pk, err
-	}
-
-	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
-	return
+	return err
 }
 
 // WritePacket encodes and writes a packet to the client.

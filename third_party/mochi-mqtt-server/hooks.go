@@ -292,7 +292,7 @@ func (h *Hooks) OnPacketRead(cl *Client, pk packets.Packet) (pkx packets.Packet,
 		if hook.Provides(OnPacketRead) {
 			npk, err := hook.OnPacketRead(cl, pkx)
 			if err != nil && errors.Is(err, packets.ErrRejectPacket) {
-				h.Log.Debug("packet rejected", "hook", hook.ID(), "packet", pkx)
+				h.Log.Debug("packet rejected", "hook", hook.ID(), "client", logString(cl.ID), logPacket(pkx))
 				return pk, err
 			} else if err != nil {
 				continue
@@ -428,7 +428,8 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 					h.Log.Debug("publish packet rejected",
 						"error", err,
 						"hook", hook.ID(),
-						"packet", pkx)
+						"client", logString(cl.ID),
+						logPacket(pkx))
 					return pk, err
 				} else if errors.Is(err, packets.CodeSuccessIgnore) {
 					return pk, err
@@ -436,7 +437,8 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 				h.Log.Error("publish packet error",
 					"error", err,
 					"hook", hook.ID(),
-					"packet", pkx)
+					"client", logString(cl.ID),
+					logPacket(pkx))
 				return pk, err
 			}
 			pkx = npk
@@ -541,7 +543,8 @@ func (h *Hooks) OnWill(cl *Client, will Will) Will {
 				h.Log.Error("parse will error",
 					"error", err,
 					"hook", hook.ID(),
-					"will", will)
+					"client", logString(cl.ID),
+					"will_topic", logString(will.TopicName))
 				continue
 			}
 			will = mlwt

@@ -2,10 +2,15 @@ package mqtt
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // TestMqkafkaWriteEncodedAfterBuffered: packets WritePacket left in the
@@ -34,5 +39,69 @@ func TestMqkafkaWriteEncodedAfterBuffered(t *testing.T) {
 	}
 	if cl.Net.outbuf != nil {
 		t.Fatal("write buffer not flushed")
+	}
+}
+
+// failingHook fails every publish, as a hook that refuses one does.
+type failingHook struct{ HookBase }
+
+func (h *failingHook) ID() string { return "failing" }
+func (h *failingHook) Provides(b byte) bool {
+	return b == OnPublish || b == OnACLCheck
+}
+func (h *failingHook) OnACLCheck(*Client, string, bool) bool { return true }
+func (h *failingHook) OnPublish(_ *Client, pk packets.Packet) (packets.Packet, error) {
+	return pk, errors.New("refused")
+}
+
+// TestMqkafkaLogNoPayload: the lines logged for a publish the server or a
+// hook refuses carry neither its payload nor more of the client id or
+// topic than logMaxString; upstream logged the whole packet (a 900 KB
+// payload made a 2.7 MB line).
+func TestMqkafkaLogNoPayload(t *testing.T) {
+	var logs bytes.Buffer
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err := s.AddHook(new(failingHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	near, far := net.Pipe()
+	defer near.Close()
+	defer far.Close()
+	long := strings.Repeat("i", 65000)
+	cl := s.NewClient(near, "t", long, false)
+	cl.Properties.ProtocolVersion = 4
+	cl.State.Inflight.ResetReceiveQuota(10)
+	go func() { _, _ = io.Copy(io.Discard, far) }()
+	payload := bytes.Repeat([]byte("PAYLOADMARK"), 900_000/11)
+	for _, topic := range []string{"t/+", "t/" + long} {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload}
+		_ = s.receivePacket(cl, pk)
+	}
+	out := logs.String()
+	if strings.Contains(out, "PAYLOADMARK") || strings.Contains(out, "80 65 89") {
+		t.Fatal("the payload was logged")
+	}
+	for _, msg := range []string{"error processing packet", "publish packet error"} {
+		if !strings.Contains(out, msg) {
+			t.Errorf("no %q line:\n%.2000s", msg, out)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if len(line) > 1024 {
+			t.Errorf("a %d-byte line: %.300s...", len(line), line)
+		}
+	}
+}
+
+// TestMqkafkaSubscribeCutShort: an MQTT 5 SUBSCRIBE that ends after its
+// filter, without the options byte, is malformed; upstream read past the
+// buffer and the panic ended the process (upstream issue #501).
+func TestMqkafkaSubscribeCutShort(t *testing.T) {
+	body := []byte{0, 1, 0, 0, 1, '#'} // packet id, no properties, filter "#"
+	for _, v := range []byte{4, 5} {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1, Remaining: len(body)}, ProtocolVersion: v}
+		if err := decodePacket(&pk, body); err == nil {
+			t.Errorf("MQTT %d: decoded % x", v, body)
+		}
 	}
 }
