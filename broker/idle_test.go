@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -113,5 +114,42 @@ func TestListenerHealth(t *testing.T) {
 	closed.Serve(func(string, net.Conn) error { return nil })
 	if ok, why := closed.health(); !ok {
 		t.Fatalf("a closed listener is reported: %s", why)
+	}
+}
+
+// TestAnnouncedLengthCostsNothing: a socket that announces a CONNECT of
+// max_packet_size and then sends a few bytes holds memory for what it sent,
+// not for what it announced (mochi allocated the whole length at once, so
+// each such socket held 1MB until idle_timeout).
+func TestAnnouncedLengthCostsNothing(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, `[broker]
+listeners = [{ address = "127.0.0.1:0" }]
+max_packet_size = "1MB"
+persistence = false
+[broker.auth]
+allow_anonymous = true
+`))
+	const socks = 100
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	conns := make([]net.Conn, socks)
+	for i := range conns {
+		conns[i] = dial(t, b.Addrs()[0])
+		defer conns[i].Close()
+		// CONNECT, remaining length 1,000,000 (varint c0 84 3d), 10 bytes of it.
+		if _, err := conns[i].Write([]byte{0x10, 0xc0, 0x84, 0x3d, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// mochi counts a packet as received before it allocates and reads it.
+	testkit.WaitFor(t, 10*time.Second, "every socket's packet being read", func() bool {
+		return b.Info().PacketsReceived >= socks
+	})
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > socks*256<<10 {
+		t.Fatalf("%d sockets that announced 1MB and sent 10 bytes hold %d MB of heap", socks, grew>>20)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -477,18 +478,19 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion // inherit client protocol version for decoding
 	pk.FixedHeader = *fh
-	p := make([]byte, pk.FixedHeader.Remaining)
-	n, err := io.ReadFull(cl.Net.bconn, p)
+	// mqkafka patch: the buffer grows with the bytes that arrive, and is
+	// decoded as it is (it is this packet's own): upstream allocated the
+	// announced length at once and then copied it, so a client announcing
+	// max_packet_size and sending nothing held that much memory (twice, once
+	// sent) per connection.
+	p, err := readRemaining(cl.Net.bconn, pk.FixedHeader.Remaining)
 	if err != nil {
 		return pk, err
 	}
 
-	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
+	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(len(p)))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
-	if err = decodePacket(&pk, px); err != nil {
+	if err = decodePacket(&pk, p); err != nil {
 		return pk, err
 	}
 	if pk.FixedHeader.Type == packets.Publish {
@@ -497,6 +499,28 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
 	return
+}
+
+// readChunk is how much of a packet's announced length is allocated before
+// its bytes arrive; past it the buffer at most doubles per read.
+const readChunk = 64 << 10
+
+// readRemaining reads n bytes, allocating as they arrive: the memory a
+// packet holds is bounded by what its sender sent (at most twice that, plus
+// readChunk), not by the length it announced.
+func readRemaining(r io.Reader, n int) ([]byte, error) {
+	p := make([]byte, 0, min(n, readChunk))
+	for len(p) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(cap(p), n-len(p)))
+		}
+		m, err := io.ReadFull(r, p[len(p):min(cap(p), n)])
+		p = p[:len(p)+m]
+		if err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
 
 // decodePacket decodes px, the packet's bytes after its fixed header, into

@@ -105,3 +105,24 @@ func TestMqkafkaSubscribeCutShort(t *testing.T) {
 		}
 	}
 }
+
+// TestMqkafkaReadRemainingGrowsWithData: a packet announcing a large length
+// holds memory in proportion to the bytes that arrived, not the length.
+func TestMqkafkaReadRemainingGrowsWithData(t *testing.T) {
+	const announced = 1 << 20
+	for _, sent := range []int{0, 10, readChunk, 3 * readChunk, announced} {
+		p, err := readRemaining(bytes.NewReader(make([]byte, sent)), announced)
+		if sent < announced && err == nil {
+			t.Fatalf("sent %d of %d: no error", sent, announced)
+		}
+		if sent == announced && (err != nil || len(p) != announced) {
+			t.Fatalf("whole packet: %d bytes, %v", len(p), err)
+		}
+		if len(p) != sent {
+			t.Fatalf("sent %d: read %d", sent, len(p))
+		}
+		if limit := 2*sent + readChunk; cap(p) > limit {
+			t.Fatalf("sent %d of %d: holds %d bytes, want at most %d", sent, announced, cap(p), limit)
+		}
+	}
+}
