@@ -253,10 +253,18 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		if errors.Is(err, buffer.ErrFull) {
+		switch {
+		case errors.Is(err, buffer.ErrFull):
 			return pk, packets.ErrQuotaExceeded
+		case errors.Is(err, buffer.ErrWriteFailed):
+			return pk, packets.ErrUnspecifiedError
 		}
 		return pk, packets.ErrImplementationSpecificError
+	}
+	if pk.FixedHeader.Qos > 0 && errors.Is(err, buffer.ErrWriteFailed) {
+		// A 3.1.1 client resends only on a new connection: without one it
+		// would wait for this PUBACK for as long as the disk refuses writes.
+		cl.Stop(errAckFailed)
 	}
 	// MQTT 3.1.1 has no negative PUBACK: not acknowledging makes the client send again.
 	return pk, packets.ErrRejectPacket

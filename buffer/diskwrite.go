@@ -85,6 +85,7 @@ func (w *groupWrite) end() error {
 	var failed *group
 	if err != nil {
 		failed = d.failLocked(err, g)
+		err = d.err
 	} else {
 		d.written = g.last
 		if d.opts.Fsync == FsyncBatch {
