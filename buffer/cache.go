@@ -2,9 +2,7 @@ package buffer
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
-	"os"
 	"sync/atomic"
 )
 
@@ -57,32 +55,6 @@ const (
 // being written are the producer's and the publishers' and come on top.
 func MemoryBound(readCache int64, partitions int, records int64) int64 {
 	return readCache + int64(partitions)*queueFixedBytes + records*recordIndexBytes
-}
-
-// refuseOldFormat fails on a directory that holds segment files of the
-// tidwall/wal log earlier versions wrote: their records cannot be read by
-// this version, and opening the queue would leave them behind silently.
-func refuseOldFormat(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if n := e.Name(); len(n) == 20 && !e.IsDir() && allDigits(n) {
-			return fmt.Errorf("holds a buffer in the tidwall/wal format of earlier mqkafka versions (file %s): "+
-				"drain it with the version that wrote it first (see README, Buffers)", n)
-		}
-	}
-	return nil
-}
-
-func allDigits(s string) bool {
-	for i := range len(s) {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func crc32c(b []byte) uint32       { return crc32.Checksum(b, castagnoli) }

@@ -34,6 +34,8 @@ import (
 //     that window.
 //   - maintain.go: removing acknowledged segments, saving the ack point,
 //     fsync under FsyncInterval, and recovery after a failed write.
+//   - oldformat.go: moving an earlier version's tidwall/wal log into
+//     segment files at open.
 //
 // drop_oldest marks unread entries evicted in memory. Evicted entries at the
 // head (nothing in flight before them) advance the ack point, so they are cut
@@ -193,11 +195,11 @@ func (d *Disk) open() error {
 	if err := os.MkdirAll(d.dir, 0o750); err != nil {
 		return err
 	}
-	if err := refuseOldFormat(d.dir); err != nil {
-		return err
-	}
 	ack, err := d.openAckFile()
 	if err != nil {
+		return err
+	}
+	if err := migrateOldFormat(d.dir, ack, d.opts.SegmentBytes, d.log); err != nil {
 		return err
 	}
 	d.head = ack + 1
