@@ -40,7 +40,7 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 	if !ok {
 		seq := d.cursor
 		d.mu.Unlock()
-		d.dropCorrupt(seq, segEnd, nil, 0)
+		d.dropCorrupt(seq, max(segEnd, seq+1), nil, 0)
 		return dst, fmt.Errorf("buffer %s: entry %d: %w: %w", d.dir, seq, ErrCorrupt, errUnreadable)
 	}
 	// Plan a run of one segment's entries and mark it in flight before
