@@ -44,9 +44,9 @@ const (
 	// queueFixedBytes is an open partition's own: its two write buffers
 	// kept between groups, encode scratch, channels and bookkeeping.
 	queueFixedBytes = 2*keepBufBytes + 16<<10
-	// recordIndexBytes is what each buffered record costs: its size and its
-	// file offset, 4 bytes each, in slices that grow by doubling.
-	recordIndexBytes = 2 * 2 * 4
+	// recordIndexBytes is what each buffered record costs: its size (4
+	// bytes) and a share of an offset mark, in slices that grow by doubling.
+	recordIndexBytes = 2 * (4 + 1)
 )
 
 // MemoryBound is the most memory disk queues sharing a read cache of

@@ -88,7 +88,6 @@ type Disk struct {
 
 	// Owned by the reader.
 	plan []uint64
-	offs []uint32
 
 	mu   sync.Mutex
 	idle sync.Cond // signalled when writing turns false
@@ -433,8 +432,9 @@ func (d *Disk) Err() error {
 }
 
 // Memory is the queue's own accounting of the memory it holds: the read
-// cache (or, hybrid, the memory part), the per-entry index (8 bytes per
-// buffered record: its size and its file offset) and the write buffers.
+// cache (or, hybrid, the memory part), the per-entry index (4 bytes per
+// buffered record, its size, and 4 per markEvery entries on disk, their
+// file offset) and the write buffers.
 func (d *Disk) Memory() int64 {
 	d.mu.Lock()
 	n := d.cacheBytes + int64(cap(d.sizes.buf))*4 + int64(cap(d.cache.buf)-d.cache.len())*int64(unsafe.Sizeof(Record{})) + int64(cap(d.enc))

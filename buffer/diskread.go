@@ -36,7 +36,7 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 		d.mu.Unlock()
 		return dst, nil
 	}
-	seg, segEnd, ok := d.seg.locate(d.cursor)
+	seg, segNext, segEnd, ok := d.seg.locate(d.cursor)
 	if !ok {
 		seq := d.cursor
 		d.mu.Unlock()
@@ -47,7 +47,7 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 	// letting go of the lock, so that overflow cannot evict what is read.
 	plan := d.plan[:0]
 	taken := 0
-	for ; d.cursor <= limit && d.cursor < d.cacheFirst && d.cursor < seg.next(); d.cursor++ {
+	for ; d.cursor <= limit && d.cursor < d.cacheFirst && d.cursor < segNext; d.cursor++ {
 		s := *d.sizes.at(int(d.cursor - d.head))
 		if s&evictedBit != 0 {
 			continue
@@ -75,31 +75,30 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 // readLog reads the planned entries of segment seg with one positional read
 // into a new buffer, which the records then point into.
 func (d *Disk) readLog(dst []Entry, seg *segment, plan []uint64, end uint64) ([]Entry, error) {
-	from, to, offs := d.seg.span(seg, plan[0], plan[len(plan)-1], d.offs)
-	if to-from > maxReadSpan && len(plan) > 1 {
+	from, to, at := d.seg.span(seg, plan[0], plan[len(plan)-1])
+	for to-from > maxReadSpan && len(plan) > 1 {
 		// Evicted entries between the planned ones: read fewer.
-		k := len(plan)
-		for k > 1 && int64(offs[plan[k-1]-plan[0]])-from >= maxReadSpan {
-			k--
-		}
+		k := max(len(plan)/2, 1)
 		d.unplan(plan[k:], end)
 		plan, end = plan[:k], plan[k]
-		from, to, offs = d.seg.span(seg, plan[0], plan[k-1], offs)
+		from, to, at = d.seg.span(seg, plan[0], plan[k-1])
 	}
-	d.offs = offs
 	buf, err := d.seg.readAt(seg, from, to)
 	if err != nil {
 		d.unplan(plan, end)
 		return dst, fmt.Errorf("buffer %s: read %d: %w", d.dir, plan[0], err)
 	}
+	// Walk the frames from the mark, decoding the planned ones.
+	o := 0
 	for i, seq := range plan {
-		o := int64(offs[seq-plan[0]]) - from
 		var rec Record
 		var tomb bool
 		err := errBadEntry
-		if o+frameHdrLen <= int64(len(buf)) {
-			n := int64(leUint32(buf[o:]))
-			if o+frameHdrLen+n <= int64(len(buf)) {
+		for ; at < seq && o+frameHdrLen <= len(buf); at++ {
+			o += frameHdrLen + int(leUint32(buf[o:]))
+		}
+		if at == seq && o+frameHdrLen <= len(buf) {
+			if n := int(leUint32(buf[o:])); n <= len(buf)-o-frameHdrLen {
 				rec, tomb, err = decodeEntry(buf[o+frameHdrLen : o+frameHdrLen+n])
 			}
 		}

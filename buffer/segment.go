@@ -23,9 +23,11 @@ import (
 // contiguous within a segment; a new segment may start past the previous
 // one's end (entries forgotten after a failed write, a hybrid queue's
 // entries acknowledged in memory), and the Seqs in between are known to be
-// acknowledged. In memory the log holds, per segment, the file offset of each
-// entry (4 bytes an entry) and one open file: the tail it appends to. Reads
-// open the segment they need, so nothing else of a segment stays in memory.
+// acknowledged. In memory the log holds, per segment, the file offset of
+// every markEvery-th entry (a read starts at the mark before its first entry
+// and walks the frames from there) and one open file: the tail it appends
+// to. Reads open the segment they need, so nothing else of a segment stays
+// in memory.
 
 const (
 	segSuffix   = ".seg"
@@ -34,19 +36,33 @@ const (
 	maxSegmentBytes = 1 << 30
 	// scanBufBytes is the read buffer of a segment scan at open.
 	scanBufBytes = 64 << 10
+	// markEvery is how many entries share one offset in the index: a read
+	// reads up to markEvery-1 entries before and after the ones it wants.
+	markEvery = 16
 )
 
-// segment is one segment file: entries first .. first+len(offs)-1.
+// segment is one segment file: entries first .. first+n-1.
 type segment struct {
 	first uint64
-	offs  []uint32 // file offset of each entry's frame
+	n     int
+	marks []uint32 // file offset of entries first, first+markEvery, …
 	size  int64    // bytes of complete frames
-	// broken: the file holds frames past offs that do not parse (a damaged
-	// non-tail segment); Seqs up to the next segment's first are unreadable.
+	// broken: the file holds frames past the n entries that do not parse (a
+	// damaged non-tail segment); Seqs up to the next segment's first are
+	// unreadable.
 	broken bool
 }
 
-func (s *segment) next() uint64 { return s.first + uint64(len(s.offs)) }
+func (s *segment) next() uint64 { return s.first + uint64(s.n) }
+
+// add indexes a frame of n bytes appended at the segment's end.
+func (s *segment) add(n int64) {
+	if s.n%markEvery == 0 {
+		s.marks = append(s.marks, uint32(s.size))
+	}
+	s.n++
+	s.size += n
+}
 
 // segLog is the set of segment files of one queue. Appends come from one
 // writer at a time, reads from one reader, removals from the maintainer; mu
@@ -60,6 +76,11 @@ type segLog struct {
 	tail *os.File // open on segs[len(segs)-1] once written to; nil otherwise
 	// tailDirty: a failed write may have left bytes past the tail's size.
 	tailDirty bool
+	// The last write, which unwrite takes back: its first Seq, where it
+	// started in the tail and the tail's entry count before it.
+	lastFirst uint64
+	lastAt    int64
+	lastN     int
 }
 
 // segmentPath is the file of the segment whose first entry is first.
@@ -117,7 +138,7 @@ func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(pat
 				if err := os.Truncate(path, s.size); err != nil {
 					return nil, err
 				}
-				cut(path, len(s.offs), fileSize-s.size)
+				cut(path, s.n, fileSize-s.size)
 			} else {
 				// Its entries past the damage are unreadable: reported as
 				// such, unlike a gap between segments, which is acknowledged.
@@ -127,7 +148,7 @@ func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(pat
 				}
 			}
 		}
-		if len(s.offs) == 0 && !s.broken {
+		if s.n == 0 && !s.broken {
 			// Nothing to keep: an empty segment only marks where Seqs go on,
 			// which the ack point and the next append say as well.
 			if err := os.Remove(path); err != nil {
@@ -140,7 +161,7 @@ func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(pat
 	return l, nil
 }
 
-// scanSegment reads a segment file's frames into s.offs, calling fn for the
+// scanSegment indexes a segment file's frames into s, calling fn for the
 // entries at or after from; the tail's entries are checked against their
 // CRC (a damaged entry ends it), the others only parsed (Read checks them).
 func scanSegment(path string, s *segment, verify bool, from uint64, fn scanFn, buf *[]byte) (int64, error) {
@@ -174,8 +195,7 @@ func scanSegment(path string, s *segment, verify bool, from uint64, fn scanFn, b
 			break
 		}
 		seq := s.next()
-		s.offs = append(s.offs, uint32(s.size))
-		s.size += frameHdrLen + n
+		s.add(frameHdrLen + n)
 		if seq >= from {
 			fn(seq, data)
 		}
@@ -239,6 +259,7 @@ func (l *segLog) write(first uint64, frames []byte, lens []int32) (created bool,
 		created = true
 	}
 	f, at := l.tail, s.size
+	l.lastFirst = 0
 	l.mu.Unlock()
 
 	if _, err := f.WriteAt(frames, at); err != nil {
@@ -250,29 +271,27 @@ func (l *segLog) write(first uint64, frames []byte, lens []int32) (created bool,
 		return created, err
 	}
 	l.mu.Lock()
-	off := at
+	l.lastFirst, l.lastAt, l.lastN = first, at, s.n
 	for _, n := range lens {
-		s.offs = append(s.offs, uint32(off))
-		off += int64(n)
+		s.add(int64(n))
 	}
-	s.size = off
 	l.mu.Unlock()
 	return created, nil
 }
 
-// unwrite cuts the entries from Seq first on off the tail segment: a write
+// unwrite takes back the last write, if it started at Seq first: a write
 // whose fsync failed. A failed cut is retried before the next write.
 func (l *segLog) unwrite(first uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(l.segs)
-	if n == 0 || l.segs[n-1].next() <= first || l.segs[n-1].first > first {
+	if n == 0 || first != l.lastFirst || l.segs[n-1].next() <= first {
 		return
 	}
 	s := l.segs[n-1]
-	k := first - s.first
-	s.size = int64(s.offs[k])
-	s.offs = s.offs[:k]
+	s.n, s.size = l.lastN, l.lastAt
+	s.marks = s.marks[:(s.n+markEvery-1)/markEvery]
+	l.lastFirst = 0
 	if err := l.tail.Truncate(s.size); err != nil {
 		l.tailDirty = true
 	}
@@ -309,9 +328,10 @@ func (l *segLog) sync() error {
 // errUnreadable is a Seq whose segment is damaged before it.
 var errUnreadable = errors.New("entry beyond a damaged part of its segment")
 
-// locate returns the segment holding seq and the Seq that segment ends
-// before (its entries, or for a broken segment the next segment's first).
-func (l *segLog) locate(seq uint64) (s *segment, end uint64, ok bool) {
+// locate returns the segment holding seq, the Seq after its entries now,
+// and the Seq it ends before (for a broken segment, the next segment's
+// first).
+func (l *segLog) locate(seq uint64) (s *segment, next, end uint64, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k, found := slices.BinarySearchFunc(l.segs, seq, func(s *segment, seq uint64) int {
@@ -327,28 +347,30 @@ func (l *segLog) locate(seq uint64) (s *segment, end uint64, ok bool) {
 		k--
 	}
 	if k < 0 {
-		return nil, 0, false
+		return nil, 0, 0, false
 	}
 	s = l.segs[k]
-	end = s.next()
+	next = s.next()
+	end = next
 	if s.broken && k+1 < len(l.segs) {
 		end = l.segs[k+1].first
 	}
-	return s, end, seq < end
+	return s, next, end, seq < end
 }
 
-// span returns the file offsets [from, to) of the frames of entries
-// first..last of segment s (which must hold them) and their offsets.
-func (l *segLog) span(s *segment, first, last uint64, offs []uint32) (from, to int64, _ []uint32) {
+// span returns the file offsets [from, to) of the frames of segment s from
+// the mark before Seq first to the mark after Seq last (which s must hold),
+// and the Seq of the frame at from.
+func (l *segLog) span(s *segment, first, last uint64) (from, to int64, at uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	offs = append(offs[:0], s.offs[first-s.first:last-s.first+1]...)
-	from = int64(offs[0])
+	k := (first - s.first) / markEvery
+	from, at = int64(s.marks[k]), s.first+k*markEvery
 	to = s.size
-	if i := last - s.first + 1; i < uint64(len(s.offs)) {
-		to = int64(s.offs[i])
+	if j := (last-s.first)/markEvery + 1; j < uint64(len(s.marks)) {
+		to = int64(s.marks[j])
 	}
-	return from, to, offs
+	return from, to, at
 }
 
 // readAt reads segment s's bytes [from, to) into a new buffer. It opens the
@@ -394,7 +416,7 @@ func (l *segLog) indexBytes() int64 {
 	defer l.mu.Unlock()
 	n := int64(0)
 	for _, s := range l.segs {
-		n += int64(cap(s.offs)) * 4
+		n += int64(cap(s.marks)) * 4
 	}
 	return n
 }
