@@ -114,7 +114,7 @@ type scanFn func(seq uint64, data []byte)
 
 // openSegLog loads the segment index of dir, calling fn for every entry at
 // or after from. A torn or corrupt tail is cut back to its last valid entry;
-// cut reports how many bytes and (at least) entries that lost.
+// cut reports the entries the tail kept and the bytes cut.
 func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(path string, kept int, bytes int64)) (*segLog, error) {
 	l := &segLog{dir: dir, segBytes: min(segBytes, maxSegmentBytes)}
 	firsts, err := listSegments(dir)
