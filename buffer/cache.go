@@ -41,8 +41,8 @@ func (b *CacheBudget) give(n int64) { b.used.Add(-n) }
 
 // Fixed memory costs of a disk queue, beyond its share of the read cache.
 const (
-	// queueFixedBytes is an open partition's own: its two write buffers
-	// kept between groups, encode scratch, channels and bookkeeping.
+	// queueFixedBytes is an open partition's own: the two write buffers it
+	// keeps between groups, its channels and bookkeeping.
 	queueFixedBytes = 2*keepBufBytes + 16<<10
 	// recordIndexBytes is what each buffered record costs: its size (4
 	// bytes) and a share of an offset mark, in slices that grow by doubling.

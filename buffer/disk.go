@@ -113,7 +113,6 @@ type Disk struct {
 	writing bool
 	pending *group
 	free    []*wbuf
-	enc     []byte
 
 	// err refuses appends after a failed write until the maintainer sees
 	// the disk take writes again; backoff is the wait before its next probe.
@@ -437,7 +436,7 @@ func (d *Disk) Err() error {
 // file offset) and the write buffers.
 func (d *Disk) Memory() int64 {
 	d.mu.Lock()
-	n := d.cacheBytes + int64(cap(d.sizes.buf))*4 + int64(cap(d.cache.buf)-d.cache.len())*int64(unsafe.Sizeof(Record{})) + int64(cap(d.enc))
+	n := d.cacheBytes + int64(cap(d.sizes.buf))*4 + int64(cap(d.cache.buf)-d.cache.len())*int64(unsafe.Sizeof(Record{}))
 	for _, b := range d.free {
 		n += int64(cap(b.frames)) + int64(cap(b.lens))*4
 	}

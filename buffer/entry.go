@@ -155,7 +155,6 @@ type ring[T any] struct {
 func (r *ring[T]) len() int    { return len(r.buf) - r.head }
 func (r *ring[T]) at(i int) *T { return &r.buf[r.head+i] }
 func (r *ring[T]) push(v T)    { r.buf = append(r.buf, v) }
-func (r *ring[T]) reset()      { clear(r.buf); r.buf = r.buf[:0]; r.head = 0 }
 func (r *ring[T]) popBack() {
 	var zero T
 	r.buf[len(r.buf)-1] = zero
