@@ -62,13 +62,16 @@ type ConnectorStatus struct {
 
 // SinkStatus is one sink's configuration, counters and queues.
 type SinkStatus struct {
-	Name       string            `json:"name"`
-	Connector  string            `json:"connector"`
-	Status     string            `json:"status"`
-	Config     conf.Sink         `json:"config"`
-	Counters   SinkCounters      `json:"counters"`
-	Partitions []PartitionStatus `json:"partitions"`
-	Rates      Rates             `json:"rates"`
+	Name      string `json:"name"`
+	Connector string `json:"connector"`
+	Status    string `json:"status"`
+	// BufferError says why the sink's buffer refuses records (a disk
+	// write failed), empty while it takes them.
+	BufferError string            `json:"buffer_error,omitempty"`
+	Config      conf.Sink         `json:"config"`
+	Counters    SinkCounters      `json:"counters"`
+	Partitions  []PartitionStatus `json:"partitions"`
+	Rates       Rates             `json:"rates"`
 }
 
 // SinkCounters are a sink's totals since start, named as EMQX's action metrics.

@@ -212,6 +212,12 @@ func (r *runner) runRecovery(ctx context.Context, name string, tag uint32, p Par
 		return fmt.Errorf("building the backlog: %w", lerr)
 	}
 
+	// The buffering process's peak memory: what holding a backlog costs.
+	var backlogRSS int64
+	if s, ok := mq.stats(); ok {
+		backlogRSS = s.hwm
+	}
+
 	// Phase 3: stop mqkafka (it cannot drain), bring Kafka back empty on
 	// the same port, start mqkafka and time the drain.
 	if err := mq.ch.stop(60 * time.Second); err != nil {
@@ -260,6 +266,7 @@ func (r *runner) runRecovery(ctx context.Context, name string, tag uint32, p Par
 		"drain_seconds":           drain,
 		"drain_seconds_from_exec": last.Sub(t0).Seconds(),
 		"drain_rate":              float64(res.Delivered) / max(drain, 1e-9),
+		"backlog_peak_rss_mb":     float64(backlogRSS) / (1 << 20),
 	}
 	return nil
 }

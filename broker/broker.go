@@ -282,8 +282,11 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		if errors.Is(err, buffer.ErrFull) {
+		switch {
+		case errors.Is(err, buffer.ErrFull):
 			return pk, packets.ErrQuotaExceeded
+		case errors.Is(err, buffer.ErrWriteFailed):
+			return pk, packets.ErrUnspecifiedError
 		}
 		// 0x83 "valid, but the receiver is not willing to accept it" also
 		// answers buffer.ErrTooLarge: the record of a publish under
@@ -291,6 +294,11 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// would tell the client to try again later, which never helps, and
 		// 0x95 (packet too large) is not a PUBACK reason.
 		return pk, packets.ErrImplementationSpecificError
+	}
+	if pk.FixedHeader.Qos > 0 && errors.Is(err, buffer.ErrWriteFailed) {
+		// A 3.1.1 client resends only on a new connection: without one it
+		// would wait for this PUBACK for as long as the disk refuses writes.
+		cl.Stop(errAckFailed)
 	}
 	// MQTT 3.1.1 has no negative PUBACK: not acknowledging makes the client send again.
 	return pk, packets.ErrRejectPacket

@@ -122,6 +122,9 @@ type Stats struct {
 	Records  int64 // unacknowledged records, in flight included
 	Bytes    int64 // their size
 	Inflight int64 // records read and not yet acknowledged
+	// Err says why the queue refuses appends now (disk and hybrid: a failed
+	// write it has not recovered from), or is nil.
+	Err error
 }
 
 // Queue is a FIFO of records for one (sink, topic, partition). Append may be
@@ -163,12 +166,14 @@ type Options struct {
 	Fsync Fsync
 	// FsyncInterval is the fsync period under FsyncInterval; 0 means 100ms.
 	FsyncInterval time.Duration
-	// SegmentBytes is the target size of one WAL segment file; 0 means 10 MB.
+	// SegmentBytes is the target size of one segment file; 0 means 10 MB.
 	SegmentBytes int64
 	// MemoryLimit is how many bytes a hybrid queue keeps only in memory before
-	// it spills to disk; a disk queue uses it as its read cache budget.
-	// 0 means SegmentBytes.
+	// it spills to disk (0 means SegmentBytes); a disk queue without a
+	// ReadCache uses it as a read cache of its own (0 means 1 MB).
 	MemoryLimit int64
+	// ReadCache, for disk queues, is the read cache budget they share.
+	ReadCache *CacheBudget
 	// Logger receives WAL repair and I/O reports; nil means slog.Default().
 	Logger *slog.Logger
 	// Committer, for disk queues, writes and syncs this queue's groups

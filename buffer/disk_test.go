@@ -311,7 +311,7 @@ func TestTornTail(t *testing.T) {
 				want = 50
 			}
 			wantRange(t, drain(t, q, 1<<20), 0, want)
-			if !strings.Contains(logs.String(), "torn or corrupt WAL tail") {
+			if !strings.Contains(logs.String(), "torn or corrupt log tail") {
 				t.Fatalf("repair not logged: %q", logs.String())
 			}
 			// The repaired log takes new entries after the kept ones.
@@ -496,5 +496,49 @@ func TestCloseWhileAppending(t *testing.T) {
 				t.Fatalf("%d duplicates", len(got)-len(seen))
 			}
 		})
+	}
+}
+
+// TestBrokenFrameMidLog damages a frame length inside a segment that is not
+// the tail: the rest of that segment is dropped as corrupt, counted, and the
+// later segments are delivered.
+func TestBrokenFrameMidLog(t *testing.T) {
+	dir := t.TempDir()
+	var dr drops
+	opts := Options{SegmentBytes: 1 << 10, OnDrop: dr.fn}
+	q := open(t, ModeDisk, dir, opts)
+	appendN(t, q, 0, 100)
+	q.Close()
+	segs, _ := listSegments(dir)
+	if len(segs) < 3 {
+		t.Fatalf("want several segments, have %d", len(segs))
+	}
+	path := segmentPath(dir, segs[1])
+	b, _ := os.ReadFile(path)
+	b[3] = 0x7f // the first frame's length runs past the file
+	os.WriteFile(path, b, 0o640)
+	lost := int(segs[2] - segs[1])
+
+	q = open(t, ModeDisk, dir, opts)
+	defer q.Close()
+	var vals []int
+	for range 1000 {
+		got, err := q.Read(nil, 1<<20)
+		if errors.Is(err, ErrCorrupt) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			break
+		}
+		vals = append(vals, values(t, got)...)
+	}
+	if dr.get(ReasonCorrupt) != lost || len(vals)+lost != 100 {
+		t.Fatalf("corrupt drops %d, want %d; delivered %d", dr.get(ReasonCorrupt), lost, len(vals))
+	}
+	if s := q.Stats(); s.Records != int64(len(vals)) {
+		t.Fatalf("stats %+v after reading %d", s, len(vals))
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"hash/crc32"
 )
 
-// A WAL entry is
+// A log entry is
 //
 //	version (1 byte) | CRC32C of everything after it (4, little endian) |
 //	flags (1) | enqueue time, Unix ms (8, little endian) |
@@ -17,7 +17,7 @@ import (
 const (
 	entryVersion  = 1
 	entryHdrLen   = 1 + 4 + 1 + 8
-	flagTombstone = 1 // a hybrid queue's evicted entry, written only to keep WAL indexes contiguous
+	flagTombstone = 1 // a hybrid queue's evicted entry, written only to keep a segment's Seqs contiguous
 )
 
 // maxRecordSize keeps sizes in 30 bits; the top bits of a size slot are flags.
@@ -28,7 +28,7 @@ const evictedBit = 1 << 31
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// errBadEntry is a WAL entry that fails its checksum or does not parse.
+// errBadEntry is a log entry that fails its checksum or does not parse.
 var errBadEntry = errors.New("corrupt entry")
 
 func appendBytes(dst, b []byte) []byte {
@@ -117,9 +117,8 @@ func entryInfo(data []byte) (size int, tomb, ok bool) {
 	return size, data[5]&flagTombstone != 0, !r.bad
 }
 
-// decodeEntry verifies and decodes an entry, copying its bytes into *slab so
-// that the record does not alias the WAL's segment buffers.
-func decodeEntry(data []byte, slab *[]byte) (rec Record, tomb bool, err error) {
+// decodeEntry verifies and decodes an entry; the record points into data.
+func decodeEntry(data []byte) (rec Record, tomb bool, err error) {
 	if !checkEntry(data) {
 		return Record{}, false, errBadEntry
 	}
@@ -128,19 +127,8 @@ func decodeEntry(data []byte, slab *[]byte) (rec Record, tomb bool, err error) {
 		return Record{}, true, nil
 	}
 	r := entryReader{b: data[entryHdrLen:]}
-	copyField := func() []byte {
-		b, isNil := r.field()
-		if isNil {
-			return nil
-		}
-		s := *slab
-		off := len(s)
-		s = append(s, b...)
-		*slab = s
-		return s[off:len(s):len(s)]
-	}
-	rec.Key = copyField()
-	rec.Value = copyField()
+	rec.Key, _ = r.field()
+	rec.Value, _ = r.field()
 	if nh := r.uvarint(); nh > 0 && !r.bad {
 		if nh > uint64(len(r.b)) {
 			return Record{}, false, errBadEntry
@@ -148,35 +136,14 @@ func decodeEntry(data []byte, slab *[]byte) (rec Record, tomb bool, err error) {
 		rec.Headers = make([]Header, 0, nh)
 		for ; nh > 0 && !r.bad; nh-- {
 			k := string(r.take(r.uvarint()))
-			rec.Headers = append(rec.Headers, Header{Key: k, Value: copyField()})
+			v, _ := r.field()
+			rec.Headers = append(rec.Headers, Header{Key: k, Value: v})
 		}
 	}
 	if r.bad {
 		return Record{}, false, errBadEntry
 	}
 	return rec, false, nil
-}
-
-// walkSegment calls fn for each entry of a binary tidwall/wal segment file
-// (uvarint length + data per entry) and returns the length of the prefix that
-// holds complete entries; with verify, an entry failing its CRC ends the prefix.
-func walkSegment(buf []byte, verify bool, fn func(data []byte)) (good int, n int) {
-	for good < len(buf) {
-		size, k := binary.Uvarint(buf[good:])
-		if k <= 0 || uint64(len(buf)-good-k) < size {
-			break
-		}
-		data := buf[good+k : good+k+int(size)]
-		if verify && !checkEntry(data) {
-			break
-		}
-		if fn != nil {
-			fn(data)
-		}
-		good += k + int(size)
-		n++
-	}
-	return good, n
 }
 
 // ring is a FIFO slice whose consumed prefix is reclaimed in amortised O(1).
@@ -188,7 +155,14 @@ type ring[T any] struct {
 func (r *ring[T]) len() int    { return len(r.buf) - r.head }
 func (r *ring[T]) at(i int) *T { return &r.buf[r.head+i] }
 func (r *ring[T]) push(v T)    { r.buf = append(r.buf, v) }
-func (r *ring[T]) reset()      { clear(r.buf); r.buf = r.buf[:0]; r.head = 0 }
+func (r *ring[T]) popBack() {
+	var zero T
+	r.buf[len(r.buf)-1] = zero
+	r.buf = r.buf[:len(r.buf)-1]
+	if len(r.buf) == r.head {
+		r.buf, r.head = r.buf[:0], 0
+	}
+}
 func (r *ring[T]) popFront() {
 	var zero T
 	r.buf[r.head] = zero

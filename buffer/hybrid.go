@@ -1,23 +1,15 @@
 package buffer
 
-import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-
-	"github.com/tidwall/wal"
-)
+import "fmt"
 
 // A hybrid queue is a disk queue whose newest entries are not yet written:
 // Seqs (queued, nextSeq) live only in the read cache. When they exceed
-// MemoryLimit the oldest of them are written to the WAL ("spilled"), and
-// Close writes all of them. The WAL therefore always holds a prefix of the
+// MemoryLimit the oldest of them are written to the log ("spilled"), and
+// Close writes all of them. The log therefore always holds a prefix of the
 // queue and memory the rest, so FIFO order survives a graceful restart
 // without any merging. Entries read and acknowledged while still in memory
-// never touch the disk; when the acknowledged prefix has overtaken the WAL,
-// the next write starts a fresh log at the first unacknowledged Seq
-// ("rebase"), because tidwall/wal indexes must be contiguous.
+// never touch the disk; the next spill then starts a new segment at the
+// first unacknowledged Seq, the log's Seqs in between being acknowledged.
 
 // OpenHybrid opens (or creates) a hybrid queue in opts.Dir.
 func OpenHybrid(opts Options) (*Disk, error) { return openDisk(opts, true) }
@@ -43,7 +35,7 @@ func (d *Disk) appendMemoryLocked(recs []Record, size int64) error {
 	return nil
 }
 
-// spillLocked writes the oldest memory-only entries to the WAL: down to 3/4
+// spillLocked writes the oldest memory-only entries to the log: down to 3/4
 // of MemoryLimit (at most spillChunk), or all of them when all is set. Called
 // with d.mu held and no write in progress; returns with d.mu held.
 func (d *Disk) spillLocked(all bool) error {
@@ -51,59 +43,48 @@ func (d *Disk) spillLocked(all bool) error {
 		return d.err
 	}
 	start := max(d.queued+1, d.head)
-	rebase := start > d.written+1
-	if start >= d.nextSeq && !rebase {
+	if start >= d.nextSeq {
 		return nil
 	}
 	d.writing = true
 	wb := d.takeBuf()
 	low := d.memLimit - min(d.memLimit/4, spillChunk)
 	var spilled int64
-	chunk := 0
 	seq := start
 	for ; seq < d.nextSeq; seq++ {
-		if !all && seq > start && (d.memBytes-spilled <= low || chunk >= spillChunk) {
+		if !all && seq > start && (d.memBytes-spilled <= low || len(wb.frames) >= spillChunk) {
 			break
 		}
 		s := *d.sizes.at(int(seq - d.head))
 		if s&evictedBit != 0 {
-			// Keeps the WAL's indexes contiguous, and the drop survives a restart.
-			d.enc = appendEntry(d.enc[:0], &Record{}, flagTombstone)
+			// Keeps the segment's Seqs contiguous, and the drop survives a restart.
+			wb.frames, wb.lens = appendFrame(wb.frames, wb.lens, &Record{}, flagTombstone)
 		} else {
-			d.enc = appendEntry(d.enc[:0], d.cache.at(int(seq-d.cacheFirst)), 0)
+			wb.frames, wb.lens = appendFrame(wb.frames, wb.lens, d.cache.at(int(seq-d.cacheFirst)), 0)
 			spilled += int64(s)
 		}
-		wb.b.Write(seq, d.enc)
-		wb.lens = append(wb.lens, int32(len(d.enc)))
-		chunk += len(d.enc)
 	}
 	end := seq - 1
 	d.memBytes -= spilled
 	d.queued = end
-	if rebase {
-		d.segStarts = []uint64{start}
-		d.tailBytes = 0
-		d.walGen++
-	}
-	cycled := d.mirrorLocked(start, wb.lens)
 	d.mu.Unlock()
 
-	var err error
-	if rebase {
-		err = d.rebase(start)
-	}
-	if err == nil && end >= start {
-		err = d.writeBatch(&wb.b)
-	}
-	if err == nil && end >= start && d.opts.Fsync == FsyncBatch {
-		err = d.syncLog(cycled)
+	created, err := d.writeFrames(start, wb)
+	if err == nil && d.opts.Fsync == FsyncBatch {
+		err = d.syncLog(created)
 	}
 
 	d.mu.Lock()
 	if err != nil {
-		// The entries stay in memory; the WAL's state is unknown, so no
-		// further writes until a reopen.
-		d.err = err
+		// The entries stay in memory; appends are refused until the disk
+		// takes writes again (the memory part would outgrow its limit).
+		d.seg.unwrite(start)
+		d.err = fmt.Errorf("%w: %w", ErrWriteFailed, err)
+		if !d.failing {
+			d.failing = true
+			d.backoff = 0
+		}
+		d.pokeMaintainer()
 		d.queued = d.written
 		d.memBytes = 0
 		for seq := max(d.written+1, d.head); seq < d.nextSeq; seq++ {
@@ -116,59 +97,25 @@ func (d *Disk) spillLocked(all bool) error {
 		if d.opts.Fsync == FsyncBatch {
 			d.synced = end
 		}
+		d.recoveredLocked()
 		d.trimCacheLocked()
 	}
-	wb.b.Clear()
-	wb.lens = wb.lens[:0]
-	d.free = append(d.free, wb)
 	d.writing = false
 	d.idle.Broadcast()
+	d.mu.Unlock()
+	d.release(wb, nil)
+	d.mu.Lock()
 	return err
 }
 
-func (d *Disk) takeBuf() *wbuf {
-	if n := len(d.free); n > 0 {
-		b := d.free[n-1]
-		d.free = d.free[:n-1]
-		return b
-	}
-	return new(wbuf)
-}
-
-// rebase replaces a fully acknowledged log by an empty one whose next index
-// is start. A crash in between leaves either the old files (whose entries the
-// ack point skips) or a new log at 1, which the ack point's clipping handles.
-func (d *Disk) rebase(start uint64) error {
-	d.logMu.Lock()
-	defer d.logMu.Unlock()
-	if err := d.wal.Close(); err != nil && !errors.Is(err, wal.ErrClosed) {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	ents, err := os.ReadDir(d.dir)
-	if err != nil {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	for _, e := range ents {
-		if _, ok := walFileIndex(e.Name()); ok && !e.IsDir() {
-			if err := os.Remove(filepath.Join(d.dir, e.Name())); err != nil {
-				return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-			}
+// trimCacheLocked keeps a hybrid queue's cache within MemoryLimit by
+// forgetting its oldest entries that the log already holds.
+func (d *Disk) trimCacheLocked() {
+	for d.cacheBytes > d.memLimit && d.cache.len() > 0 && d.cacheFirst <= d.written {
+		if s := *d.sizes.at(int(d.cacheFirst - d.head)); s&evictedBit == 0 {
+			d.uncacheLocked(cacheCost(int64(s)))
 		}
+		d.cache.popFront()
+		d.cacheFirst++
 	}
-	f, err := os.OpenFile(segmentPath(d.dir, start), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, d.walOpts.FilePerms)
-	if err != nil {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	if err := syncDir(d.dir); err != nil {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	l, err := wal.Open(d.dir, &d.walOpts)
-	if err != nil {
-		return fmt.Errorf("buffer %s: rebase: %w", d.dir, err)
-	}
-	d.wal = l
-	return nil
 }

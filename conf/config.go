@@ -25,6 +25,7 @@ type Config struct {
 	Sinks           []Sink        `toml:"sinks"`
 	Sources         []Source      `toml:"sources"`
 	Sysmon          Sysmon        `toml:"sysmon"`
+	Buffer          Buffer        `toml:"buffer"`
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// StatsInterval is how often a one-line summary per sink is logged while
 	// there is traffic.
@@ -66,6 +67,14 @@ type Rule struct {
 	Republish []Republish `toml:"republish"`
 }
 
+// Buffer holds the settings shared by every sink's buffer.
+type Buffer struct {
+	// ReadCache is the memory all disk queues of all sinks together keep
+	// their newest records in, so that a partition drained as fast as it
+	// fills is read from memory; older records are read from the files.
+	ReadCache ByteSize `toml:"read_cache"`
+}
+
 // Sysmon configures system monitoring, as EMQX's sysmon.
 type Sysmon struct {
 	OS SysmonOS `toml:"os"`
@@ -87,6 +96,7 @@ func Defaults() *Config {
 		ShutdownTimeout: 10 * time.Second,
 		StatsInterval:   60 * time.Second,
 		Sysmon:          Sysmon{OS: SysmonOS{SysmemHighWatermark: 70, CheckInterval: time.Second}},
+		Buffer:          Buffer{ReadCache: 8 * MB},
 	}
 }
 
@@ -190,6 +200,9 @@ func (c *Config) validate() []Problem {
 	}
 	if c.Sysmon.OS.CheckInterval <= 0 {
 		bad("sysmon.os.mem_check_interval", "must be positive")
+	}
+	if c.Buffer.ReadCache < 0 {
+		bad("buffer.read_cache", "must not be negative")
 	}
 
 	c.validateConnectors(bad, enum)

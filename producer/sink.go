@@ -43,6 +43,7 @@ type Sink struct {
 	overloaded func() bool
 	render     *renderer
 	committer  *buffer.Committer // disk mode: one group commit round for all partitions
+	readCache  *buffer.CacheBudget
 
 	topicsMu sync.Mutex
 	topics   sync.Map // name → *topic
@@ -62,6 +63,9 @@ type SinkEnv struct {
 	Log     *slog.Logger
 	// Overloaded reports system memory shortage (memory_overload_protection).
 	Overloaded func() bool
+	// ReadCache is the read cache budget of disk queues ([buffer] read_cache),
+	// shared by every sink of the process.
+	ReadCache *buffer.CacheBudget
 }
 
 // NewSink builds a sink on its clients and starts its goroutines; Close stops them.
@@ -84,6 +88,8 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 		log:     env.Log.With("sink", cfg.Name),
 		dataDir: env.DataDir,
 		render:  r,
+
+		readCache: env.ReadCache,
 	}
 	if cfg.Buffer.MemoryOverloadProtection {
 		s.overloaded = env.Overloaded
@@ -129,6 +135,7 @@ func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
 		Logger:        s.log.With("topic", topic, "partition", part),
 		Overloaded:    s.overloaded,
 		Committer:     s.committer,
+		ReadCache:     s.readCache,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: topic %s partition %s: %w", s.cfg.Name, topic, part, err)
@@ -309,6 +316,17 @@ func (s *Sink) Stats() []PartitionStats {
 	var out []PartitionStats
 	s.eachTopic(func(t *topic) { out = append(out, t.stats()...) })
 	return out
+}
+
+// BufferErr reports why one of the sink's queues refuses records (a disk
+// write failed and the disk does not take writes yet), or nil.
+func (s *Sink) BufferErr() error {
+	for _, ps := range s.Stats() {
+		if ps.Err != nil {
+			return fmt.Errorf("topic %s partition %d: %w", ps.Topic, ps.Partition, ps.Err)
+		}
+	}
+	return nil
 }
 
 // Queued sums the sink's queues.

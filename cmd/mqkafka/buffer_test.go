@@ -307,13 +307,13 @@ func lastSegment(t *testing.T, dir string) string {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && len(d.Name()) == 20 && strings.Trim(d.Name(), "0123456789") == "" {
+		if name, ok := strings.CutSuffix(d.Name(), ".seg"); ok && !d.IsDir() && len(name) == 20 && strings.Trim(name, "0123456789") == "" {
 			segs = append(segs, p)
 		}
 		return nil
 	})
 	if err != nil || len(segs) == 0 {
-		t.Fatalf("no WAL segment under %s: %v", dir, err)
+		t.Fatalf("no segment file under %s: %v", dir, err)
 	}
 	sort.Strings(segs)
 	return segs[len(segs)-1]

@@ -50,7 +50,7 @@ func (a *app) buildSink(s conf.Sink, cn conf.Connector) (*sinkRun, error) {
 		sr.clients = append(sr.clients, client)
 	}
 	sink, err := producer.NewSink(s, sr.clients, producer.SinkEnv{
-		DataDir: a.cfg.Broker.DataDir, Log: a.log, Overloaded: a.memoryMonitor(),
+		DataDir: a.cfg.Broker.DataDir, Log: a.log, Overloaded: a.memoryMonitor(), ReadCache: a.readCache,
 	})
 	if err != nil {
 		sr.close()
@@ -319,9 +319,15 @@ func (a *app) Ready() (bool, string) {
 	if ok, why := b.Healthy(); !ok {
 		return false, why
 	}
-	for _, c := range a.Snapshot().Connectors {
+	snap := a.Snapshot()
+	for _, c := range snap.Connectors {
 		if c.Status != "connected" {
 			return false, fmt.Sprintf("connector %s is %s", c.Name, c.Status)
+		}
+	}
+	for _, s := range snap.Sinks {
+		if s.BufferError != "" {
+			return false, fmt.Sprintf("sink %s refuses records: %s", s.Name, s.BufferError)
 		}
 	}
 	return true, ""
@@ -395,6 +401,9 @@ func sinkStatus(sr *sinkRun, st producer.Status) admin.SinkStatus {
 	out := admin.SinkStatus{Name: sr.cfg.Name, Connector: sr.conn.Name, Status: st.String(), Config: sr.cfg,
 		Counters: admin.SinkCounters{Matched: c.Matched.Load(), Success: c.Success.Load(), Failed: c.Failed.Load(),
 			Retried: c.Retried.Load(), Dropped: map[string]int64{}}}
+	if err := sr.sink.BufferErr(); err != nil {
+		out.BufferError = err.Error()
+	}
 	for r, n := range c.Dropped() {
 		out.Counters.Dropped[string(r)] = n
 	}

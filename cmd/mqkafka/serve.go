@@ -42,6 +42,9 @@ type app struct {
 	engine   enginePublisher
 
 	memMon *buffer.MemoryMonitor
+	// readCache is [buffer] read_cache, shared by every sink's disk queues;
+	// it is sized at start (the key takes effect at the next restart).
+	readCache *buffer.CacheBudget
 	// sources is the Kafka → MQTT half (source.go).
 	sources *sourceSet
 
@@ -103,7 +106,8 @@ func hostname() string {
 // the broker never accepts a publish no sink is ready to buffer. cfgPath is
 // the file SIGHUP re-reads and API changes are merged with.
 func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now()}
+	a := &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now(),
+		readCache: buffer.NewCacheBudget(int64(cfg.Buffer.ReadCache))}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if err := a.start(); err != nil {
 		a.closeAll()

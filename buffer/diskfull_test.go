@@ -1,0 +1,104 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// TestDiskFullRecovers fills a real (tmpfs) file system under a disk queue:
+// appends are refused with ErrWriteFailed and the queue says so, and once
+// space is freed the same queue accepts again, without a reopen. Every
+// accepted record is delivered once, in order, also after a crash and
+// reopen (a partial write was cut, not left behind).
+func TestDiskFullRecovers(t *testing.T) {
+	root := testkit.SmallFS(t, t.TempDir(), 2<<20)
+	dir := filepath.Join(root, "q")
+	opts := Options{SegmentBytes: 64 << 10}
+	q := open(t, ModeDisk, dir, opts)
+	var accepted []int
+	ctx := context.Background()
+	v := 0
+	for ; v < 200; v++ {
+		if err := q.Append(ctx, rec(v)); err != nil {
+			t.Fatal(err)
+		}
+		accepted = append(accepted, v)
+	}
+	filler := testkit.Fill(t, root)
+	var failure error
+	for ; v < 100000 && failure == nil; v++ {
+		if failure = q.Append(ctx, rec(v)); failure == nil {
+			accepted = append(accepted, v)
+		}
+	}
+	if !errors.Is(failure, ErrWriteFailed) {
+		t.Fatalf("after %d appends on a full disk: %v", len(accepted), failure)
+	}
+	if err := q.Stats().Err; !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("stats do not report the failure: %v", err)
+	}
+	if err := q.Append(ctx, rec(v)); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("append while the disk is full: %v", err)
+	}
+	v++
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
+		v++
+		if q.Append(ctx, rec(v)) == nil {
+			accepted = append(accepted, v)
+			return true
+		}
+		return false
+	})
+	if err := q.Stats().Err; err != nil {
+		t.Fatalf("recovered queue still reports %v", err)
+	}
+	for range 100 {
+		v++
+		if err := q.Append(ctx, rec(v)); err != nil {
+			t.Fatalf("append after recovery: %v", err)
+		}
+		accepted = append(accepted, v)
+	}
+	if got := values(t, drain(t, q, 1<<20)); !equalInts(got, accepted) {
+		t.Fatalf("delivered %d records, accepted %d: %v", len(got), len(accepted), diffInts(got, accepted))
+	}
+	crash(q)
+	q = open(t, ModeDisk, dir, opts)
+	defer q.Close()
+	if got := values(t, drain(t, q, 1<<20)); !equalInts(got, accepted) {
+		t.Fatalf("after reopen: %d records, accepted %d: %v", len(got), len(accepted), diffInts(got, accepted))
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// diffInts describes where two sequences part.
+func diffInts(got, want []int) string {
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			return fmt.Sprintf("first difference at %d: %d, want %d", i, got[i], want[i])
+		}
+	}
+	return "one is a prefix of the other"
+}
