@@ -58,6 +58,10 @@ func brokerConfig(t testing.TB, text string) conf.Broker {
 func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	t.Helper()
 	rec := &recorder{}
+	if cfg.DataDir == conf.DefaultBroker().DataDir {
+		// A relative default would write into the source tree.
+		cfg.DataDir = t.TempDir()
+	}
 	// Not t.Log: mochi's connection goroutines may log after the test ended.
 	logs := &testkit.SyncBuffer{}
 	t.Cleanup(func() {

@@ -305,7 +305,7 @@ func TestTopicCheckAllocates(t *testing.T) {
 // TestInlinePublishTopicLimits: a Kafka source's or a republish action's
 // topic, rendered from data, is held to the limits a device's is.
 func TestInlinePublishTopicLimits(t *testing.T) {
-	b, rec := startBroker(t, brokerConfig(t, "[broker]\nlisteners = [{address = \"127.0.0.1:0\"}]\nmax_topic_levels = 4\nmax_topic_length = 64\n[broker.auth]\nallow_anonymous = true\n"))
+	b, rec := startBroker(t, brokerConfig(t, "[broker]\nlisteners = [{address = \"127.0.0.1:0\"}]\npersistence = false\nmax_topic_levels = 4\nmax_topic_length = 64\n[broker.auth]\nallow_anonymous = true\n"))
 	deep := strings.Repeat("a/", 4) + "a"
 	if err := b.Publish(deep, []byte("x"), false, 0, nil); !errors.Is(err, ErrTopicLimit) {
 		t.Fatalf("publish to %d levels: %v, want ErrTopicLimit", strings.Count(deep, "/")+1, err)
