@@ -78,12 +78,15 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.Listener.Serve(func(id string, c net.Conn) error {
 		l.pending.add(c)
 		err := establish(id, l.rates.wrap(c))
+		// Anyone can open a socket, or send a wrong password: one line each
+		// (mochi's listener logs what it is returned) would let them fill the
+		// log. Refusals are counted and logged, rate-limited, where made.
 		if l.pending.done(c) && err != nil {
-			// Anyone can open a socket: one line each would let them fill the log.
 			l.log.Debug("connection closed before CONNECT", "remote", c.RemoteAddr().String(), "err", err)
-			return nil
+		} else if err != nil {
+			l.log.Debug("client ended", "remote", c.RemoteAddr().String(), "err", err)
 		}
-		return err
+		return nil
 	})
 	if !l.closing.Load() {
 		l.stopped.Store(true)
