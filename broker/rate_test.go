@@ -53,70 +53,84 @@ func encodePublish(t testing.TB, topic string, payload []byte) []byte {
 }
 
 // TestMaxConnRate: a burst of connections over max_conn_rate is accepted
-// no faster than the rate allows (a second's worth at once), each one
-// that waited is counted, and a client connects fine afterwards.
+// no faster than the rate allows (a second's worth at once), by TCP and
+// WebSocket listeners, each one that waited is counted, and a client
+// connects fine afterwards.
 func TestMaxConnRate(t *testing.T) {
 	const rate, n = 10, 30
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf("[broker]\ndata_dir = %q\nlisteners = [{ address = \"127.0.0.1:0\" }]\nmax_conn_rate = \"%d/s\"\n[broker.auth]\nallow_anonymous = true\n",
-		t.TempDir(), rate)))
-	addr := b.Addrs()[0]
-	connect := func(i int) []byte {
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: fmt.Sprintf("c%d", i)}}
-		var buf bytes.Buffer
-		if err := pk.ConnectEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	// The kernel completes the handshakes; the broker accepts at its rate.
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		conns[i] = dial(t, addr)
-		t.Cleanup(func() { conns[i].Close() })
-	}
-	start := time.Now()
-	acked := make([]time.Duration, n)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			var ack [4]byte
-			if _, err := c.Write(connect(i)); err != nil {
-				errs <- err
-				return
+	for _, typ := range []string{"tcp", "ws"} {
+		t.Run(typ, func(t *testing.T) {
+			b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf("[broker]\ndata_dir = %q\nlisteners = [{ type = %q, address = \"127.0.0.1:0\" }]\nmax_conn_rate = \"%d/s\"\n[broker.auth]\nallow_anonymous = true\n",
+				t.TempDir(), typ, rate)))
+			addr := b.Addrs()[0]
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30}}
+			var connect bytes.Buffer
+			if err := pk.ConnectEncode(&connect); err != nil {
+				t.Fatal(err)
 			}
-			if _, err := io.ReadFull(c, ack[:]); err != nil {
-				errs <- fmt.Errorf("client %d: %w", i, err)
-				return
+			// A TCP handshake is completed by the kernel, which holds the
+			// connection until the broker accepts it; a WebSocket upgrade
+			// waits for the accept too.
+			session := func() error {
+				var c net.Conn
+				var err error
+				if typ == "ws" {
+					c, _, err = wsDial(t, "ws://"+addr+"/mqtt", nil)
+				} else {
+					c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+				}
+				if err != nil {
+					return err
+				}
+				t.Cleanup(func() { c.Close() })
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				var ack [4]byte
+				if _, err := c.Write(connect.Bytes()); err != nil {
+					return err
+				}
+				if _, err := io.ReadFull(c, ack[:]); err != nil {
+					return err
+				}
+				if ack != [4]byte{0x20, 2, 0, 0} {
+					return fmt.Errorf("CONNACK % x", ack)
+				}
+				return nil
 			}
-			if ack != [4]byte{0x20, 2, 0, 0} {
-				errs <- fmt.Errorf("client %d: CONNACK % x", i, ack)
-				return
+			start := time.Now()
+			acked := make([]time.Duration, n)
+			errs := make(chan error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := session(); err != nil {
+						errs <- fmt.Errorf("client %d: %w", i, err)
+						return
+					}
+					acked[i] = time.Since(start)
+				}()
 			}
-			acked[i] = time.Since(start)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	sort.Slice(acked, func(i, j int) bool { return acked[i] < acked[j] })
-	for k, at := range acked {
-		// k+1 connections accepted by at: at most a second's worth plus the rate since.
-		if limit := rate + rate*at.Seconds() + 1; float64(k+1) > limit {
-			t.Fatalf("%d connections accepted within %v, more than max_conn_rate allows (%.1f)", k+1, at, limit)
-		}
-	}
-	if got := b.Refused()[reasonConnRate]; got < n-2*rate || got > n-rate {
-		t.Fatalf("refused %s = %d, want the connections past the first second's worth (%d to %d)", reasonConnRate, got, n-2*rate, n-rate)
-	}
-	if _, code, err := rawConn(t, addr, 5, "later", true, ""); err != nil || code != 0 {
-		t.Fatalf("a client within the rate: CONNACK %#x, %v", code, err)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			sort.Slice(acked, func(i, j int) bool { return acked[i] < acked[j] })
+			for k, at := range acked {
+				// k+1 connections accepted by at: at most a second's worth plus the rate since.
+				if limit := rate + rate*at.Seconds() + 1; float64(k+1) > limit {
+					t.Fatalf("%d connections accepted within %v, more than max_conn_rate allows (%.1f)", k+1, at, limit)
+				}
+			}
+			if got := b.Refused()[reasonConnRate]; got < n-2*rate || got > n-rate {
+				t.Fatalf("refused %s = %d, want the connections past the first second's worth (%d to %d)", reasonConnRate, got, n-2*rate, n-rate)
+			}
+			if err := session(); err != nil {
+				t.Fatalf("a client within the rate: %v", err)
+			}
+		})
 	}
 }
 
