@@ -116,7 +116,8 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
 		var cr *connRate
 		if cfg.MaxConnRate > 0 {
-			cr = &connRate{bucket: newBucket(float64(cfg.MaxConnRate)), delayed: b.refused.counter(reasonConnRate)}
+			cr = &connRate{bucket: newBucket(float64(cfg.MaxConnRate)), delayed: b.refused.counter(reasonConnRate),
+				log: log.With("listener", id)}
 		}
 		l, err := newListener(id, lc, b.pending, cr, rates, &b.acceptErrors, log)
 		if err != nil {

@@ -33,7 +33,6 @@ func newListener(id string, l conf.Listener, p *pending, cr *connRate, rates *cl
 	w := &listener{pending: p, rates: rates, acceptErrors: acceptErrors, log: log.With("listener", id)}
 	var throttle func(<-chan struct{}) bool
 	if cr != nil {
-		cr.log = w.log
 		throttle = cr.throttle
 	}
 	if l.WebSocket() {
