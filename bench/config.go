@@ -44,6 +44,9 @@ func (c mqConfig) toml() string {
 	// runs and with anything else on the machine.
 	b.WriteString("[admin]\nlisten = \"\"\n")
 	fmt.Fprintf(&b, "[broker]\nlisteners = [{ address = %q }]\ndata_dir = %q\n", fmt.Sprintf("127.0.0.1:%d", c.port), c.dataDir)
+	// The connections scenario measures how fast the broker can accept,
+	// not the default max_conn_rate.
+	b.WriteString("max_conn_rate = \"infinity\"\n")
 	b.WriteString("[broker.auth]\nallow_anonymous = true\n")
 	if c.kafka == "" {
 		return b.String()

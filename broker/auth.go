@@ -36,9 +36,12 @@ type authenticator struct {
 	// answer takes does not tell which user names exist.
 	dummy []byte
 
-	// slots bounds concurrent comparisons, so that a flood of connections
-	// queues instead of holding a bcrypt state each.
+	// slots bounds concurrent comparisons to half the cores, so that a
+	// flood of wrong passwords leaves the other half to the clients that
+	// are in; queued bounds the CONNECTs in or waiting for a slot, so that
+	// the queue's goroutines and memory, and the wait in it, are bounded.
 	slots   chan struct{}
+	queued  atomic.Int64
 	compare func(hash, password []byte) error
 
 	key   [32]byte
@@ -51,11 +54,15 @@ type authenticator struct {
 // keeps the pairs in use.
 const cacheGeneration = 1 << 15
 
+// authQueuePerSlot is how many CONNECTs may wait per comparison slot: at
+// bcrypt's default cost (50–100 ms) the last of them waits about a second.
+const authQueuePerSlot = 16
+
 func newAuthenticator(a conf.BrokerAuth) (*authenticator, error) {
 	au := &authenticator{
 		anonymous: a.AllowAnonymous,
 		users:     map[string][]byte{},
-		slots:     make(chan struct{}, runtime.GOMAXPROCS(0)),
+		slots:     make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 		compare:   bcrypt.CompareHashAndPassword,
 		cache:     [2]map[[32]byte]bool{{}, {}},
 	}
@@ -91,10 +98,12 @@ func newAuthenticator(a conf.BrokerAuth) (*authenticator, error) {
 func (au *authenticator) refusesAll() bool { return !au.anonymous && len(au.users) == 0 }
 
 // check decides a CONNECT. A client without a user name is anonymous; with
-// no users configured, user names are not checked at all.
-func (au *authenticator) check(username, password []byte) bool {
+// no users configured, user names are not checked at all. It reports busy,
+// without a verdict, when the pair needs a comparison and the slots and
+// their queue are full; a remembered verdict never waits.
+func (au *authenticator) check(username, password []byte) (ok, busy bool) {
 	if len(username) == 0 || len(au.users) == 0 {
-		return au.anonymous
+		return au.anonymous, false
 	}
 	k := au.cacheKey(username, password)
 	au.mu.Lock()
@@ -104,7 +113,11 @@ func (au *authenticator) check(username, password []byte) bool {
 	}
 	au.mu.Unlock()
 	if hit {
-		return ok
+		return ok, false
+	}
+	if au.queued.Add(1) > int64(cap(au.slots)*(1+authQueuePerSlot)) {
+		au.queued.Add(-1)
+		return false, true
 	}
 	hash, known := au.users[string(username)]
 	if !known {
@@ -113,13 +126,14 @@ func (au *authenticator) check(username, password []byte) bool {
 	au.slots <- struct{}{}
 	ok = au.compare(hash, password) == nil && known
 	<-au.slots
+	au.queued.Add(-1)
 	au.mu.Lock()
 	if len(au.cache[0]) >= cacheGeneration {
 		au.cache[1], au.cache[0] = au.cache[0], make(map[[32]byte]bool, cacheGeneration)
 	}
 	au.cache[0][k] = ok
 	au.mu.Unlock()
-	return ok
+	return ok, false
 }
 
 func (au *authenticator) cacheKey(username, password []byte) [32]byte {
@@ -143,7 +157,8 @@ type accessHook struct {
 	auth *authenticator
 	acl  *acl // nil: every authenticated client may do anything
 	log  *slog.Logger
-	// refused counts the CONNECTs refused a session another user owns.
+	// refused counts the CONNECTs refused: a bad user name or password, a
+	// full authentication queue, a session another user owns.
 	refused *refusals
 
 	// sessionOwner: a session belongs to the user name that made it
@@ -192,11 +207,47 @@ func (h *accessHook) Provides(b byte) bool {
 		(b == mqtt.OnSessionInherit && h.sessionOwner)
 }
 
-// OnConnect applies min_keepalive and max_keepalive. An MQTT 5 client is told
-// the keepalive to use; an MQTT 3 client cannot be, so one asking for more
-// than max_keepalive (or none) is refused, as mosquitto does, rather than
-// dropped later for a silence it was allowed.
+// OnConnect applies the keepalive bounds, then checks the user name and
+// password. It answers the CONNACK of a refusal itself, so that a full
+// authentication queue is told apart from a wrong password.
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if err := h.boundKeepalive(cl); err != nil {
+		return err
+	}
+	ok, busy := h.auth.check(pk.Connect.Username, pk.Connect.Password)
+	if ok {
+		return nil
+	}
+	code, reason, why := packets.ErrBadUsernameOrPassword, reasonBadPassword, "bad user name or password"
+	if busy {
+		code, reason, why = packets.ErrServerBusy, reasonAuthBusy, "too many CONNECTs wait for a password check"
+	}
+	h.refused.add(reason)
+	if logAllowed(&h.lastRefusal) {
+		h.log.Info("client refused: "+why+" (logged at most once a second)", "client", cl.ID,
+			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
+	}
+	reply := code
+	if busy && cl.Properties.ProtocolVersion < 5 {
+		reply = packets.ErrServerUnavailable // MQTT 3.1.1 has no "server busy"
+	}
+	if err := h.srv.SendConnack(cl, reply, false, nil); err != nil {
+		return fmt.Errorf("%s: %w", why, err)
+	}
+	return code
+}
+
+// Refusal reasons of the password check.
+const (
+	reasonBadPassword = "bad_username_or_password"
+	reasonAuthBusy    = "auth_busy"
+)
+
+// boundKeepalive applies min_keepalive and max_keepalive. An MQTT 5 client
+// is told the keepalive to use; an MQTT 3 client cannot be, so one asking
+// for more than max_keepalive (or none) is refused, as mosquitto does,
+// rather than dropped later for a silence it was allowed.
+func (h *accessHook) boundKeepalive(cl *mqtt.Client) error {
 	ka := cl.State.Keepalive
 	want := ka
 	if h.maxKeepalive > 0 && (ka == 0 || ka > h.maxKeepalive) {
@@ -224,17 +275,9 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return nil
 }
 
-// OnConnectAuthenticate checks the user name and password.
-func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.auth.check(pk.Connect.Username, pk.Connect.Password) {
-		return true
-	}
-	if logAllowed(&h.lastRefusal) {
-		h.log.Info("client refused: bad user name or password (logged at most once a second)", "client", cl.ID,
-			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
-	}
-	return false
-}
+// OnConnectAuthenticate lets in the clients OnConnect let through: mochi
+// refuses every client unless a hook says yes.
+func (h *accessHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 // OnSessionInherit lets a client resume, take over or discard (clean start)
 // a session only if both connected with the same user name: the session's

@@ -76,6 +76,12 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		return nil, err
 	}
 	b.access.refused = b.refused
+	rates := &clientRates{messages: float64(cfg.MessagesRate), bytes: float64(cfg.BytesRate),
+		messagesDelayed: b.refused.counter(reasonMessagesRate), bytesDelayed: b.refused.counter(reasonBytesRate),
+		log: log.With("component", "limits")}
+	if err := srv.AddHook(rates, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
 	if b.access.auth.refusesAll() {
 		log.Warn("every MQTT client will be refused: [broker.auth] allow_anonymous is false and no users are configured")
 	}
@@ -108,7 +114,12 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	}
 	for i, lc := range cfg.Listeners {
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
-		l, err := newListener(id, lc, b.pending, &b.acceptErrors, log)
+		var cr *connRate
+		if cfg.MaxConnRate > 0 {
+			cr = &connRate{bucket: newBucket(float64(cfg.MaxConnRate)), delayed: b.refused.counter(reasonConnRate),
+				log: log.With("listener", id)}
+		}
+		l, err := newListener(id, lc, b.pending, cr, rates, &b.acceptErrors, log)
 		if err != nil {
 			return nil, fmt.Errorf("broker: listener %s: %w", lc.Address, err)
 		}

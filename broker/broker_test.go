@@ -58,6 +58,13 @@ func brokerConfig(t testing.TB, text string) conf.Broker {
 func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	t.Helper()
 	rec := &recorder{}
+	return startBrokerWith(t, cfg, rec, nil), rec
+}
+
+// startBrokerWith starts a broker publishing to pub; setup, if set, runs
+// before it serves.
+func startBrokerWith(t testing.TB, cfg conf.Broker, pub Publisher, setup func(*Broker)) *Broker {
+	t.Helper()
 	if cfg.DataDir == conf.DefaultBroker().DataDir {
 		// A relative default would write into the source tree.
 		cfg.DataDir = t.TempDir()
@@ -69,9 +76,12 @@ func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 			t.Logf("broker log:\n%s", logs.String())
 		}
 	})
-	b, err := New(cfg, "test@host", rec, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	b, err := New(cfg, "test@host", pub, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(b)
 	}
 	if err := b.Start(); err != nil {
 		_ = b.Close()
@@ -79,7 +89,7 @@ func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	}
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { _ = b.Close() }) })
-	return b, rec
+	return b
 }
 
 func dial(t testing.TB, addr string) net.Conn {

@@ -21,8 +21,8 @@ import (
 	"github.com/mqkafka/mqkafka/conf"
 )
 
-// newListener builds one configured listener.
-func newListener(id string, l conf.Listener, p *pending, acceptErrors *atomic.Int64, log *slog.Logger) (*listener, error) {
+// newListener builds one configured listener; a nil cr accepts at any rate.
+func newListener(id string, l conf.Listener, p *pending, cr *connRate, rates *clientRates, acceptErrors *atomic.Int64, log *slog.Logger) (*listener, error) {
 	var tc *tls.Config
 	if l.TLS() {
 		var err error
@@ -30,11 +30,17 @@ func newListener(id string, l conf.Listener, p *pending, acceptErrors *atomic.In
 			return nil, err
 		}
 	}
-	w := &listener{pending: p, acceptErrors: acceptErrors, log: log.With("listener", id)}
+	w := &listener{pending: p, rates: rates, acceptErrors: acceptErrors, log: log.With("listener", id)}
+	var throttle func(<-chan struct{}) bool
+	if cr != nil {
+		throttle = cr.throttle
+	}
 	if l.WebSocket() {
-		w.Listener = &wsListener{id: id, address: l.Address, path: l.Path, tls: tc, pending: p, onAcceptError: w.acceptError}
+		w.Listener = &wsListener{id: id, address: l.Address, path: l.Path, tls: tc, pending: p, rates: rates,
+			onAcceptError: w.acceptError, throttle: throttle}
 	} else {
-		w.Listener = listeners.NewTCP(listeners.Config{ID: id, Address: l.Address, TLSConfig: tc, OnAcceptError: w.acceptError})
+		w.Listener = listeners.NewTCP(listeners.Config{ID: id, Address: l.Address, TLSConfig: tc,
+			OnAcceptError: w.acceptError, Throttle: throttle})
 	}
 	return w, nil
 }
@@ -50,6 +56,7 @@ const failingFor = 2 * time.Second
 type listener struct {
 	listeners.Listener
 	pending      *pending
+	rates        *clientRates
 	acceptErrors *atomic.Int64
 	log          *slog.Logger
 
@@ -69,13 +76,16 @@ type acceptFailure struct {
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.Listener.Serve(func(id string, c net.Conn) error {
 		l.pending.add(c)
-		err := establish(id, c)
+		err := establish(id, l.rates.wrap(c))
+		// Anyone can open a socket, or send a wrong password: one line each
+		// (mochi's listener logs what it is returned) would let them fill the
+		// log. Refusals are counted and logged, rate-limited, where made.
 		if l.pending.done(c) && err != nil {
-			// Anyone can open a socket: one line each would let them fill the log.
 			l.log.Debug("connection closed before CONNECT", "remote", c.RemoteAddr().String(), "err", err)
-			return nil
+		} else if err != nil {
+			l.log.Debug("client ended", "remote", c.RemoteAddr().String(), "err", err)
 		}
-		return err
+		return nil
 	})
 	if !l.closing.Load() {
 		l.stopped.Store(true)
@@ -150,7 +160,9 @@ type wsListener struct {
 	id, address, path string
 	tls               *tls.Config
 	pending           *pending
+	rates             *clientRates
 	onAcceptError     func(error)
+	throttle          func(done <-chan struct{}) bool // nil: no max_conn_rate
 
 	ln        net.Listener
 	srv       *http.Server
@@ -186,7 +198,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls)
 	}
-	l.ln = &retryListener{Listener: ln, done: make(chan struct{}), pending: l.pending, onError: l.onAcceptError}
+	l.ln = &retryListener{Listener: ln, done: make(chan struct{}), pending: l.pending, onError: l.onAcceptError, throttle: l.throttle}
 	// Made here, not in Serve, so that Close never races with Serve.
 	mux := http.NewServeMux()
 	mux.HandleFunc(l.path, l.upgrade)
@@ -226,14 +238,20 @@ type retryListener struct {
 	closeOnce sync.Once
 	pending   *pending
 	onError   func(error)
+	throttle  func(done <-chan struct{}) bool
 }
 
 func (l *retryListener) Accept() (net.Conn, error) {
 	c, err := listeners.Accept(l.Listener, l.done, l.onError)
-	if err == nil {
-		l.pending.add(c)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	if l.throttle != nil && !l.throttle(l.done) {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	l.pending.add(c)
+	return c, nil
 }
 
 func (l *retryListener) Close() error {
@@ -262,7 +280,7 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 		return // Upgrade has answered the request
 	}
 	defer c.Close()
-	if err := l.establish(l.id, &wsConn{Conn: c.NetConn(), c: c}); err != nil {
+	if err := l.establish(l.id, l.rates.wrap(&wsConn{Conn: c.NetConn(), c: c})); err != nil {
 		l.log.Debug("websocket client ended", "err", err)
 	}
 }

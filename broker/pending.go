@@ -111,9 +111,12 @@ func (p *pending) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return nil
 }
 
-// underlying is the accepted connection a WebSocket carries, which the
-// listener started waiting for before the upgrade.
+// underlying is the accepted connection under the rate limits and a
+// WebSocket, which the listener started waiting for before the upgrade.
 func underlying(c net.Conn) net.Conn {
+	if lc, ok := c.(*limitedConn); ok {
+		c = lc.Conn
+	}
 	if ws, ok := c.(*wsConn); ok {
 		return ws.Conn
 	}

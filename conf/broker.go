@@ -67,6 +67,15 @@ type Broker struct {
 	MaxTopicLength int `toml:"max_topic_length"`
 	// MaxClientIDLen bounds a client id's length in bytes.
 	MaxClientIDLen int `toml:"max_clientid_len"`
+	// MaxConnRate is how many connections each listener accepts a second
+	// (with a second's worth at once); 0 means no limit (EMQX's name).
+	MaxConnRate Rate `toml:"max_conn_rate"`
+	// MessagesRate is how many PUBLISH, SUBSCRIBE and UNSUBSCRIBE packets a
+	// client may send a second; 0 means no limit (EMQX's name).
+	MessagesRate Rate `toml:"messages_rate"`
+	// BytesRate is how many bytes a client may send a second; 0 means no
+	// limit (EMQX's name).
+	BytesRate Rate `toml:"bytes_rate"`
 }
 
 // DefaultBroker is the [broker] table's defaults: mochi-mqtt's, except
@@ -88,6 +97,7 @@ func DefaultBroker() Broker {
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
 		IdleTimeout:            15 * time.Second,
+		MaxConnRate:            1000,
 	}
 }
 
@@ -227,6 +237,11 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	// A server must accept client ids of 1 to 23 bytes [MQTT-3.1.3-5].
 	if b.MaxClientIDLen < 23 || b.MaxClientIDLen > 65535 {
 		bad("broker.max_clientid_len", "must be between 23 (MQTT's minimum) and 65535 bytes (MQTT's limit)")
+	}
+	// A packet is read at bytes_rate; one that takes longer than the
+	// keepalive to arrive would be cut off by mochi's read deadline.
+	if b.BytesRate > 0 && float64(b.BytesRate) < float64(b.MaxPacketSize) {
+		bad("broker.bytes_rate", "must be at least max_packet_size (%d bytes) a second, so that the largest packet arrives within a second", int64(b.MaxPacketSize))
 	}
 }
 

@@ -56,7 +56,7 @@ func TestBrokerDefaults(t *testing.T) {
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
 		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, IdleTimeout: 15 * time.Second,
-		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535,
+		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg.Broker, want)
@@ -97,6 +97,9 @@ max_topic_levels = 16
 max_topic_length = 1024
 max_clientid_len = 256
 idle_timeout = "300ms"
+max_conn_rate = "500/10s"
+messages_rate = 50
+bytes_rate = "1MB/s"
 [broker.auth]
 allow_anonymous = true
 users_file = %[3]q
@@ -130,7 +133,8 @@ topics = ["eq #", "sensors/${clientid}/+", "${username}/#"]
 	if b.Persistence || b.MaxPacketSize != 256*KB || b.MaxInflight != 100 || b.MaxClientWritesPending != 500 ||
 		b.ReceiveMaximum != 32 || b.MaxClients != 10000 || b.MinKeepalive != 10*time.Second || b.MaxKeepalive != 5*time.Minute ||
 		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour || b.IdleTimeout != 300*time.Millisecond ||
-		b.MaxTopicLevels != 16 || b.MaxTopicLength != 1024 || b.MaxClientIDLen != 256 {
+		b.MaxTopicLevels != 16 || b.MaxTopicLength != 1024 || b.MaxClientIDLen != 256 ||
+		b.MaxConnRate != 50 || b.MessagesRate != 50 || b.BytesRate != Rate(MB) {
 		t.Errorf("limits: %+v", b)
 	}
 	wantUsers := []User{{"admin", Secret(adminHash)}, {"dev1", Secret(strings.Split(fileText, ":")[1][:60])}}
@@ -194,6 +198,9 @@ func TestBrokerBadValues(t *testing.T) {
 		{"[broker]\nmax_topic_levels = 0\n", 2, "broker.max_topic_levels: must be between 1 and 65535"},
 		{"[broker]\nmax_topic_length = 65536\n", 2, "broker.max_topic_length: must be between 1 and 65535"},
 		{"[broker]\nmax_clientid_len = 22\n", 2, "broker.max_clientid_len: must be between 23"},
+		{"[broker]\nmax_conn_rate = -1\n", 2, `broker.max_conn_rate: invalid value "-1": invalid rate "-1"`},
+		{"[broker]\nmessages_rate = \"10/x\"\n", 2, `broker.messages_rate: invalid value "10/x": invalid rate`},
+		{"[broker]\nbytes_rate = \"64KB/s\"\n", 2, "broker.bytes_rate: must be at least max_packet_size"},
 		{"[broker]\nidle_timeout = \"0s\"\n", 2, "broker.idle_timeout: must be above 0"},
 		{"[broker]\npersistence = \"yes\"\n", 2, "broker.persistence: expected a boolean"},
 		{"[[broker.auth.users]]\nusername = \"u\"\npassword_hash = \"secret\"\n", 3, "broker.auth.users[0].password_hash: not a bcrypt hash"},
@@ -237,6 +244,24 @@ func TestBrokerUsersFileProblems(t *testing.T) {
 		}
 		if strings.Contains(p.Msg, "plaintext") || strings.Contains(p.Msg, h) {
 			t.Errorf("problem %d shows a password or hash: %s", i, p.Msg)
+		}
+	}
+}
+
+func TestRate(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want Rate
+	}{{"1000/s", 1000}, {"500/10s", 50}, {"60/m", 1}, {"1MB/s", Rate(MB)}, {"64KB/2s", 32 * 1024}, {"20", 20}, {"infinity", 0}} {
+		var r Rate
+		if err := r.UnmarshalText([]byte(tc.text)); err != nil || r != tc.want {
+			t.Errorf("%q: got %v, %v; want %v", tc.text, r, err, tc.want)
+		}
+	}
+	for _, text := range []string{"", "/s", "10/", "10/0s", "10/-1s", "ten/s", "10/d"} {
+		var r Rate
+		if err := r.UnmarshalText([]byte(text)); err == nil {
+			t.Errorf("%q: got %v, want an error", text, r)
 		}
 	}
 }

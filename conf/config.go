@@ -298,6 +298,48 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
+// Rate is an amount per second, written as EMQX writes rates: "1000/s",
+// "500/10s", "60/m", "1MB/s" (bytes, binary units), a plain number (per
+// second) or "infinity" (0: no limit).
+type Rate float64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (r *Rate) UnmarshalText(text []byte) error {
+	bad := fmt.Errorf("invalid rate %q (write e.g. \"1000/s\", \"500/10s\", \"1MB/s\" or \"infinity\")", string(text))
+	s := strings.TrimSpace(string(text))
+	if strings.EqualFold(s, "infinity") {
+		*r = 0
+		return nil
+	}
+	amount, period, slash := strings.Cut(s, "/")
+	if slash && strings.TrimSpace(period) == "" {
+		return bad
+	}
+	var n ByteSize
+	if err := n.UnmarshalText([]byte(amount)); err != nil {
+		return bad
+	}
+	seconds := 1.0
+	if period = strings.TrimSpace(period); period != "" {
+		unit := period[len(period)-1:]
+		mult, ok := map[string]float64{"s": 1, "m": 60, "h": 3600}[unit]
+		if !ok {
+			return bad
+		}
+		count := 1.0
+		if num := period[:len(period)-1]; num != "" {
+			c, err := strconv.ParseFloat(num, 64)
+			if err != nil || c <= 0 {
+				return bad
+			}
+			count = c
+		}
+		seconds = count * mult
+	}
+	*r = Rate(float64(n) / seconds)
+	return nil
+}
+
 // Percent is a percentage written as "70%" (or a plain number).
 type Percent float64
 

@@ -23,6 +23,11 @@ type Config struct {
 	// listener retries after a backoff, and with nil of the success after
 	// them (see Accept). mqkafka patch.
 	OnAcceptError func(err error)
+	// Throttle, if set, is called after each accepted connection, before it
+	// is handed over; the listener accepts nothing while it blocks. It
+	// returns false once done is closed, and the connection is then closed.
+	// mqkafka patch (max_conn_rate).
+	Throttle func(done <-chan struct{}) bool
 }
 
 // EstablishFn is a callback function for establishing new clients.

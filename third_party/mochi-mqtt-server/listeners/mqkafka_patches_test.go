@@ -142,3 +142,60 @@ func (stuckListener) Accept() (net.Conn, error) {
 }
 func (stuckListener) Close() error   { return nil }
 func (stuckListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// TestMqkafkaTCPThrottle: an accepted connection is handed over only once
+// Throttle returns; Close ends a wait in it, and closes that connection.
+func TestMqkafkaTCPThrottle(t *testing.T) {
+	asked, allow := make(chan struct{}, 1), make(chan struct{})
+	l := NewTCP(Config{ID: "t1", Throttle: func(done <-chan struct{}) bool {
+		asked <- struct{}{}
+		select {
+		case <-allow:
+			return true
+		case <-done:
+			return false
+		}
+	}})
+	l.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	fl := newFailingListener(0)
+	l.listen = fl
+	established := make(chan net.Conn, 2)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		l.Serve(func(_ string, c net.Conn) error {
+			established <- c
+			return nil
+		})
+	}()
+	wait := func(c <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	near, far := net.Pipe()
+	defer far.Close()
+	fl.conns <- near
+	wait(asked, "Throttle not called for an accepted connection")
+	if len(established) != 0 {
+		t.Fatal("a connection was handed over before Throttle returned")
+	}
+	allow <- struct{}{}
+	if c := <-established; c != near {
+		t.Fatal("established another conn")
+	}
+	near2, far2 := net.Pipe()
+	fl.conns <- near2
+	wait(asked, "Throttle not called for the second connection")
+	l.Close(func(string) {})
+	wait(served, "Serve did not return after Close")
+	if _, err := far2.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the throttled connection was not closed: %v", err)
+	}
+	if len(established) != 0 {
+		t.Fatal("the throttled connection was handed over after Close")
+	}
+}

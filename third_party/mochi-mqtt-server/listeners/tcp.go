@@ -83,6 +83,10 @@ func (l *TCP) Serve(establish EstablishFn) {
 		if err != nil {
 			return
 		}
+		if l.config.Throttle != nil && !l.config.Throttle(l.done) {
+			_ = conn.Close()
+			return
+		}
 
 		if atomic.LoadUint32(&l.end) == 0 {
 			go func() {
