@@ -16,10 +16,6 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// malformedLine is how the listener logs a connection that ended before a
-// session began: mochi's listener logs the error with no message.
-const malformedLine = `level=WARN msg="" component=mqtt`
-
 // TestLogsBoundedAndRateLimited: over real sockets to a `mqkafka serve`
 // process, a 900 KB PUBLISH to the invalid topic t/+ (MQTT 3.1.1 and 5)
 // logs no payload byte and no line over 1 KB (mochi logged the packet: a
@@ -63,20 +59,19 @@ func TestLogsBoundedAndRateLimited(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	burst := strings.Count(p.out.String()[before:], malformedLine)
+	// Whatever the broker says about them (mochi's listener logged one WARN
+	// line each; mqkafka logs them at debug level), it is bounded.
+	burst := strings.Count(p.out.String()[before:], "\n")
 	if limit := 20 + int(10*(elapsed.Seconds()+1)); burst > limit || burst >= 200 {
-		t.Errorf("200 malformed connections in %v logged %d lines, want at most %d", elapsed, burst, limit)
+		t.Errorf("200 malformed connections in %v logged %d lines, want at most %d:\n%.2000s", elapsed, burst, limit, p.out.String()[before:])
 	}
-	// Once the limit lets a line through, it tells how many were left out.
-	testkit.WaitFor(t, 10*time.Second, "a line counting the suppressed ones", func() bool {
-		untilClosed(t, addr, inputs[0])
-		for _, l := range strings.Split(p.out.String()[before:], "\n") {
-			if strings.Contains(l, malformedLine) && strings.Contains(l, logx.SuppressedKey+"=") {
-				return true
-			}
-		}
-		return false
-	})
+	if burst >= 20 {
+		// The limit held some back: a later line tells how many.
+		testkit.WaitFor(t, 10*time.Second, "a line counting the suppressed ones", func() bool {
+			untilClosed(t, addr, inputs[0])
+			return strings.Contains(p.out.String()[before:], logx.SuppressedKey+"=")
+		})
+	}
 
 	// The broker still serves.
 	c := testkit.MQTTClient(t, addr, "after", nil)
