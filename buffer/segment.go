@@ -126,7 +126,7 @@ func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(pat
 		last := i == len(firsts)-1
 		s := &segment{first: first}
 		path := segmentPath(dir, first)
-		if i > 0 && first < l.segs[len(l.segs)-1].next() {
+		if len(l.segs) > 0 && first < l.segs[len(l.segs)-1].next() {
 			return nil, fmt.Errorf("segment %s overlaps its predecessor", path)
 		}
 		fileSize, err := scanSegment(path, s, last, from, fn, &buf)
