@@ -20,6 +20,10 @@ import (
 // between leaves the old files, which stay authoritative: the move starts
 // over.
 
+// removeOldFile removes a file of the old log (a test makes it fail, as a
+// crash would stop the removals).
+var removeOldFile = os.Remove
+
 // oldFormatFiles lists the tidwall/wal files in dir.
 func oldFormatFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
@@ -73,7 +77,7 @@ func migrateOldFormat(dir string, ack uint64, segBytes int64, log *slog.Logger) 
 		return err
 	}
 	for _, n := range old {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+		if err := removeOldFile(filepath.Join(dir, n)); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,10 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -112,23 +115,23 @@ func TestReviewMigrationCrashWhileRemovingOldFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeAckFile(t, dir, 10)
-	// The move, as migrateOldFormat does it up to the removal of old files.
-	l, err = wal.Open(dir, &wal.Options{NoSync: true, LogFormat: wal.Binary, AllowEmpty: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := moveEntries(l, dir, 10, 1<<10); err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
-	old, _ := oldFormatFiles(dir)
-	if len(old) < 2 {
+	if old, _ := oldFormatFiles(dir); len(old) < 2 {
 		t.Fatalf("old files: %v", old)
 	}
-	// Died after removing the first old file.
-	if err := os.Remove(filepath.Join(dir, old[0])); err != nil {
-		t.Fatal(err)
+	// The process dies after removing the first old file.
+	removed := 0
+	removeOldFile = func(path string) error {
+		if removed++; removed > 1 {
+			return errors.New("killed")
+		}
+		return os.Remove(path)
 	}
+	defer func() { removeOldFile = os.Remove }()
+	if q, err := OpenDisk(Options{Dir: dir, SegmentBytes: 1 << 10, Logger: quiet()}); err == nil {
+		q.Close()
+		t.Fatal("open survived the crash")
+	}
+	removeOldFile = os.Remove
 	q := open(t, ModeDisk, dir, Options{SegmentBytes: 1 << 10})
 	defer q.Close()
 	wantRange(t, drain(t, q, 1<<20), 10, 100)
@@ -166,3 +169,5 @@ func TestReviewOneEntryReadIsBounded(t *testing.T) {
 		t.Fatalf("reading one entry of %d bytes allocated %d bytes", big, worst)
 	}
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)) }
