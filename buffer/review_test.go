@@ -171,3 +171,42 @@ func TestReviewOneEntryReadIsBounded(t *testing.T) {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)) }
+
+// TestReviewSeqNotReusedAfterEmptyTail: the tail segment is full, the next
+// append creates a new segment file, the maintainer removes the fully
+// acknowledged one before it, and the process dies before the first write
+// to the new file and before the ack point is saved. The reopened queue must
+// not hand out again Seqs that were already delivered and acknowledged.
+func TestReviewSeqNotReusedAfterEmptyTail(t *testing.T) {
+	dir := t.TempDir()
+	sz := sizeOf(rec(0))
+	opts := Options{SegmentBytes: int64(10 * sz)}
+	q := open(t, ModeDisk, dir, opts)
+	appendN(t, q, 0, 30)
+	got := drain(t, q, 1<<20)
+	q.Ack(got[len(got)-1].Seq)
+	delivered := got[len(got)-1].Seq
+	crash(q)
+	q.(*Disk).seg.close()
+	q.(*Disk).ackFile.Close()
+	next := q.(*Disk).seg.next()
+	// The state the crash left: the new, empty tail only; the ack point as
+	// saved a while before.
+	segs, _ := listSegments(dir)
+	for _, s := range segs {
+		os.Remove(segmentPath(dir, s))
+	}
+	if err := os.WriteFile(segmentPath(dir, next), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	writeAckFile(t, dir, 5)
+	q = open(t, ModeDisk, dir, opts)
+	defer q.Close()
+	seq, err := q.(*Disk).AppendSeq(context.Background(), rec(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq <= delivered {
+		t.Fatalf("new record got Seq %d, already delivered up to %d", seq, delivered)
+	}
+}
