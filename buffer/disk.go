@@ -201,8 +201,19 @@ func (d *Disk) open() error {
 		return err
 	}
 	d.head = ack + 1
+	// Entries before the log's first were acknowledged and removed (the ack
+	// point is saved lazily): start at the first segment file, so that the
+	// scan does not take the Seqs in between for entries.
+	firsts, err := listSegments(d.dir)
+	if err != nil {
+		return err
+	}
+	if len(firsts) > 0 {
+		d.head = max(d.head, firsts[0])
+	}
 	// The scan runs before the log's extent is known: Seqs from the ack point
-	// on are pushed as they come, a gap between segments as acknowledged.
+	// on are pushed as they come, a gap between segments as acknowledged
+	// (advanceLocked below releases a gap at the head).
 	d.nextSeq = d.head
 	d.seg, err = openSegLog(d.dir, d.opts.SegmentBytes, d.head, d.pushScanned, func(path string, kept int, n int64) {
 		d.log.Warn("cut a torn or corrupt log tail back to the last valid entry",
@@ -211,12 +222,7 @@ func (d *Disk) open() error {
 	if err != nil {
 		return err
 	}
-	first, next := d.seg.first(), d.seg.next()
-	if first > d.head {
-		// Entries before the log's first were acknowledged and removed (the
-		// ack point is saved lazily); the scan pushed nothing for them.
-		d.head, d.nextSeq = first, max(d.nextSeq, first)
-	}
+	next := d.seg.next()
 	// Damaged segments end early: their missing entries are charged by a
 	// minimum so that reading them reports the damage.
 	for ; d.nextSeq < next; d.nextSeq++ {

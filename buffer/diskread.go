@@ -83,6 +83,10 @@ func (d *Disk) readLog(dst []Entry, seg *segment, plan []uint64, end uint64) ([]
 		plan, end = plan[:k], plan[k]
 		from, to, at = d.seg.span(seg, plan[0], plan[k-1])
 	}
+	if to-from > maxReadSpan {
+		// One entry among large neighbours: read only its frame.
+		from, to, at = d.seg.frameOf(seg, from, to, at, plan[0])
+	}
 	buf, err := d.seg.readAt(seg, from, to)
 	if err != nil {
 		d.unplan(plan, end)

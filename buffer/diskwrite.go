@@ -232,11 +232,17 @@ func (d *Disk) writeFrames(first uint64, b *wbuf) (created bool, err error) {
 	return created, nil
 }
 
-// syncLog fsyncs the log (and the directory when a segment file was created).
+// syncLog fsyncs the log (and the directory when a segment file was created
+// since it was last synced).
 func (d *Disk) syncLog(created bool) error {
 	if err := d.seg.sync(); err != nil {
 		return fmt.Errorf("buffer %s: fsync: %w", d.dir, err)
 	}
+	// Also a segment file created by an earlier write that failed: this
+	// write may be the first to put entries in it.
+	d.mu.Lock()
+	created = created || d.dirDirty
+	d.mu.Unlock()
 	if created {
 		if err := syncDir(d.dir); err != nil {
 			return fmt.Errorf("buffer %s: fsync dir: %w", d.dir, err)

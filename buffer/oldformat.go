@@ -17,8 +17,13 @@ import (
 // same bytes an entry is today (entry.go). Opening such a directory moves
 // its unacknowledged entries into segment files, reading the old log through
 // tidwall/wal's public API only, and then removes the old files. A crash in
-// between leaves the old files, which stay authoritative: the move starts
-// over.
+// before the move is complete leaves the old files authoritative: the move
+// starts over. Once it is complete a marker file says so, and a crash while
+// the old files are removed only leaves the removal to finish.
+
+// removeOldFile removes a file of the old log (a test makes it fail, as a
+// crash would stop the removals).
+var removeOldFile = os.Remove
 
 // oldFormatFiles lists the tidwall/wal files in dir.
 func oldFormatFiles(dir string) ([]string, error) {
@@ -46,6 +51,12 @@ func migrateOldFormat(dir string, ack uint64, segBytes int64, log *slog.Logger) 
 	if err != nil || len(old) == 0 {
 		return err
 	}
+	marker := filepath.Join(dir, movedMarker)
+	if _, err := os.Stat(marker); err == nil {
+		// The move was complete: only the removal of the old files was cut
+		// short, and what is left of them is no log any more.
+		return removeOldFormat(dir, marker)
+	}
 	// Segment files next to old ones are from a move cut short.
 	segs, err := listSegments(dir)
 	if err != nil {
@@ -68,20 +79,43 @@ func migrateOldFormat(dir string, ack uint64, segBytes int64, log *slog.Logger) 
 	if err != nil {
 		return fmt.Errorf("moving the buffer of an earlier version: %w", err)
 	}
-	old, err = oldFormatFiles(dir)
+	// From here on the segment files are the log, whatever a crash leaves
+	// of the old files.
+	if err := os.WriteFile(marker, nil, 0o640); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if err := removeOldFormat(dir, marker); err != nil {
+		return err
+	}
+	log.Info("moved the buffer of an earlier version into this version's segment files", "records", moved)
+	return nil
+}
+
+// movedMarker is the file that says a move is complete and the old files
+// are being removed.
+const movedMarker = "moved-from-wal"
+
+// removeOldFormat removes the old files of a completed move, then its marker.
+func removeOldFormat(dir, marker string) error {
+	old, err := oldFormatFiles(dir)
 	if err != nil {
 		return err
 	}
 	for _, n := range old {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+		if err := removeOldFile(filepath.Join(dir, n)); err != nil {
 			return err
 		}
 	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
-	log.Info("moved the buffer of an earlier version into this version's segment files", "records", moved)
-	return nil
+	if err := os.Remove(marker); err != nil {
+		return err
+	}
+	return syncDir(dir)
 }
 
 // moveEntries copies the entries after ack from l into new segment files

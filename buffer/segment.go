@@ -126,7 +126,7 @@ func openSegLog(dir string, segBytes int64, from uint64, fn scanFn, cut func(pat
 		last := i == len(firsts)-1
 		s := &segment{first: first}
 		path := segmentPath(dir, first)
-		if i > 0 && first < l.segs[len(l.segs)-1].next() {
+		if len(l.segs) > 0 && first < l.segs[len(l.segs)-1].next() {
 			return nil, fmt.Errorf("segment %s overlaps its predecessor", path)
 		}
 		fileSize, err := scanSegment(path, s, last, from, fn, &buf)
@@ -371,6 +371,33 @@ func (l *segLog) span(s *segment, first, last uint64) (from, to int64, at uint64
 		to = int64(s.marks[j])
 	}
 	return from, to, at
+}
+
+// frameOf narrows the span [from, to) of segment s, whose frame at from is
+// Seq at's, to the frame of Seq seq by reading the frame headers before it.
+// Headers that do not add up leave the span as it is (the read then reports
+// the damage).
+func (l *segLog) frameOf(s *segment, from, to int64, at, seq uint64) (int64, int64, uint64) {
+	f, err := os.Open(segmentPath(l.dir, s.first))
+	if err != nil {
+		return from, to, at
+	}
+	defer f.Close()
+	var hdr [frameHdrLen]byte
+	off := from
+	for a := at; ; a++ {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			return from, to, at
+		}
+		end := off + frameHdrLen + int64(leUint32(hdr[:]))
+		if end > to {
+			return from, to, at
+		}
+		if a == seq {
+			return off, end, seq
+		}
+		off = end
+	}
 }
 
 // readAt reads segment s's bytes [from, to) into a new buffer. It opens the
