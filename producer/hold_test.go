@@ -1,0 +1,229 @@
+package producer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+	"github.com/mqkafka/mqkafka/rule"
+)
+
+// countingQueue records each Append call.
+type countingQueue struct {
+	buffer.Queue
+	mu    sync.Mutex
+	calls [][]buffer.Record
+}
+
+func (q *countingQueue) Append(ctx context.Context, recs ...buffer.Record) error {
+	q.mu.Lock()
+	q.calls = append(q.calls, slices.Clone(recs))
+	q.mu.Unlock()
+	return q.Queue.Append(ctx, recs...)
+}
+
+// TestMoveAppendsOneBatchPerPartition: a move of held records makes one
+// append per partition, keeps the holding order within each partition and
+// places each record by its Seq in the holding queue, so that moving the
+// same records again (after a crash) puts them in the same partitions.
+func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
+	var sc conf.Sink
+	sc.SetDefaults()
+	s := &Sink{cfg: sc, log: testkit.Logger(t)}
+	tp := &topic{s: s, name: "x", hold: buffer.NewMemory(buffer.Options{})}
+	var parts []*partition
+	var queues []*countingQueue
+	for id := range 3 {
+		q := &countingQueue{Queue: buffer.NewMemory(buffer.Options{})}
+		queues = append(queues, q)
+		parts = append(parts, &partition{sink: s, id: int32(id), q: q})
+	}
+	tp.parts.Store(&parts)
+	ctx := context.Background()
+	const n = 301
+	for i := range n {
+		if err := tp.hold.Append(ctx, buffer.Record{Value: fmt.Appendf(nil, "m%03d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, err := tp.hold.Read(nil, 1<<20)
+	if err != nil || len(ents) != n {
+		t.Fatalf("read %d held records: %v", len(ents), err)
+	}
+	if !tp.move(ctx, ents) {
+		t.Fatal("move failed")
+	}
+	for id, q := range queues {
+		if len(q.calls) != 1 {
+			t.Fatalf("partition %d: %d appends for one move, want 1", id, len(q.calls))
+		}
+		var want []string
+		for _, e := range ents {
+			if int(e.Seq%3) == id {
+				want = append(want, string(e.Value))
+			}
+		}
+		var got []string
+		for _, r := range q.calls[0] {
+			got = append(got, string(r.Value))
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("partition %d got %v…, want %v…", id, got[:min(4, len(got))], want[:min(4, len(want))])
+		}
+	}
+}
+
+// holdSink is a disk sink of topic "held" in dataDir whose Kafka is
+// kafkaAddr; stop closes it (once, also at the end of the test).
+func holdSink(t *testing.T, kafkaAddr, dataDir string) (s *Sink, stop func()) {
+	t.Helper()
+	var sc conf.Sink
+	sc.SetDefaults()
+	sc.Name, sc.Connector, sc.Topic = "s", "k", "held"
+	sc.Buffer.Mode = string(buffer.ModeDisk)
+	log := testkit.Logger(t)
+	client, err := NewClient(ClientConfig{
+		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
+		Linger: time.Millisecond, MetadataTimeout: 300 * time.Millisecond,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = NewSink(sc, []*Client{client}, SinkEnv{DataDir: dataDir, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.render.value = rule.MustTemplate("${payload}")
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+			client.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHeldRecordsKeepTheirPartitionAcrossACrash: records held while Kafka
+// was down are moved into their partitions and delivered; then the holding
+// queue is put back as it was before the move, which is what a crash leaves
+// when it comes before the holding queue saved its ack point. The restart
+// must not send them again (the move mark says they were moved); and when
+// the mark is lost too, the records moved again must land in the partitions
+// the first move chose.
+func TestHeldRecordsKeepTheirPartitionAcrossACrash(t *testing.T) {
+	const n = 300
+	port := testkit.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dataDir := t.TempDir()
+	holdDir := filepath.Join(dataDir, "buffer", "s", "held", "_hold")
+
+	down, stop := holdSink(t, addr, dataDir)
+	enqueue(t, down, 0, n)
+	if st := down.Stats(); len(st) != 1 || st[0].Partition != -1 || st[0].Records != n {
+		t.Fatalf("with Kafka down the records should be held: %+v", st)
+	}
+	stop()
+	snapshot := filepath.Join(t.TempDir(), "hold")
+	copyDir(t, holdDir, snapshot)
+
+	testkit.NewKafka(t, port, kfake.SeedTopics(3, "held"))
+	up, stop := holdSink(t, addr, dataDir)
+	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return up.Counters.Success.Load() == n })
+	first := map[string]int32{}
+	for _, r := range testkit.Consume(t, addr, "held", n, 30*time.Second) {
+		first[string(r.Value)] = r.Partition
+	}
+	stop()
+
+	crash := func(keepMark bool) (*Sink, func()) {
+		if err := os.RemoveAll(holdDir); err != nil {
+			t.Fatal(err)
+		}
+		copyDir(t, snapshot, holdDir)
+		if !keepMark {
+			if err := os.Remove(filepath.Join(filepath.Dir(holdDir), moveMarkName)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, stop := holdSink(t, addr, dataDir)
+		testkit.WaitFor(t, 30*time.Second, "the holding queue emptied", func() bool { return s.Queued().Records == 0 })
+		return s, stop
+	}
+
+	again, stop := crash(true)
+	if sent := again.Counters.Success.Load(); sent != 0 {
+		t.Fatalf("restart sent %d held records again that the move mark says were moved", sent)
+	}
+	stop()
+
+	lost, _ := crash(false)
+	if sent := lost.Counters.Success.Load(); sent != n {
+		t.Fatalf("without the move mark the restart sent %d held records again, want %d", sent, n)
+	}
+	recs := testkit.Consume(t, addr, "held", 2*n, 30*time.Second)
+	if len(recs) != 2*n {
+		t.Fatalf("Kafka holds %d records, want %d", len(recs), 2*n)
+	}
+	for _, r := range recs {
+		if p, ok := first[string(r.Value)]; !ok || p != r.Partition {
+			t.Fatalf("record %s in partition %d, first moved to %d", r.Value, r.Partition, p)
+		}
+	}
+}
+
+// TestPartitionsKnownFromDisk: the partition queues a previous run left tell
+// a restart the partition count, so records go straight to their partitions
+// even while Kafka is down.
+func TestPartitionsKnownFromDisk(t *testing.T) {
+	port := testkit.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dataDir := t.TempDir()
+	kc, _ := testkit.NewKafka(t, port, kfake.SeedTopics(3, "held"))
+	up, stop := holdSink(t, addr, dataDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if !up.WaitPartitions(ctx) {
+		t.Fatal("partitions not learned from Kafka")
+	}
+	enqueue(t, up, 0, 10)
+	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return up.Counters.Success.Load() == 10 })
+	stop()
+	kc.Close()
+
+	down, _ := holdSink(t, addr, dataDir)
+	if !down.WaitPartitions(ctx) {
+		t.Fatal("partitions not learned from disk with Kafka down")
+	}
+	enqueue(t, down, 10, 30)
+	var partitioned int64
+	for _, st := range down.Stats() {
+		if st.Partition == -1 && st.Records != 0 {
+			t.Fatalf("%d records held although the partitions are on disk", st.Records)
+		}
+		partitioned += st.Records
+	}
+	if partitioned != 30 {
+		t.Fatalf("%d records in partition queues, want 30", partitioned)
+	}
+}
