@@ -2,6 +2,7 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,25 +19,32 @@ import (
 	"github.com/mqkafka/mqkafka/rule"
 )
 
-// countingQueue records each Append call.
+// countingQueue records each Append call; failures makes that many first
+// calls fail as a WAL write failure would.
 type countingQueue struct {
 	buffer.Queue
-	mu    sync.Mutex
-	calls [][]buffer.Record
+	mu       sync.Mutex
+	calls    [][]buffer.Record
+	failures int
 }
+
+var errWriteFailed = errors.New("write failed")
 
 func (q *countingQueue) Append(ctx context.Context, recs ...buffer.Record) error {
 	q.mu.Lock()
 	q.calls = append(q.calls, slices.Clone(recs))
+	fail := q.failures > 0
+	q.failures--
 	q.mu.Unlock()
+	if fail {
+		return errWriteFailed
+	}
 	return q.Queue.Append(ctx, recs...)
 }
 
-// TestMoveAppendsOneBatchPerPartition: a move of held records makes one
-// append per partition, keeps the holding order within each partition and
-// places each record by its Seq in the holding queue, so that moving the
-// same records again (after a crash) puts them in the same partitions.
-func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
+// movingTopic is a topic with a memory holding queue of n records and three
+// partitions on counting memory queues.
+func movingTopic(t *testing.T, n int) (*topic, []*countingQueue, []buffer.Entry) {
 	var sc conf.Sink
 	sc.SetDefaults()
 	s := &Sink{cfg: sc, log: testkit.Logger(t)}
@@ -49,10 +57,8 @@ func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
 		parts = append(parts, &partition{sink: s, id: int32(id), q: q})
 	}
 	tp.parts.Store(&parts)
-	ctx := context.Background()
-	const n = 301
 	for i := range n {
-		if err := tp.hold.Append(ctx, buffer.Record{Value: fmt.Appendf(nil, "m%03d", i)}); err != nil {
+		if err := tp.hold.Append(context.Background(), buffer.Record{Value: fmt.Appendf(nil, "m%03d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,7 +66,17 @@ func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
 	if err != nil || len(ents) != n {
 		t.Fatalf("read %d held records: %v", len(ents), err)
 	}
-	if !tp.move(ctx, ents) {
+	return tp, queues, ents
+}
+
+// TestMoveAppendsOneBatchPerPartition: a move of held records makes one
+// append per partition, keeps the holding order within each partition and
+// places each record by its Seq in the holding queue, so that moving the
+// same records again (after a crash) puts them in the same partitions.
+func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
+	const n = 301
+	tp, queues, ents := movingTopic(t, n)
+	if !tp.move(context.Background(), ents) {
 		t.Fatal("move failed")
 	}
 	for id, q := range queues {
@@ -79,6 +95,29 @@ func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
 		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("partition %d got %v…, want %v…", id, got[:min(4, len(got))], want[:min(4, len(want))])
+		}
+	}
+}
+
+// TestMoveRetriesOnlyTheFailedPartition: when one partition's append fails,
+// the move retries that partition's records alone, so the others get
+// theirs once and nothing is lost.
+func TestMoveRetriesOnlyTheFailedPartition(t *testing.T) {
+	tp, queues, ents := movingTopic(t, 30)
+	queues[1].failures = 1
+	if !tp.move(context.Background(), ents) {
+		t.Fatal("move failed")
+	}
+	for id, q := range queues {
+		want := 1
+		if id == 1 {
+			want = 2
+		}
+		if len(q.calls) != want {
+			t.Fatalf("partition %d: %d appends, want %d", id, len(q.calls), want)
+		}
+		if st := q.Stats(); st.Records != 10 {
+			t.Fatalf("partition %d holds %d records, want 10", id, st.Records)
 		}
 	}
 }

@@ -366,23 +366,61 @@ func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
 			groups[p.id] = append(groups[p.id], e.Record)
 		}
 	}
-	// Once a partition took its part, the rest of the batch must follow even
-	// if the sink is stopping: a batch half moved would be moved again.
-	actx := context.WithoutCancel(ctx)
-	for id, recs := range groups {
-		for len(recs) > 0 {
-			err := parts[id].q.Append(actx, recs...)
-			if err == nil || errors.Is(err, buffer.ErrFull) {
-				break // ErrFull: the partition's overflow policy counted them
-			}
-			t.s.warnEvery("move\x00"+t.name, "cannot move held records into their partition; retrying",
-				"topic", t.name, "partition", id, "err", err)
-			if !sleep(ctx, time.Second) {
-				return false
-			}
+	for {
+		failed, err := t.appendGroups(parts, groups)
+		if failed < 0 {
+			return true
+		}
+		if err == nil {
+			err = errors.New("the partition queue's write failed")
+		}
+		t.s.warnEvery("move\x00"+t.name, "cannot move held records into their partition; retrying",
+			"topic", t.name, "partition", failed, "err", err)
+		if !sleep(ctx, time.Second) {
+			return false
 		}
 	}
-	return true
+}
+
+// appendGroups appends each partition's group under its own ticket, so that
+// the partitions' writes share one group commit and the move is marked as
+// soon as all are durable. A group once taken is emptied; it returns a
+// partition whose append failed (its group stays) and the append's error if
+// it returned one, or -1. The appends wait
+// for room under overflow = "block" even while the sink stops: a batch half
+// moved would be moved again.
+func (t *topic) appendGroups(parts []*partition, groups [][]buffer.Record) (int, error) {
+	type pending struct {
+		id   int
+		done chan bool
+		err  error
+	}
+	var waits []pending
+	for id, recs := range groups {
+		if len(recs) == 0 {
+			continue
+		}
+		w := pending{id: id, done: make(chan bool, 1)}
+		tk := buffer.NewTicket(func(failed bool) { w.done <- failed })
+		w.err = parts[id].q.Append(tk.Context(), recs...)
+		if errors.Is(w.err, buffer.ErrFull) {
+			w.err = nil // the partition's overflow policy counted them
+		}
+		if tk.Release() {
+			w.done <- tk.Failed()
+		}
+		waits = append(waits, w)
+	}
+	failed, ferr := -1, error(nil)
+	for _, w := range waits {
+		if <-w.done || w.err != nil {
+			failed, ferr = w.id, w.err
+			continue
+		}
+		clear(groups[w.id])
+		groups[w.id] = groups[w.id][:0]
+	}
+	return failed, ferr
 }
 
 func (t *topic) stats() []PartitionStats {
