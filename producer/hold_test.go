@@ -122,6 +122,63 @@ func TestMoveRetriesOnlyTheFailedPartition(t *testing.T) {
 	}
 }
 
+// slowQueue takes a millisecond per append, as a disk queue's fsync does.
+type slowQueue struct{ buffer.Queue }
+
+func (q slowQueue) Append(ctx context.Context, recs ...buffer.Record) error {
+	time.Sleep(time.Millisecond)
+	return q.Queue.Append(ctx, recs...)
+}
+
+// TestHoldingEndsUnderSteadyPublishing: publishers that never pause must not
+// keep a topic in its holding queue: release moves what they leave and
+// switches them to their partitions.
+func TestHoldingEndsUnderSteadyPublishing(t *testing.T) {
+	tp, queues, _ := movingTopic(t, 0)
+	tp.hold = slowQueue{tp.hold}
+	tp.holding, tp.released = true, make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var sent [8]int
+	for w := range sent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if _, _, err := tp.enqueue(ctx, buffer.Record{Value: fmt.Appendf(nil, "w%d-%d", w, sent[w])}); err != nil {
+					t.Error(err)
+					return
+				}
+				sent[w]++
+			}
+		}()
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		tp.release(ctx)
+	}()
+	select {
+	case <-tp.released:
+	case <-time.After(20 * time.Second):
+		t.Error("still holding after 20 s of steady publishing")
+	}
+	cancel()
+	wg.Wait()
+	<-released
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	var queued int64
+	for _, q := range queues {
+		queued += q.Stats().Records
+	}
+	if held := tp.hold.Stats().Records; held != 0 || queued != int64(total) {
+		t.Fatalf("%d records held, %d in partitions, %d sent", held, queued, total)
+	}
+}
+
 // holdSink is a disk sink of topic "held" in dataDir whose Kafka is
 // kafkaAddr; stop closes it (once, also at the end of the test).
 func holdSink(t *testing.T, kafkaAddr, dataDir string) (s *Sink, stop func()) {

@@ -306,37 +306,54 @@ func (t *topic) release(ctx context.Context) {
 			t.s.log.Error("reading holding queue", "topic", t.name, "err", err)
 			return
 		}
-		if len(ents) == 0 {
-			t.mu.Lock()
-			// Appenders hold the read lock, so nothing can slip into the
-			// holding queue between this last look and the switch.
+		if len(ents) > 0 {
+			if !t.moveBatch(ctx, ents) {
+				return
+			}
+			continue
+		}
+		// Appenders hold the read lock, so under the write lock the holding
+		// queue cannot grow: what the appenders of the last moment left is
+		// moved, and holding ends. Without the lock, a steady stream of
+		// publishes would always leave some.
+		t.mu.Lock()
+		for {
 			ents, err = t.hold.Read(ents[:0], holdBatchBytes)
-			if err == nil && len(ents) == 0 {
-				t.holding = false
-				close(t.released)
-				t.mu.Unlock()
-				return
-			}
-			t.mu.Unlock()
-			if err != nil {
-				return
+			if err != nil || len(ents) == 0 || !t.moveBatch(ctx, ents) {
+				break
 			}
 		}
-		if !t.move(ctx, ents) {
-			t.hold.Rewind()
-			return
+		if err == nil && len(ents) == 0 {
+			t.holding = false
+			close(t.released)
 		}
-		last := &ents[len(ents)-1]
-		if t.mark != nil {
-			if err := t.mark.save(last.Seq, recordSum(&last.Record)); err != nil {
-				t.s.log.Error("saving how far the holding queue was moved", "topic", t.name, "err", err)
-			}
+		t.mu.Unlock()
+		if err != nil {
+			t.s.log.Error("reading holding queue", "topic", t.name, "err", err)
 		}
-		if err := t.hold.Ack(last.Seq); err != nil {
-			t.s.log.Error("acknowledging holding queue", "topic", t.name, "err", err)
-			return
+		return
+	}
+}
+
+// moveBatch moves one read of the holding queue into the partitions, marks
+// it moved and acknowledges it; false means it stays held (the sink stops,
+// or the acknowledgement failed).
+func (t *topic) moveBatch(ctx context.Context, ents []buffer.Entry) bool {
+	if !t.move(ctx, ents) {
+		t.hold.Rewind()
+		return false
+	}
+	last := &ents[len(ents)-1]
+	if t.mark != nil {
+		if err := t.mark.save(last.Seq, recordSum(&last.Record)); err != nil {
+			t.s.log.Error("saving how far the holding queue was moved", "topic", t.name, "err", err)
 		}
 	}
+	if err := t.hold.Ack(last.Seq); err != nil {
+		t.s.log.Error("acknowledging holding queue", "topic", t.name, "err", err)
+		return false
+	}
+	return true
 }
 
 // move appends held records to their partitions, one append of many records
