@@ -99,6 +99,39 @@ func TestMoveAppendsOneBatchPerPartition(t *testing.T) {
 	}
 }
 
+// TestMovedRecordsWaitForTheMark: in a disk or hybrid topic, the records a
+// move gives a partition are held back from sending (from their first Seq
+// on) until the move is marked, and released after.
+func TestMovedRecordsWaitForTheMark(t *testing.T) {
+	tp, queues, ents := movingTopic(t, 30)
+	var err error
+	if tp.mark, _, _, err = openMoveMark(t.TempDir(), false); err != nil {
+		t.Fatal(err)
+	}
+	defer tp.mark.close()
+	if err := queues[0].Queue.Append(context.Background(), buffer.Record{Value: []byte("older")}); err != nil {
+		t.Fatal(err)
+	}
+	if !tp.move(context.Background(), ents) {
+		t.Fatal("move failed")
+	}
+	for id, p := range tp.partitions() {
+		want := uint64(1)
+		if id == 0 {
+			want = 2 // the older record stays sendable
+		}
+		if got := p.moved.Load(); got != want {
+			t.Fatalf("partition %d holds back from Seq %d, want %d", id, got, want)
+		}
+	}
+	tp.sendMoved()
+	for id, p := range tp.partitions() {
+		if got := p.moved.Load(); got != 0 {
+			t.Fatalf("partition %d still holds back from Seq %d after the mark", id, got)
+		}
+	}
+}
+
 // TestMoveRetriesOnlyTheFailedPartition: when one partition's append fails,
 // the move retries that partition's records alone, so the others get
 // theirs once and nothing is lost.

@@ -339,6 +339,7 @@ func (t *topic) release(ctx context.Context) {
 // it moved and acknowledges it; false means it stays held (the sink stops,
 // or the acknowledgement failed).
 func (t *topic) moveBatch(ctx context.Context, ents []buffer.Entry) bool {
+	defer t.sendMoved()
 	if !t.move(ctx, ents) {
 		t.hold.Rewind()
 		return false
@@ -354,6 +355,15 @@ func (t *topic) moveBatch(ctx context.Context, ents []buffer.Entry) bool {
 		return false
 	}
 	return true
+}
+
+// sendMoved lets the partitions send what a move gave them.
+func (t *topic) sendMoved() {
+	for _, p := range t.partitions() {
+		if p.moved.Swap(0) != 0 {
+			p.signal()
+		}
+	}
 }
 
 // move appends held records to their partitions, one append of many records
@@ -407,26 +417,11 @@ func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
 // for room under overflow = "block" even while the sink stops: a batch half
 // moved would be moved again.
 func (t *topic) appendGroups(parts []*partition, groups [][]buffer.Record) (int, error) {
-	type pending struct {
-		id   int
-		done chan bool
-		err  error
-	}
-	var waits []pending
+	var waits []groupAppend
 	for id, recs := range groups {
-		if len(recs) == 0 {
-			continue
+		if len(recs) > 0 {
+			waits = append(waits, t.appendGroup(parts[id], recs))
 		}
-		w := pending{id: id, done: make(chan bool, 1)}
-		tk := buffer.NewTicket(func(failed bool) { w.done <- failed })
-		w.err = parts[id].q.Append(tk.Context(), recs...)
-		if errors.Is(w.err, buffer.ErrFull) {
-			w.err = nil // the partition's overflow policy counted them
-		}
-		if tk.Release() {
-			w.done <- tk.Failed()
-		}
-		waits = append(waits, w)
 	}
 	failed, ferr := -1, error(nil)
 	for _, w := range waits {
@@ -438,6 +433,40 @@ func (t *topic) appendGroups(parts []*partition, groups [][]buffer.Record) (int,
 		groups[w.id] = groups[w.id][:0]
 	}
 	return failed, ferr
+}
+
+// groupAppend is one partition's append of a move: done receives whether
+// its write failed, err what the append returned.
+type groupAppend struct {
+	id   int
+	done chan bool
+	err  error
+}
+
+func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
+	w := groupAppend{id: int(p.id), done: make(chan bool, 1)}
+	if t.mark != nil {
+		// Only moves append to a partition while its topic holds, so what
+		// follows the queue's last record now is this move's: the partition
+		// holds it back until the move is marked.
+		last, err := p.q.AppendSeq(context.Background())
+		if err != nil {
+			w.err = err
+			w.done <- true
+			return w
+		}
+		p.moved.Store(last + 1)
+	}
+	done := w.done
+	tk := buffer.NewTicket(func(failed bool) { done <- failed })
+	w.err = p.q.Append(tk.Context(), recs...)
+	if errors.Is(w.err, buffer.ErrFull) {
+		w.err = nil // the partition's overflow policy counted them
+	}
+	if tk.Release() {
+		done <- tk.Failed()
+	}
+	return w
 }
 
 func (t *topic) stats() []PartitionStats {
