@@ -356,3 +356,34 @@ func TestPartitionsKnownFromDisk(t *testing.T) {
 		t.Fatalf("%d records in partition queues, want 30", partitioned)
 	}
 }
+
+// TestFewerPartitionsInKafkaThanOnDisk: a topic recreated with fewer
+// partitions than a previous run left queues for gets new records only on
+// the partitions Kafka has, once Kafka told the count.
+func TestFewerPartitionsInKafkaThanOnDisk(t *testing.T) {
+	dataDir := t.TempDir()
+	port := testkit.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	kc, _ := testkit.NewKafka(t, port, kfake.SeedTopics(3, "held"))
+	first, stop := holdSink(t, addr, dataDir)
+	enqueue(t, first, 0, 9)
+	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return first.Counters.Success.Load() == 9 })
+	stop()
+	kc.Close()
+
+	_, addr = testkit.NewKafka(t, 0, kfake.SeedTopics(2, "held"))
+	s, _ := holdSink(t, addr, dataDir)
+	v, _ := s.topics.Load("held")
+	tp := v.(*topic)
+	testkit.WaitFor(t, 10*time.Second, "Kafka's partition count", func() bool { return tp.kafkaParts.Load() == 2 })
+	enqueue(t, s, 9, 30)
+	testkit.WaitFor(t, 30*time.Second, "delivery", func() bool { return s.Counters.Success.Load() == 30 })
+	for _, r := range testkit.Consume(t, addr, "held", 30, 30*time.Second) {
+		if r.Partition > 1 {
+			t.Fatalf("record %s in partition %d of a 2-partition topic", r.Value, r.Partition)
+		}
+	}
+	if d := s.Counters.DroppedTotal(); d != 0 {
+		t.Fatalf("dropped %v", s.Counters.Dropped())
+	}
+}

@@ -33,8 +33,12 @@ type topic struct {
 	parts   atomic.Pointer[[]*partition]
 	partsMu sync.Mutex
 	unknown atomic.Bool
-	learned chan struct{} // closed once the partitions are known or the topic is known not to exist
-	learnMu sync.Once
+	// kafkaParts is the partition count Kafka last reported, 0 before it
+	// answered: a topic recreated with fewer partitions than a previous
+	// run left queues for gets records only on those that exist.
+	kafkaParts atomic.Int32
+	learned    chan struct{} // closed once the partitions are known or the topic is known not to exist
+	learnMu    sync.Once
 
 	// Owned by the topic's goroutine (and newTopic before it).
 	mark   *moveMark // disk and hybrid: how far holding has been moved
@@ -173,11 +177,15 @@ func (t *topic) pick(rec *buffer.Record, spread uint64) *partition {
 		t.s.logDrop(buffer.ReasonUnknownTopic, t.name, fmt.Errorf("topic %q does not exist", t.name))
 		return nil
 	}
-	i := t.s.pickPartition(rec.Key, len(parts), spread)
+	n := len(parts)
+	if k := int(t.kafkaParts.Load()); k > 0 {
+		n = min(n, k)
+	}
+	i := t.s.pickPartition(rec.Key, n, spread)
 	if i < 0 {
 		t.s.Counters.Drop(buffer.ReasonUnknownTopic, 1)
 		t.s.logDrop(buffer.ReasonUnknownTopic, t.name,
-			fmt.Errorf("partition %d does not exist: topic %q has %d", t.s.cfg.Partition, t.name, len(parts)))
+			fmt.Errorf("partition %d does not exist: topic %q has %d", t.s.cfg.Partition, t.name, n))
 		return nil
 	}
 	return parts[i]
@@ -225,6 +233,7 @@ func (t *topic) run(ctx context.Context) {
 		backoff = 200 * time.Millisecond
 		next := t.s.cfg.PartitionCountRefreshInterval
 		if info.Exists {
+			t.kafkaParts.Store(int32(info.Partitions))
 			if err := t.setPartitions(ctx, info.Partitions); err != nil {
 				t.s.log.Error("opening partition queues", "topic", t.name, "err", err)
 				next = 5 * time.Second
