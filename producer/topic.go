@@ -63,8 +63,9 @@ func (s *Sink) newTopic(name string) (*topic, error) {
 		return nil, err
 	}
 	// The partitions a previous run created tell the count without asking
-	// Kafka (a topic's partitions are never removed); an empty holding queue
-	// then lets new records go straight to their partitions.
+	// Kafka (a topic's partitions are only ever added; a recreated topic is
+	// caught by kafkaParts once Kafka answers); an empty holding queue then
+	// lets new records go straight to their partitions.
 	if n := partitionsOnDisk(s.queueDir(name)); n > 0 {
 		if err := t.setPartitions(s.ctx, n); err != nil {
 			s.log.Error("opening partition queues", "topic", name, "err", err)
