@@ -202,13 +202,16 @@ func readTally(t testing.TB, recs []*kgo.Record) *tally {
 
 // duplicates sorts the copies beyond the first into those mqkafka sent again
 // (same MQTT PUBLISH: resent from the buffer after a crash) and those a
-// device sent again (its PUBACK was lost in a crash), and finds the
-// invariants' violations: one PUBLISH in two partitions, a publish in Kafka
-// more than maxCopies times.
-func (tl *tally) duplicates(maxCopies int) (resent, republished int, hist map[int]int, split, over []string) {
+// device sent again (its PUBACK was lost in a crash), picks a few examples,
+// and finds the invariants' violations: one PUBLISH in two partitions, a
+// publish in Kafka more than maxCopies times.
+func (tl *tally) duplicates(maxCopies int) (resent, republished int, hist map[int]int, examples, split, over []string) {
 	hist = map[int]int{}
 	for ds, c := range tl.seen {
 		hist[c.n]++
+		if c.n > 1 && len(examples) < 5 {
+			examples = append(examples, fmt.Sprintf("%s/%d ×%d %v", ds.Dev, ds.Seq, c.n, c.sends))
+		}
 		republished += len(c.sends) - 1
 		resent += c.n - len(c.sends)
 		if c.n > maxCopies {
@@ -220,7 +223,7 @@ func (tl *tally) duplicates(maxCopies int) (resent, republished int, hist map[in
 			}
 		}
 	}
-	return resent, republished, hist, split, over
+	return resent, republished, hist, examples, split, over
 }
 
 // consumeAll reads a topic until it has no new records for a quiet period.
@@ -349,11 +352,12 @@ fsync = "batch"
 		reconnects += d.reconnects.Load()
 	}
 	const maxCopies = 3
-	resent, republished, hist, split, over := tl.duplicates(maxCopies)
+	resent, republished, hist, examples, split, over := tl.duplicates(maxCopies)
 	t.Logf("%d kills in %v; %d publishes acknowledged (%.0f/s); kafka holds %d records: %d distinct, "+
 		"%d duplicates (%.3f%%): %d resent by mqkafka, %d sent again by devices; publishes by copies: %v; %d device reconnects",
 		shape.kills, elapsed.Round(time.Second), total, float64(total)/elapsed.Seconds(), tl.total, len(tl.seen),
 		tl.dups, 100*float64(tl.dups)/float64(total), resent, republished, hist, reconnects)
+	t.Logf("duplicated publishes (event id: partitions of its copies), e.g. %s", strings.Join(examples, "; "))
 	if len(missing) > 0 {
 		t.Fatalf("%d acknowledged messages missing from Kafka, e.g. %s", len(missing), strings.Join(missing[:min(10, len(missing))], ", "))
 	}
