@@ -79,6 +79,10 @@ type Options struct {
 	ProfileSeconds int
 	// Drain bounds the wait for the last records after the last publish.
 	Drain time.Duration
+	// Cold starts each pipeline run's load on a sink that has not learned
+	// its topic's partitions yet: no warm-up, and the sink's topic is a
+	// template, which a sink opens only when the first record names it.
+	Cold bool
 
 	// Progress receives the live progress line (a terminal); nil for none.
 	Progress io.Writer

@@ -20,6 +20,9 @@ type mqConfig struct {
 	partLimit int64
 	shutdown  time.Duration
 	source    *sourceConfig
+	// cold makes the sink's topic a template (of the same name), so that
+	// the sink opens it only when the first record names it.
+	cold bool
 }
 
 // sourceConfig maps one Kafka topic to MQTT.
@@ -32,6 +35,15 @@ type sourceConfig struct {
 // benchFilter is what the bench's sink reads; the value is the payload as
 // it is, so the consumer reads the message id and send time back.
 const benchFilter = "bench/#"
+
+// sinkTopic is the sink's topic template: `${cold}` names no field and
+// renders empty.
+func (c mqConfig) sinkTopic() string {
+	if c.cold {
+		return c.topic + "${cold}"
+	}
+	return c.topic
+}
 
 func (c mqConfig) toml() string {
 	var b strings.Builder
@@ -84,6 +96,6 @@ max_linger_time = %q
 mode = %q
 fsync = %q
 per_partition_limit = "%dMB"
-`, benchFilter, c.topic, c.linger.String(), c.buffer, c.fsync, max(c.partLimit>>20, 256))
+`, benchFilter, c.sinkTopic(), c.linger.String(), c.buffer, c.fsync, max(c.partLimit>>20, 256))
 	return b.String()
 }

@@ -161,7 +161,11 @@ func (r *runner) pipeline(ctx context.Context, p Params) *Result {
 			return res
 		}
 	}
-	name, tag := r.next("pipeline", p)
+	kind := "pipeline"
+	if r.o.Cold {
+		kind = "pipeline-cold"
+	}
+	name, tag := r.next(kind, p)
 	res := newResult(name, ScenarioPipeline, p)
 	if p.Rate == 0 {
 		r.pipelines[key] = res
@@ -187,6 +191,7 @@ func (r *runner) runPipeline(ctx context.Context, name string, tag uint32, p Par
 	mq, err := r.startMQKafka(ctx, name, mqConfig{
 		kafka: k.addr, topic: topic, buffer: p.Buffer, fsync: p.Fsync, linger: p.Linger,
 		partLimit: int64(p.Size+64) * max(p.Messages, 1_000_000) / int64(p.Partitions) * 2,
+		cold:      r.o.Cold,
 	})
 	if err != nil {
 		return err
@@ -196,8 +201,10 @@ func (r *runner) runPipeline(ctx context.Context, name string, tag uint32, p Par
 	col := newCollector(tag)
 	cons := r.startConsumer(ctx, k.addr, topic, since, col)
 	defer cons.stop()
-	if err := warmMQTT(ctx, mq.addr, tag, col); err != nil {
-		return err
+	if !r.o.Cold {
+		if err := warmMQTT(ctx, mq.addr, tag, col); err != nil {
+			return err
+		}
 	}
 
 	m := r.startMeasure(ctx, name, mq, k, true)

@@ -133,7 +133,8 @@ type Queue interface {
 	// Append adds records at the tail. When it returns nil they are kept as
 	// the mode promises (for disk: written and synced per the fsync policy).
 	Append(ctx context.Context, recs ...Record) error
-	// AppendSeq is Append that also returns the Seq of the last record.
+	// AppendSeq is Append that also returns the Seq of the last record;
+	// with no records, the Seq of the last record in the queue.
 	AppendSeq(ctx context.Context, recs ...Record) (uint64, error)
 	// Read appends entries from the cursor to dst, at most maxBytes of them
 	// but at least one, and advances the cursor.

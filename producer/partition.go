@@ -25,6 +25,11 @@ type partition struct {
 	q      buffer.Queue
 	log    *slog.Logger
 	wake   chan struct{}
+	// moved, when not 0, is the first Seq of records moved out of the
+	// topic's holding queue and not yet marked moved (topic.moveBatch):
+	// sending them then could let one crash both resend them from this
+	// queue and move them again.
+	moved atomic.Uint64
 
 	mu        sync.Mutex
 	inflight  []*batch // oldest first
@@ -255,6 +260,11 @@ func (p *partition) run(ctx context.Context) {
 		if len(ents) == 0 {
 			p.wait(ctx, p.q.Ready())
 			continue
+		}
+		for m := p.moved.Load(); m != 0 && ents[len(ents)-1].Seq >= m; m = p.moved.Load() {
+			if p.wait(ctx, nil); ctx.Err() != nil {
+				return
+			}
 		}
 		b := &batch{part: p, n: int32(len(ents)), lastSeq: ents[len(ents)-1].Seq, refs: make([]msgRef, len(ents))}
 		p.mu.Lock()

@@ -1,7 +1,5 @@
 package producer
 
-import "math/rand/v2"
-
 // murmur2 is the Java Kafka client's hash (org.apache.kafka.common.utils.Utils.murmur2),
 // so that key_dispatch puts a key on the partition Kafka Streams and Java
 // producers expect.
@@ -47,8 +45,11 @@ func keyPartition(key []byte, n int) int {
 }
 
 // pickPartition chooses a record's partition among n by the sink's strategy;
-// -1 means the fixed partition does not exist.
-func (s *Sink) pickPartition(key []byte, n int) int {
+// -1 means the fixed partition does not exist. spread places the records the
+// strategy leaves free (random, key_dispatch without a key): a random number
+// for a new record, a fixed one for a held record, so that moving it again
+// after a crash puts it where the first move did.
+func (s *Sink) pickPartition(key []byte, n int, spread uint64) int {
 	switch s.cfg.PartitionStrategy {
 	case "key_dispatch":
 		// An empty key has nothing to hash: it is spread like random.
@@ -61,5 +62,5 @@ func (s *Sink) pickPartition(key []byte, n int) int {
 		}
 		return s.cfg.Partition
 	}
-	return rand.IntN(n)
+	return int(spread % uint64(n))
 }

@@ -3,12 +3,18 @@
 // librdkafka, acknowledging a buffer only up to what Kafka confirmed.
 //
 // A record's partition is chosen when it is enqueued, which needs the
-// topic's partition count. Until metadata has been read once (Kafka down at
-// start), records wait in the topic's holding queue, a buffer.Queue of the
-// sink's mode under `<topic>/_hold`, so they are kept exactly as durably as
+// topic's partition count: from the partition queues a previous run left on
+// disk, or from Kafka's metadata (the process asks before it opens its
+// listeners, see WaitPartitions). Until it is known (Kafka down at start),
+// records wait in the topic's holding queue, a buffer.Queue of the sink's
+// mode under `<topic>/_hold`, so they are kept exactly as durably as
 // partitioned ones. Once the count is known, the topic's goroutine moves
-// them, in order, into their partition queues; until the holding queue is
-// empty, new records go there too so none overtakes an older one.
+// them, in order and in batches (one append per partition), into their
+// partition queues; until the holding queue is empty, new records go there
+// too so none overtakes an older one. A held record's partition follows from
+// its place in the holding queue, and a mark file written right after each
+// move records how far the moves got: a crash neither sends a record to two
+// partitions nor moves it again once its move is marked.
 //
 // Topics may be templates: each rendered topic gets its own queues, created
 // on first use. After a restart, the topics found on disk are opened again so
@@ -190,6 +196,25 @@ func (s *Sink) topic(name string) (*topic, error) {
 		t.run(s.ctx)
 	}()
 	return t, nil
+}
+
+// WaitPartitions waits until every topic the sink has opened knows its
+// partitions (from Kafka, or from the queues a previous run left on disk) or
+// knows that it does not exist, or until ctx ends; it reports whether all
+// did. It waits at most one metadata request: when that failed, Kafka is
+// down. A record enqueued before its topic knows waits in the holding queue.
+func (s *Sink) WaitPartitions(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.clients[0].metadataTimeout())
+	defer cancel()
+	all := true
+	s.eachTopic(func(t *topic) {
+		select {
+		case <-t.learned:
+		case <-ctx.Done():
+			all = false
+		}
+	})
+	return all
 }
 
 func (s *Sink) eachTopic(fn func(t *topic)) {

@@ -77,6 +77,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Profile, "profile", false, "save CPU, allocation and mutex profiles of mqkafka during each pipeline run")
 	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 10, "length of each profile")
 	fs.DurationVar(&o.Drain, "drain", 0, "longest wait for acknowledgements after the last publish (default 60s)")
+	fs.BoolVar(&o.Cold, "cold", false, "pipeline: load a sink that has not learned its topic's partitions yet (no warm-up; the first records wait in its holding queue)")
 	quiet := fs.Bool("quiet", false, "no live progress line")
 
 	// Dimensions may follow --matrix as separate arguments, and flags may

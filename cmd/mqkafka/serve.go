@@ -141,6 +141,7 @@ func (a *app) start() (err error) {
 		}
 		a.sinks = append(a.sinks, sr)
 	}
+	a.waitPartitions()
 	engine, err := a.buildEngine(cfg, a.node)
 	if err != nil {
 		return err
@@ -173,6 +174,25 @@ func (a *app) start() (err error) {
 		a.checkHealth(a.ctx)
 	}()
 	return nil
+}
+
+// partitionWait bounds how long a start waits for the sinks to learn their
+// topics' partitions: Kafka answers within milliseconds when it is up; when
+// it is down the broker starts anyway and the records wait in holding.
+const partitionWait = 2 * time.Second
+
+// waitPartitions lets the sinks learn their partitions before the listeners
+// open, so that the first publishes go straight to their partition queues
+// instead of through the slower holding queue.
+func (a *app) waitPartitions() {
+	ctx, cancel := context.WithTimeout(a.ctx, partitionWait)
+	defer cancel()
+	for _, sr := range a.sinks {
+		if !sr.sink.WaitPartitions(ctx) {
+			a.log.Warn("starting before Kafka told every topic's partitions; records wait in the holding queue until it does",
+				"sink", sr.cfg.Name, "waited", partitionWait)
+		}
+	}
 }
 
 func (a *app) adminAddr() string {

@@ -357,3 +357,19 @@ value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 		t.Fatalf("records carry %d producer ids, want 3: not every client carried records", len(producers))
 	}
 }
+
+// TestPartitionsLearnedBeforeListening: by the time the MQTT listeners are
+// open, the sink knows its topic's partitions, so the first publishes go
+// straight to their partition queues instead of through the holding queue.
+func TestPartitionsLearnedBeforeListening(t *testing.T) {
+	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "early"))
+	a := startApp(t, baseConfig(t, kafkaAddr, "early"))
+	var parts []int32
+	for _, st := range a.sinks[0].sink.Stats() {
+		parts = append(parts, st.Partition)
+	}
+	slices.Sort(parts)
+	if !slices.Equal(parts, []int32{-1, 0, 1, 2}) {
+		t.Fatalf("queues when the listeners opened: %v, want the holding queue and partitions 0-2", parts)
+	}
+}
