@@ -458,6 +458,8 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.Listeners.ClientsWg.Add(1)
 
 	go cl.WriteLoop()
+	cl.startLinger()
+	defer cl.linger() // mqkafka patch: ends the connection, after Stop
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -979,7 +981,8 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
+	// mqkafka patch: Receive Maximum counts QoS 1 and 2 publishes only.
+	if pk.FixedHeader.Qos > 0 && atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
