@@ -298,3 +298,113 @@ func TestConformReceiveMaximumInbound(t *testing.T) {
 		})
 	}
 }
+
+// TestConformProtocolErrors: MQTT 5 packets that break a rule with a reason
+// code are answered with it (CONNACK for a CONNECT, otherwise DISCONNECT)
+// and the connection closed (4.13.1, [MQTT-4.13.1-1]); none reaches a rule.
+func TestConformProtocolErrors(t *testing.T) {
+	_, rec, addrs := conformBroker(t, "")
+	prop := func(id byte, v ...byte) []byte { return append([]byte{id}, v...) }
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tc := range []struct {
+		name    string
+		connect []byte // a CONNECT with these properties, if set
+		publish []byte // else this after a valid CONNECT
+		connack byte   // the CONNACK's reason code, for a CONNECT
+		reason  byte   // the DISCONNECT's, for a PUBLISH
+	}{
+		// 3.3.2.3.4: an alias the client never mapped, with no topic.
+		{name: "unknown topic alias MQTT-3.3.2-8", publish: rawPublish5("", 1, 1, prop(0x23, 0, 7), "x"), reason: 0x82},
+		{name: "topic alias 0 MQTT-3.3.2-8", publish: rawPublish5("pe/t", 1, 1, prop(0x23, 0, 0), "x"), reason: 0x94},
+		// 2.2.2.2: a property other than User Property twice.
+		{name: "duplicate message expiry 2.2.2.2", publish: rawPublish5("pe/t", 1, 1, cat(prop(0x02, 0, 0, 0, 9), prop(0x02, 0, 0, 0, 9)), "x"), reason: 0x82},
+		{name: "duplicate session expiry in CONNECT 2.2.2.2", connect: cat(prop(0x11, 0, 0, 0, 9), prop(0x11, 0, 0, 0, 9)), connack: 0x82},
+		// 3.3.2.3.2: Payload Format Indicator is 0 or 1.
+		{name: "payload format indicator 2 3.3.2.3.2", publish: rawPublish5("pe/t", 1, 1, prop(0x01, 2), "x"), reason: 0x82},
+		{name: "response topic with wildcards MQTT-3.3.2-14", publish: rawPublish5("pe/t", 1, 1, cat([]byte{0x08}, str("pe/+")), "x"), reason: 0x82},
+		{name: "subscription identifier from a client MQTT-3.3.4-6", publish: rawPublish5("pe/t", 1, 1, prop(0x0b, 1), "x"), reason: 0x82},
+		{name: "topic with a wildcard MQTT-3.3.2-2", publish: rawPublish5("pe/#", 1, 1, nil, "x"), reason: 0x82},
+		{name: "property not for PUBLISH 2.2.2.2", publish: rawPublish5("pe/t", 1, 1, prop(0x11, 0, 0, 0, 9), "x"), reason: 0x82},
+		// 3.1.2.11.3, 3.1.2.11.4: Receive Maximum and Maximum Packet Size 0.
+		{name: "receive maximum 0 3.1.2.11.3", connect: prop(0x21, 0, 0), connack: 0x82},
+		{name: "maximum packet size 0 3.1.2.11.4", connect: prop(0x27, 0, 0, 0, 0), connack: 0x82},
+		{name: "request problem information 2 3.1.2.11.7", connect: prop(0x17, 2), connack: 0x82},
+		{name: "QoS 3 MQTT-3.3.1-4", publish: frame(packets.Publish<<4|3<<1, append(str("pe/t"), 0, 1, 0)), reason: 0x81},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}
+			c.r = bufio.NewReader(c.conn)
+			t.Cleanup(func() { c.conn.Close() })
+			if tc.connect != nil {
+				c.putRaw(rawConnect5("pe", tc.connect))
+				if ack := c.expect(packets.Connack); ack.ReasonCode != tc.connack {
+					t.Fatalf("CONNACK %#x, want %#x", ack.ReasonCode, tc.connack)
+				}
+				c.expectEnd()
+				return
+			}
+			c.putRaw(rawConnect5("pe", nil))
+			if ack := c.expect(packets.Connack); ack.ReasonCode != 0 {
+				t.Fatalf("CONNACK %#x", ack.ReasonCode)
+			}
+			c.putRaw(tc.publish)
+			c.expectDisconnect(int(tc.reason))
+		})
+	}
+	if got := rec.got(); len(got) != 0 {
+		t.Fatalf("the bridge got %q, want nothing", got)
+	}
+}
+
+// TestConformV3NoV5Packets: an MQTT 3.1.1 client is never sent a
+// DISCONNECT (3.1.1 has none) nor a CONNACK return code above 5; where no
+// return code applies the connection is closed [MQTT-3.2.2-6] (3.1.1).
+func TestConformV3NoV5Packets(t *testing.T) {
+	b, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	// connect is a 3.1.1 CONNECT of protocol level, flags and client id.
+	connect := func(level, flags byte, id string) []byte {
+		return frame(packets.Connect<<4, append([]byte{0, 4, 'M', 'Q', 'T', 'T', level, flags, 0, 30}, str(id)...))
+	}
+	for _, tc := range []struct {
+		name    string
+		connect []byte
+		want    int // CONNACK return code, -1 for a close without CONNACK
+	}{
+		{"empty client id without clean session MQTT-3.1.3-8", connect(4, 0, ""), 2},
+		{"protocol level 3 with name MQTT MQTT-3.1.2-2", connect(3, 2, "v3bad"), 1},
+		{"protocol level 6: MQTT 5 CONNACK 0x84 MQTT-3.1.2-2", connect(6, 2, "v3bad"), 0x84},
+		{"reserved flag set MQTT-3.1.2-3", connect(4, 3, "v3bad"), -1},
+		{"will retain without will flag MQTT-3.1.2-15", connect(4, 0x22, "v3bad"), -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &rawClient{t: t, conn: dial(t, addr), v: 4}
+			c.r = bufio.NewReader(c.conn)
+			t.Cleanup(func() { c.conn.Close() })
+			c.putRaw(tc.connect)
+			if tc.want >= 0 {
+				if ack := c.expect(packets.Connack); ack.ReasonCode != byte(tc.want) || ack.SessionPresent { // [MQTT-3.2.2-4] (3.1.1)
+					t.Fatalf("CONNACK %#x present %v, want %#x", ack.ReasonCode, ack.SessionPresent, tc.want)
+				}
+			}
+			c.expectEnd() // [MQTT-3.2.2-5] (3.1.1)
+		})
+	}
+	t.Run("second CONNECT MQTT-3.1.0-2", func(t *testing.T) {
+		c, _ := session(t, addr, v3connect("v3twice", true))
+		c.put(v3connect("v3twice", true))
+		c.expectEnd()
+	})
+	t.Run("session taken over MQTT-3.1.4-2", func(t *testing.T) {
+		old, _ := session(t, addr, v3connect("v3take", true))
+		session(t, addr, v3connect("v3take", true))
+		old.expectEnd()
+	})
+	t.Run("server shutting down", func(t *testing.T) {
+		c, _ := session(t, addr, v3connect("v3shut", true))
+		c5, _ := session(t, addr, v5connect("v5shut", true, 0))
+		go func() { _ = b.Close() }()
+		c.expectEnd()
+		c5.expectDisconnect(0x8b)
+	})
+}

@@ -464,6 +464,14 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
+		// mqkafka patch: an MQTT 5 CONNECT that breaks a rule with a reason
+		// code (a property twice, Receive Maximum 0, ...) is answered with
+		// it before the connection closes (4.13.1).
+		var code packets.Code
+		if pk.FixedHeader.Type == packets.Connect && pk.ProtocolVersion == 5 && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code {
+			cl.Properties.ProtocolVersion = 5
+			_ = s.SendConnack(cl, code, false, nil)
+		}
 		return fmt.Errorf("read connection: %w", err)
 	}
 
@@ -540,6 +548,13 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	err = cl.Read(s.receivePacket)
 	if err != nil {
+		// mqkafka patch: a malformed packet, a Protocol Error found while
+		// decoding or a packet over the Maximum Packet Size is answered with
+		// DISCONNECT and its reason code (4.13.1), as processing errors are.
+		var code packets.Code
+		if cl.Properties.ProtocolVersion == 5 && !cl.Closed() && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code {
+			_ = s.DisconnectClient(cl, code)
+		}
 		s.sendLWT(cl)
 		cl.Stop(err)
 	} else {
@@ -627,7 +642,7 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 	}
 
 	if cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "" {
-		return packets.ErrUnspecifiedError
+		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8] (3.1.1), mqkafka patch: was 0x80
 	}
 
 	if cl.Properties.ProtocolVersion < s.Options.Capabilities.MinimumProtocolVersion {
@@ -704,9 +719,14 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		if cl.Properties.ProtocolVersion < 5 {
-			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
-				reason = v3reason
+			v3reason, ok := packets.V5CodesToV3[reason] // NB v3 3.2.2.3 Connack return codes
+			if !ok {
+				// mqkafka patch: MQTT 3.1.1 has return codes 0-5 only; with
+				// none that applies, the connection is closed without a
+				// CONNACK [MQTT-3.2.2-6] (3.1.1).
+				return nil
 			}
+			reason = v3reason
 		}
 
 		properties.ReasonString = reason.Reason
@@ -977,8 +997,21 @@ func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 
 // processPublish processes a Publish packet.
 func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
+	// mqkafka patch: the alias is resolved first, so that the checks and
+	// hooks below see the topic, and an alias the client never set with a
+	// topic is a Protocol Error (3.3.2.3.4): it reached OnPublish with an
+	// empty topic.
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
+		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+		if pk.TopicName == "" {
+			return packets.ErrProtocolViolationUnknownTopicAlias
+		}
+	}
+
+	// mqkafka patch: refused ($SYS topics) rather than dropped unanswered,
+	// which left a QoS 1/2 publisher waiting for its acknowledgement.
 	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
-		return nil
+		return s.refuseTopicName(cl, pk)
 	}
 
 	// mqkafka patch: Receive Maximum counts QoS 1 and 2 publishes only.
@@ -1028,10 +1061,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				}
 			}
 		}
-	}
-
-	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
-		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {
@@ -1584,7 +1613,12 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// mqkafka patch: MQTT 3.1.1 has no server DISCONNECT; its clients are
+	// only disconnected.
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {

@@ -91,6 +91,10 @@ var (
 	ErrProtocolViolationDupNoQos              = Code{Code: 0x82, Reason: "protocol violation: dup true with no qos"}
 	ErrProtocolViolationUnsupportedProperty   = Code{Code: 0x82, Reason: "protocol violation: unsupported property"}
 	ErrProtocolViolationNoTopic               = Code{Code: 0x82, Reason: "protocol violation: no topic or alias"}
+	ErrProtocolViolationDuplicateProperty     = Code{Code: 0x82, Reason: "protocol violation: duplicate property"}      // mqkafka patch
+	ErrProtocolViolationPropertyValue         = Code{Code: 0x82, Reason: "protocol violation: invalid property value"}  // mqkafka patch
+	ErrProtocolViolationUnknownTopicAlias     = Code{Code: 0x82, Reason: "protocol violation: unknown topic alias"}     // mqkafka patch
+	ErrProtocolViolationResponseTopic         = Code{Code: 0x82, Reason: "protocol violation: response topic wildcard"} // mqkafka patch
 	ErrImplementationSpecificError            = Code{Code: 0x83, Reason: "implementation specific error"}
 	ErrRejectPacket                           = Code{Code: 0x83, Reason: "packet rejected"}
 	ErrUnsupportedProtocolVersion             = Code{Code: 0x84, Reason: "unsupported protocol version"}
