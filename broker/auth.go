@@ -151,6 +151,7 @@ type accessHook struct {
 
 	minKeepalive, maxKeepalive uint16 // seconds, 0: no bound
 	maxPacketSize              uint32
+	maxTopicAlias              uint16
 	retainAvailable            bool
 
 	// drain waits for a client's deferred PUBACKs, which mochi's answer to a
@@ -183,6 +184,7 @@ func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*access
 		minKeepalive:    uint16(cfg.MinKeepalive / time.Second),
 		maxKeepalive:    uint16(cfg.MaxKeepalive / time.Second),
 		maxPacketSize:   uint32(cfg.MaxPacketSize),
+		maxTopicAlias:   uint16(cfg.MaxTopicAlias),
 		retainAvailable: cfg.RetainAvailable,
 		sessionOwner:    cfg.SessionOwnerCheck,
 	}, nil
@@ -276,13 +278,16 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	return false
 }
 
-// OnPacketEncode tells MQTT 5 clients the maximum packet size and whether
-// retained messages are available, which mochi's CONNACK leaves out.
+// OnPacketEncode tells MQTT 5 clients the maximum packet size, the topic
+// alias maximum and whether retained messages are available, which mochi's
+// CONNACK leaves out: a client told nothing may send packets of any size
+// but may use no topic alias.
 func (h *accessHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return pk
 	}
 	pk.Properties.MaximumPacketSize = h.maxPacketSize
+	pk.Properties.TopicAliasMaximum = h.maxTopicAlias
 	if !h.retainAvailable {
 		pk.Properties.RetainAvailable, pk.Properties.RetainAvailableFlag = 0, true
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -151,7 +152,9 @@ func (c *rawClient) sub(id uint16, s packets.Subscription, subID int) byte {
 }
 
 // ping round-trips a PINGREQ [MQTT-3.12.4-1]: every packet the broker
-// sent before its PINGRESP is returned.
+// sent before its PINGRESP is returned. Messages to a client are written
+// by another goroutine than the PINGRESP, so ping shows what arrived by
+// then, not all that will.
 func (c *rawClient) ping() []packets.Packet {
 	c.t.Helper()
 	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
@@ -407,4 +410,555 @@ func TestConformV3NoV5Packets(t *testing.T) {
 		c.expectEnd()
 		c5.expectDisconnect(0x8b)
 	})
+}
+
+// publishes returns the PUBLISH packets among pks.
+func publishes(pks []packets.Packet) []packets.Packet {
+	return slices.DeleteFunc(pks, func(pk packets.Packet) bool { return pk.FixedHeader.Type != packets.Publish })
+}
+
+// collect reads until n publishes came, and returns them.
+func (c *rawClient) collect(n int) []packets.Packet {
+	c.t.Helper()
+	var got []packets.Packet
+	for len(got) < n {
+		if pk := c.next(); pk.FixedHeader.Type == packets.Publish {
+			got = append(got, pk)
+		}
+	}
+	return got
+}
+
+// expectPublish reads the next packet, which must be a PUBLISH to topic.
+func (c *rawClient) expectPublish(topic string) packets.Packet {
+	c.t.Helper()
+	pk := c.expect(packets.Publish)
+	if pk.TopicName != topic {
+		c.t.Fatalf("PUBLISH to %q, want %q", pk.TopicName, topic)
+	}
+	return pk
+}
+
+// TestConformConnect: CONNECT and CONNACK, session present, client ids,
+// take-over and keep alive.
+func TestConformConnect(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	t.Run("MQTT-3.1.0-1 first packet not CONNECT", func(t *testing.T) {
+		c := &rawClient{t: t, conn: dial(t, addr), v: 5}
+		c.r = bufio.NewReader(c.conn)
+		t.Cleanup(func() { c.conn.Close() })
+		c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+		c.expectEnd()
+	})
+	t.Run("MQTT-3.1.0-2 second CONNECT", func(t *testing.T) {
+		c, _ := session(t, addr, v5connect("twice", true, 0))
+		c.put(v5connect("twice", true, 0))
+		c.expectDisconnect(0x82)
+	})
+	t.Run("MQTT-3.2.0-1 MQTT-3.1.4-5 CONNACK and its properties", func(t *testing.T) {
+		_, ack := session(t, addr, v5connect("props", true, 0))
+		p := ack.Properties
+		// 3.2.2.3.3, 3.2.2.3.6, 3.2.2.3.8: the limits a client must keep to.
+		if p.ReceiveMaximum != 2 || p.MaximumPacketSize != 4096 || p.TopicAliasMaximum != 64 {
+			t.Fatalf("CONNACK Receive Maximum %d, Maximum Packet Size %d, Topic Alias Maximum %d; want 2, 4096, 64",
+				p.ReceiveMaximum, p.MaximumPacketSize, p.TopicAliasMaximum)
+		}
+	})
+	t.Run("MQTT-3.1.3-6 MQTT-3.2.2-16 assigned client id", func(t *testing.T) {
+		_, ack := session(t, addr, v5connect("", true, 0))
+		if ack.Properties.AssignedClientID == "" {
+			t.Fatal("no Assigned Client Identifier for an empty client id")
+		}
+	})
+	t.Run("MQTT-3.1.2-4 MQTT-3.2.2-2 MQTT-3.2.2-3 session present", func(t *testing.T) {
+		c, ack := session(t, addr, v5connect("sp", false, 60))
+		if ack.SessionPresent {
+			t.Fatal("session present for a new session")
+		}
+		c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+		c.expectEnd()
+		if _, ack = session(t, addr, v5connect("sp", false, 60)); !ack.SessionPresent {
+			t.Fatal("session not present on resume")
+		}
+		if _, ack = session(t, addr, v5connect("sp", true, 0)); ack.SessionPresent {
+			t.Fatal("session present with Clean Start")
+		}
+	})
+	t.Run("MQTT-3.1.4-3 session taken over", func(t *testing.T) {
+		old, _ := session(t, addr, v5connect("take", true, 0))
+		session(t, addr, v5connect("take", true, 0))
+		old.expectDisconnect(0x8e)
+	})
+	t.Run("MQTT-3.12.4-1 PINGRESP", func(t *testing.T) {
+		c, _ := session(t, addr, v5connect("ping", true, 0))
+		if got := c.ping(); len(got) != 0 {
+			t.Fatalf("%d packets before PINGRESP", len(got))
+		}
+	})
+	t.Run("MQTT-3.1.2-22 keep alive", func(t *testing.T) {
+		pk := v5connect("ka", true, 0)
+		pk.Connect.Keepalive = 1
+		c, _ := session(t, addr, pk)
+		start := time.Now()
+		// The server may send DISCONNECT 0x8D first (3.14.2.1).
+		if pk, err := c.read(); err == nil && (pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != 0x8d) {
+			t.Fatalf("got packet type %d reason %#x, want the connection closed", pk.FixedHeader.Type, pk.ReasonCode)
+		} else if err == nil {
+			c.expectEnd()
+		}
+		if d := time.Since(start); d < time.Second {
+			t.Fatalf("closed after %v, before 1.5 times the keep alive", d)
+		}
+	})
+}
+
+// TestConformQoSInbound: QoS 1 and 2 publishes from a client.
+func TestConformQoSInbound(t *testing.T) {
+	_, rec, addrs := conformBroker(t, "")
+	c, _ := session(t, addrs[0], v5connect("qin", true, 0))
+	count := func(topic string) int {
+		return len(slices.DeleteFunc(rec.got(), func(s string) bool { return s != topic }))
+	}
+
+	c.pub(5, "qin/1", 1, false, "a", packets.Properties{})
+	if pk := c.expect(packets.Puback); pk.PacketID != 5 || pk.ReasonCode != 0 { // [MQTT-4.3.2-4]
+		t.Fatalf("PUBACK %d %#x, want 5 0", pk.PacketID, pk.ReasonCode)
+	}
+
+	c.pub(6, "qin/2", 2, false, "a", packets.Properties{})
+	if pk := c.expect(packets.Pubrec); pk.PacketID != 6 || pk.ReasonCode != 0 { // [MQTT-4.3.3-8]
+		t.Fatalf("PUBREC %d %#x, want 6 0", pk.PacketID, pk.ReasonCode)
+	}
+	// [MQTT-4.3.3-10]: resent before PUBREL, acknowledged, not delivered again.
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Dup: true}, PacketID: 6, TopicName: "qin/2", Payload: []byte("a")})
+	if pk := c.expect(packets.Pubrec); pk.PacketID != 6 || pk.ReasonCode != 0 {
+		t.Fatalf("PUBREC for the resent publish %d %#x, want 6 0", pk.PacketID, pk.ReasonCode)
+	}
+	c.ack(packets.Pubrel, 6)
+	if pk := c.expect(packets.Pubcomp); pk.PacketID != 6 || pk.ReasonCode != 0 { // [MQTT-4.3.3-11]
+		t.Fatalf("PUBCOMP %d %#x, want 6 0", pk.PacketID, pk.ReasonCode)
+	}
+	if n := count("qin/2"); n != 1 {
+		t.Fatalf("the QoS 2 publish reached the bridge %d times, want once [MQTT-4.3.3-10]", n)
+	}
+	// [MQTT-4.3.3-12]: after PUBCOMP the id starts a new message.
+	c.pub(6, "qin/2", 2, false, "b", packets.Properties{})
+	if pk := c.expect(packets.Pubrec); pk.ReasonCode != 0 {
+		t.Fatalf("PUBREC %#x for a new message under a completed id", pk.ReasonCode)
+	}
+	c.ack(packets.Pubrel, 6)
+	c.expect(packets.Pubcomp)
+	if n := count("qin/2"); n != 2 {
+		t.Fatalf("the bridge got %d publishes to qin/2, want 2", n)
+	}
+	// 3.7.2.1: PUBREL for an id not in flight: PUBCOMP 0x92.
+	c.ack(packets.Pubrel, 99)
+	if pk := c.expect(packets.Pubcomp); pk.PacketID != 99 || pk.ReasonCode != 0x92 {
+		t.Fatalf("PUBCOMP %d %#x, want 99 0x92", pk.PacketID, pk.ReasonCode)
+	}
+}
+
+// TestConformQoSOutbound: QoS 1 and 2 messages to a subscriber, resent
+// with DUP on a resumed session, and QoS downgraded to the granted one.
+func TestConformQoSOutbound(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	p, _ := session(t, addr, v5connect("qout-pub", true, 0))
+	s, _ := session(t, addr, v5connect("qout-sub", false, 60))
+	if rc := s.sub(1, packets.Subscription{Filter: "qout/2", Qos: 2}, 0); rc != 2 { // [MQTT-3.9.3-1]
+		t.Fatalf("SUBACK %#x, want granted QoS 2", rc)
+	}
+	if rc := s.sub(2, packets.Subscription{Filter: "qout/1", Qos: 1}, 0); rc != 1 {
+		t.Fatalf("SUBACK %#x, want granted QoS 1", rc)
+	}
+	if rc := s.sub(3, packets.Subscription{Filter: "qout/0", Qos: 0}, 0); rc != 0 {
+		t.Fatalf("SUBACK %#x, want granted QoS 0", rc)
+	}
+	p.pub(1, "qout/1", 1, false, "one", packets.Properties{})
+	p.expect(packets.Puback)
+	m1 := s.expectPublish("qout/1")
+	if m1.FixedHeader.Qos != 1 || m1.PacketID == 0 || m1.FixedHeader.Dup { // [MQTT-2.2.1-3] [MQTT-3.3.1-1]
+		t.Fatalf("QoS 1 delivery: qos %d id %d dup %v", m1.FixedHeader.Qos, m1.PacketID, m1.FixedHeader.Dup)
+	}
+	p.pub(2, "qout/2", 2, false, "two", packets.Properties{})
+	p.expect(packets.Pubrec)
+	p.ack(packets.Pubrel, 2)
+	p.expect(packets.Pubcomp)
+	m2 := s.expectPublish("qout/2")
+	if m2.FixedHeader.Qos != 2 || m2.PacketID == 0 || m2.PacketID == m1.PacketID { // [MQTT-2.2.1-4]
+		t.Fatalf("QoS 2 delivery: qos %d id %d", m2.FixedHeader.Qos, m2.PacketID)
+	}
+	s.ack(packets.Pubrec, m2.PacketID)
+	if pk := s.expect(packets.Pubrel); pk.PacketID != m2.PacketID { // [MQTT-4.3.3-3]
+		t.Fatalf("PUBREL %d, want %d", pk.PacketID, m2.PacketID)
+	}
+	// [MQTT-3.8.4-8]: a QoS 1 message to a QoS 0 subscription is QoS 0.
+	p.pub(3, "qout/0", 1, false, "zero", packets.Properties{})
+	p.expect(packets.Puback)
+	if pk := s.expectPublish("qout/0"); pk.FixedHeader.Qos != 0 || pk.PacketID != 0 { // [MQTT-2.2.1-2]
+		t.Fatalf("QoS 0 delivery: qos %d id %d", pk.FixedHeader.Qos, pk.PacketID)
+	}
+
+	// The connection drops with the QoS 1 message unacknowledged and the
+	// QoS 2 one waiting for PUBCOMP: the resumed session resends the
+	// PUBLISH with DUP and the PUBREL [MQTT-4.4.0-1] [MQTT-3.3.1-1].
+	s.conn.Close()
+	s, ack := session(t, addr, v5connect("qout-sub", false, 60))
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	got := map[byte]packets.Packet{}
+	for range 2 {
+		pk := s.next()
+		got[pk.FixedHeader.Type] = pk
+	}
+	if pk, ok := got[packets.Publish]; !ok || pk.PacketID != m1.PacketID || !pk.FixedHeader.Dup || string(pk.Payload) != "one" {
+		t.Fatalf("resent PUBLISH %+v, want id %d with DUP", pk.FixedHeader, m1.PacketID)
+	}
+	if pk, ok := got[packets.Pubrel]; !ok || pk.PacketID != m2.PacketID {
+		t.Fatalf("resent PUBREL %+v, want id %d", pk, m2.PacketID)
+	}
+	s.ack(packets.Puback, m1.PacketID)
+	s.ack(packets.Pubcomp, m2.PacketID)
+	if extra := s.ping(); len(extra) != 0 {
+		t.Fatalf("%d more packets after the resent ones", len(extra))
+	}
+}
+
+// TestConformReceiveMaximumOutbound: the broker sends no more unacknowledged
+// QoS 1 messages than the client's Receive Maximum [MQTT-3.3.4-9], and
+// sends the next one when one is acknowledged.
+func TestConformReceiveMaximumOutbound(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	pk := v5connect("rmo-sub", true, 0)
+	pk.Properties.ReceiveMaximum = 2
+	s, _ := session(t, addrs[0], pk)
+	s.sub(1, packets.Subscription{Filter: "rmo/#", Qos: 1}, 0)
+	p, _ := session(t, addrs[0], v5connect("rmo-pub", true, 0))
+	for i := uint16(1); i <= 5; i++ {
+		p.pub(i, fmt.Sprintf("rmo/%d", i), 1, false, "x", packets.Properties{})
+		p.expect(packets.Puback)
+	}
+	first := publishes(append([]packets.Packet{s.next(), s.next()}, s.ping()...))
+	if len(first) != 2 {
+		t.Fatalf("%d messages in flight, want the Receive Maximum of 2", len(first))
+	}
+	s.ack(packets.Puback, first[0].PacketID)
+	if got := s.collect(1); got[0].TopicName != "rmo/3" {
+		t.Fatalf("after one PUBACK got %s, want rmo/3", got[0].TopicName)
+	}
+	if got := publishes(s.ping()); len(got) != 0 {
+		t.Fatalf("after one PUBACK %d more messages, want rmo/3 alone", len(got))
+	}
+}
+
+// TestConformTopicAliases: aliases from the client are kept for the
+// connection only; aliases to the client respect its Topic Alias Maximum.
+func TestConformTopicAliases(t *testing.T) {
+	b, rec, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	watch := v5connect("ta-watch", true, 0)
+	watch.Properties.TopicAliasMaximum = 1
+	w, _ := session(t, addr, watch)
+	w.sub(1, packets.Subscription{Filter: "ta/#", Qos: 0}, 0)
+	plain, _ := session(t, addr, v5connect("ta-plain", true, 0))
+	plain.sub(1, packets.Subscription{Filter: "ta/#", Qos: 0}, 0)
+
+	c, _ := session(t, addr, v5connect("ta", true, 0))
+	c.pub(1, "ta/x", 1, false, "1", packets.Properties{TopicAlias: 3, TopicAliasFlag: true})
+	c.expect(packets.Puback)
+	c.pub(2, "", 1, false, "2", packets.Properties{TopicAlias: 3, TopicAliasFlag: true}) // [MQTT-3.3.2-12]
+	c.expect(packets.Puback)
+	if got := rec.got(); !slices.Equal(got, []string{"ta/x", "ta/x"}) {
+		t.Fatalf("the bridge got %q, want ta/x twice", got)
+	}
+	// [MQTT-3.1.2-26]: aliases to the client are at most its maximum (1).
+	for _, pk := range []packets.Packet{w.next(), w.next()} {
+		if pk.Properties.TopicAlias > 1 || pk.TopicName == "" && pk.Properties.TopicAlias == 0 {
+			t.Fatalf("PUBLISH topic %q alias %d to a client with Topic Alias Maximum 1", pk.TopicName, pk.Properties.TopicAlias)
+		}
+	}
+	// [MQTT-3.1.2-27]: none to a client that allows none.
+	for _, pk := range []packets.Packet{plain.next(), plain.next()} {
+		if pk.Properties.TopicAliasFlag || pk.TopicName != "ta/x" {
+			t.Fatalf("PUBLISH topic %q alias %d to a client without Topic Alias Maximum", pk.TopicName, pk.Properties.TopicAlias)
+		}
+	}
+	// [MQTT-3.3.2-7]: a new connection starts without mappings.
+	c, _ = session(t, addr, v5connect("ta", true, 0))
+	c.pub(1, "", 1, false, "3", packets.Properties{TopicAlias: 3, TopicAliasFlag: true})
+	c.expectDisconnect(0x82)
+	// [MQTT-3.2.2-17] [MQTT-3.3.2-9]: an alias over the Topic Alias Maximum
+	// in CONNACK (max_topic_alias, 64) is refused, and counted.
+	c, _ = session(t, addr, v5connect("ta", true, 0))
+	c.pub(1, "ta/y", 1, false, "4", packets.Properties{TopicAlias: 65, TopicAliasFlag: true})
+	c.expectDisconnect(0x94)
+	testkit.WaitFor(t, 5*time.Second, "the refusal counted", func() bool { return b.Refused()[reasonTopicAlias] == 1 })
+}
+
+// TestConformRetained: retained messages, Retain Handling and Retain As
+// Published.
+func TestConformRetained(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	p, _ := session(t, addr, v5connect("ret-pub", true, 0))
+	p.pub(1, "ret/a", 1, true, "kept", packets.Properties{})
+	p.expect(packets.Puback)
+	p.pub(2, "ret/b", 1, true, "gone", packets.Properties{})
+	p.expect(packets.Puback)
+	p.pub(3, "ret/b", 1, true, "", packets.Properties{}) // [MQTT-3.3.1-6] [MQTT-3.3.1-7]
+	p.expect(packets.Puback)
+	p.pub(4, "ret/a", 1, false, "not retained", packets.Properties{}) // [MQTT-3.3.1-8]
+	p.expect(packets.Puback)
+
+	s, _ := session(t, addr, v5connect("ret-sub", true, 0))
+	// [MQTT-3.3.1-9]: Retain Handling 0 sends the retained messages, with
+	// RETAIN set [MQTT-3.3.1-5].
+	s.sub(1, packets.Subscription{Filter: "ret/#", Qos: 1}, 0)
+	got := append(s.collect(1), publishes(s.ping())...)
+	if len(got) != 1 || got[0].TopicName != "ret/a" || string(got[0].Payload) != "kept" || !got[0].FixedHeader.Retain {
+		t.Fatalf("on subscribe got %d messages, want ret/a=kept retained", len(got))
+	}
+	s.ack(packets.Puback, got[0].PacketID)
+	// [MQTT-3.3.1-10]: Retain Handling 1 sends them for a new subscription only.
+	s.sub(2, packets.Subscription{Filter: "ret/#", Qos: 1, RetainHandling: 1}, 0)
+	if got := publishes(s.ping()); len(got) != 0 {
+		t.Fatalf("Retain Handling 1 on an existing subscription sent %d messages", len(got))
+	}
+	s.sub(3, packets.Subscription{Filter: "ret/+", Qos: 1, RetainHandling: 1}, 0)
+	s.ack(packets.Puback, s.collect(1)[0].PacketID)
+	// [MQTT-3.3.1-11]: Retain Handling 2 sends none.
+	s2, _ := session(t, addr, v5connect("ret-sub2", true, 0))
+	s2.sub(1, packets.Subscription{Filter: "ret/#", Qos: 0, RetainHandling: 2, RetainAsPublished: true}, 0)
+	if got := publishes(s2.ping()); len(got) != 0 {
+		t.Fatalf("Retain Handling 2 sent %d messages", len(got))
+	}
+	// [MQTT-3.3.1-12] [MQTT-3.3.1-13]: a live message keeps RETAIN only
+	// for a Retain As Published subscription.
+	s3, _ := session(t, addr, v5connect("ret-sub3", true, 0))
+	s3.sub(1, packets.Subscription{Filter: "ret/c", Qos: 0, RetainHandling: 2}, 0)
+	v3, _ := session(t, addr, v3connect("ret-sub-v3", true))
+	v3.sub(1, packets.Subscription{Filter: "ret/c", Qos: 0}, 0)
+	v3.ping()
+	p.pub(5, "ret/c", 1, true, "live", packets.Properties{})
+	p.expect(packets.Puback)
+	if pk := s2.expectPublish("ret/c"); !pk.FixedHeader.Retain {
+		t.Fatal("RETAIN cleared for a Retain As Published subscription [MQTT-3.3.1-13]")
+	}
+	if pk := s3.expectPublish("ret/c"); pk.FixedHeader.Retain {
+		t.Fatal("RETAIN set on a live message [MQTT-3.3.1-12]")
+	}
+	if pk := v3.expectPublish("ret/c"); pk.FixedHeader.Retain {
+		t.Fatal("RETAIN set on a live message to an MQTT 3.1.1 client [MQTT-3.3.1-9] (3.1.1)")
+	}
+}
+
+// TestConformSharedSubscriptions: $share filters (4.8.2).
+func TestConformSharedSubscriptions(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	p, _ := session(t, addr, v5connect("sh-pub", true, 0))
+	p.pub(1, "sh/r", 1, true, "retained", packets.Properties{})
+	p.expect(packets.Puback)
+	a, _ := session(t, addr, v5connect("sh-a", true, 0))
+	b, _ := session(t, addr, v5connect("sh-b", true, 0))
+	for _, c := range []*rawClient{a, b} {
+		if rc := c.sub(1, packets.Subscription{Filter: "$share/g/sh/#", Qos: 0}, 0); rc != 0 {
+			t.Fatalf("SUBACK %#x", rc)
+		}
+	}
+	// 4.8.2: no retained messages for a shared subscription.
+	for _, c := range []*rawClient{a, b} {
+		if got := publishes(c.ping()); len(got) != 0 {
+			t.Fatalf("a shared subscription got %d retained messages", len(got))
+		}
+	}
+	for i := uint16(1); i <= 6; i++ {
+		p.pub(i, "sh/x", 1, false, "m", packets.Properties{})
+		p.expect(packets.Puback)
+	}
+	// Each message goes to one member of the group [MQTT-4.8.2-3].
+	n := 0
+	testkit.WaitFor(t, 5*time.Second, "6 messages", func() bool {
+		n += len(publishes(a.ping())) + len(publishes(b.ping()))
+		return n >= 6
+	})
+	if n != 6 {
+		t.Fatalf("the group got %d messages, want 6", n)
+	}
+	c, _ := session(t, addr, v5connect("sh-bad", true, 0))
+	for _, f := range []string{"$share//sh", "$share/a+b/sh", "$share/g"} { // [MQTT-4.8.2-1] [MQTT-4.8.2-2]
+		if rc := c.sub(1, packets.Subscription{Filter: f}, 0); rc < 0x80 {
+			t.Errorf("SUBACK %#x for %q, want a failure", rc, f)
+		}
+	}
+	// [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 2,
+		Filters: packets.Subscriptions{{Filter: "$share/g/sh/#", NoLocal: true}}})
+	c.expectDisconnect(0x82)
+}
+
+// TestConformSubscriptionOptions: Subscription Identifiers and No Local.
+func TestConformSubscriptionOptions(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	s, _ := session(t, addr, v5connect("so", true, 0))
+	s.sub(1, packets.Subscription{Filter: "so/#", Qos: 0}, 7)
+	s.sub(2, packets.Subscription{Filter: "so/+", Qos: 0}, 9)
+	s.sub(3, packets.Subscription{Filter: "nl/#", Qos: 0, NoLocal: true}, 0)
+	p, _ := session(t, addr, v5connect("so-pub", true, 0))
+	p.pub(1, "so/x", 1, false, "m", packets.Properties{})
+	p.expect(packets.Puback)
+	// [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]: the message carries the
+	// identifiers of the subscriptions it matched.
+	var ids []int
+	testkit.WaitFor(t, 5*time.Second, "subscription identifiers", func() bool {
+		for _, pk := range publishes(s.ping()) {
+			ids = append(ids, pk.Properties.SubscriptionIdentifier...)
+		}
+		return len(ids) >= 2
+	})
+	slices.Sort(ids)
+	if !slices.Equal(ids, []int{7, 9}) {
+		t.Fatalf("subscription identifiers %v, want [7 9]", ids)
+	}
+	// [MQTT-3.8.3-3]: No Local: not the subscriber's own messages.
+	s.pub(4, "nl/own", 1, false, "m", packets.Properties{})
+	s.expect(packets.Puback)
+	p.pub(2, "nl/other", 1, false, "m", packets.Properties{})
+	p.expect(packets.Puback)
+	// Messages to a client are written in order: its own would come first.
+	if got := s.collect(1); got[0].TopicName != "nl/other" {
+		t.Fatalf("No Local subscription got %s, want nl/other", got[0].TopicName)
+	}
+	// 3.8.2.1.2: Subscription Identifier 0 is a Protocol Error.
+	s.putRaw(frame(packets.Subscribe<<4|2, append([]byte{0, 5, 2, 0x0b, 0}, append(str("so/0"), 0)...)))
+	s.expectDisconnect(0x82)
+}
+
+// TestConformMaximumPacketSize: both ways.
+func TestConformMaximumPacketSize(t *testing.T) {
+	_, rec, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	sp := v5connect("mps-sub", true, 0)
+	sp.Properties.MaximumPacketSize = 200
+	s, _ := session(t, addr, sp)
+	s.sub(1, packets.Subscription{Filter: "mps/#", Qos: 1}, 0)
+	p, _ := session(t, addr, v5connect("mps-pub", true, 0))
+	p.pub(1, "mps/big", 1, false, strings.Repeat("b", 500), packets.Properties{})
+	p.expect(packets.Puback)
+	p.pub(2, "mps/small", 1, false, "s", packets.Properties{})
+	p.expect(packets.Puback)
+	// [MQTT-3.1.2-24] [MQTT-3.1.2-25]: too large for the client: discarded,
+	// and the messages after it still delivered.
+	if pk := s.expectPublish("mps/small"); pk.FixedHeader.Qos != 1 {
+		t.Fatalf("qos %d", pk.FixedHeader.Qos)
+	}
+	// 3.2.2.3.6: a packet over the broker's Maximum Packet Size (4096) is
+	// answered with DISCONNECT 0x95, and not taken.
+	p.pub(3, "mps/huge", 1, false, strings.Repeat("h", 5000), packets.Properties{})
+	p.expectDisconnect(0x95)
+	if slices.Contains(rec.got(), "mps/huge") {
+		t.Fatal("the bridge got the packet over the maximum")
+	}
+}
+
+// TestConformWill: will delay, DISCONNECT with and without the will.
+func TestConformWill(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	w, _ := session(t, addr, v5connect("will-watch", true, 0))
+	w.sub(1, packets.Subscription{Filter: "will/#", Qos: 0}, 0)
+	withWill := func(id, payload string, delay uint32) packets.Packet {
+		pk := v5connect(id, false, 10)
+		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "will/"+id, []byte(payload)
+		pk.Connect.WillProperties.WillDelayInterval = delay
+		return pk
+	}
+	// [MQTT-3.14.4-3]: DISCONNECT 0x00 discards the will.
+	c, _ := session(t, addr, withWill("normal", "x", 0))
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	c.expectEnd()
+	// [MQTT-3.1.3-9]: a connection with the same client id within the
+	// delay cancels the will.
+	c, _ = session(t, addr, withWill("delayed", "first", 1))
+	c.conn.Close()
+	c, _ = session(t, addr, withWill("delayed", "second", 1))
+	// [MQTT-3.1.2-8]: DISCONNECT 0x04 publishes it, after the delay.
+	start := time.Now()
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: 0x04})
+	c.expectEnd()
+	pk := w.expectPublish("will/delayed")
+	if string(pk.Payload) != "second" {
+		t.Fatalf("will %q, want the second connection's", pk.Payload)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("will sent %v after the disconnect, before its 1 s delay", d)
+	}
+	if got := publishes(w.ping()); len(got) != 0 {
+		t.Fatalf("%d more wills: %q", len(got), got[0].Payload)
+	}
+	// [MQTT-3.1.2-8]: a connection that ends without DISCONNECT; a will's
+	// payload may be empty (3.1.3.4).
+	c, _ = session(t, addr, withWill("dropped", "", 0))
+	c.conn.Close()
+	if pk := w.expectPublish("will/dropped"); len(pk.Payload) != 0 {
+		t.Fatalf("will payload %q, want empty", pk.Payload)
+	}
+}
+
+// TestConformExpiry: message expiry and session expiry.
+func TestConformExpiry(t *testing.T) {
+	b, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	s, _ := session(t, addr, v5connect("exp-sub", false, 60))
+	s.sub(1, packets.Subscription{Filter: "exp/#", Qos: 1}, 0)
+	s.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	s.expectEnd()
+	p, _ := session(t, addr, v5connect("exp-pub", true, 0))
+	p.pub(1, "exp/short", 1, false, "s", packets.Properties{MessageExpiryInterval: 1})
+	p.expect(packets.Puback)
+	p.pub(2, "exp/long", 1, false, "l", packets.Properties{MessageExpiryInterval: 60})
+	p.expect(packets.Puback)
+	// A session with expiry 1 that ends now, to be gone when checked below.
+	e, _ := session(t, addr, v5connect("exp-session", false, 1))
+	e.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	e.expectEnd()
+	time.Sleep(2100 * time.Millisecond) // past exp/short's expiry: what is checked is that it expired
+	// [MQTT-3.3.2-5]: the expired message is not delivered; [MQTT-3.3.2-6]
+	// the other's expiry is less the time it waited.
+	s, _ = session(t, addr, v5connect("exp-sub", false, 60))
+	got := publishes(s.ping())
+	if len(got) != 1 || got[0].TopicName != "exp/long" {
+		t.Fatalf("resumed session got %d messages, want exp/long alone", len(got))
+	}
+	if x := got[0].Properties.MessageExpiryInterval; x == 0 || x >= 60 {
+		t.Fatalf("Message Expiry Interval %d, want under 60", x)
+	}
+	// [MQTT-3.1.2-23]: the session expired.
+	testkit.WaitFor(t, 5*time.Second, "session expiry", func() bool { _, ok := b.srv.Clients.Get("exp-session"); return !ok })
+	if _, ack := session(t, addr, v5connect("exp-session", false, 1)); ack.SessionPresent {
+		t.Fatal("session present after its expiry")
+	}
+	// 3.14.2.2.2: a Session Expiry Interval on DISCONNECT after 0 on CONNECT.
+	z, _ := session(t, addr, v5connect("exp-zero", true, 0))
+	z.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+		Properties: packets.Properties{SessionExpiryInterval: 30, SessionExpiryIntervalFlag: true}})
+	z.expectDisconnect(0x82)
+}
+
+// TestConformServerDisconnect: reason codes of the broker's DISCONNECT not
+// covered above.
+func TestConformServerDisconnect(t *testing.T) {
+	b, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	// 0x81: a PUBLISH whose topic length runs past the packet.
+	c, _ := session(t, addr, v5connect("sd-malformed", true, 0))
+	c.putRaw(frame(packets.Publish<<4, []byte{0, 50, 'a'}))
+	c.expectDisconnect(0x81)
+	// 0x8B: the broker shuts down.
+	c, _ = session(t, addr, v5connect("sd-shutdown", true, 0))
+	go func() { _ = b.Close() }()
+	c.expectDisconnect(0x8b)
 }

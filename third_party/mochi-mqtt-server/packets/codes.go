@@ -115,6 +115,7 @@ var (
 	ErrPacketIdentifierNotFound               = Code{Code: 0x92, Reason: "packet identifier not found"}
 	ErrReceiveMaximum                         = Code{Code: 0x93, Reason: "receive maximum exceeded"}
 	ErrTopicAliasInvalid                      = Code{Code: 0x94, Reason: "topic alias invalid"}
+	ErrTopicAliasOverMaximum                  = Code{Code: 0x94, Reason: "topic alias invalid: over the maximum"} // mqkafka patch: told apart, to be counted
 	ErrPacketTooLarge                         = Code{Code: 0x95, Reason: "packet too large"}
 	ErrMessageRateTooHigh                     = Code{Code: 0x96, Reason: "message rate too high"}
 	ErrQuotaExceeded                          = Code{Code: 0x97, Reason: "quota exceeded"}

@@ -480,7 +480,9 @@ func (pk *Packet) ConnectValidate() Code {
 	}
 
 	if pk.Connect.WillFlag {
-		if len(pk.Connect.WillPayload) == 0 || pk.Connect.WillTopic == "" {
+		// mqkafka patch: a will's payload may be empty (3.1.3.4); only its
+		// topic may not [MQTT-4.7.3-1].
+		if pk.Connect.WillTopic == "" {
 			return ErrProtocolViolationWillFlagNoPayload // [MQTT-3.1.2-9]
 		}
 
@@ -685,7 +687,7 @@ func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 	}
 
 	if pk.Properties.TopicAlias > topicAliasMaximum {
-		return ErrTopicAliasInvalid // [MQTT-3.2.2-17] [MQTT-3.3.2-9] ~[MQTT-3.3.2-10] [MQTT-3.3.2-12]
+		return ErrTopicAliasOverMaximum // [MQTT-3.2.2-17] [MQTT-3.3.2-9] ~[MQTT-3.3.2-10] [MQTT-3.3.2-12]
 	}
 
 	if pk.TopicName == "" && pk.Properties.TopicAlias == 0 {

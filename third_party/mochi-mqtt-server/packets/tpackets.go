@@ -2176,7 +2176,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:   TPublishInvalidExcessTopicAlias,
 			Desc:   "topic alias over maximum",
 			Group:  "validate",
-			Expect: ErrTopicAliasInvalid,
+			Expect: ErrTopicAliasOverMaximum,
 			Packet: &Packet{
 				FixedHeader: FixedHeader{
 					Type: Publish,
