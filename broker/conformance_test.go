@@ -89,6 +89,7 @@ func session(t *testing.T, addr string, pk packets.Packet) (*rawClient, packets.
 func (c *rawClient) put(pk packets.Packet) {
 	c.t.Helper()
 	pk.ProtocolVersion = c.v
+	pk.Mods.AllowResponseInfo = true // mochi's encoder leaves Response Topic and Correlation Data out otherwise
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
@@ -961,4 +962,131 @@ func TestConformServerDisconnect(t *testing.T) {
 	c, _ = session(t, addr, v5connect("sd-shutdown", true, 0))
 	go func() { _ = b.Close() }()
 	c.expectDisconnect(0x8b)
+}
+
+// TestConformRefusedConnect: after a refusing CONNACK the broker processes
+// nothing more the client sent [MQTT-3.1.4-6], and the client reads the
+// CONNACK before an orderly close [MQTT-3.2.2-7], even with publishes
+// pipelined behind the CONNECT.
+func TestConformRefusedConnect(t *testing.T) {
+	_, rec, addrs := conformBroker(t, "")
+	c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}
+	c.r = bufio.NewReader(c.conn)
+	t.Cleanup(func() { c.conn.Close() })
+	pk := v5connect("refused", true, 0)
+	pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, levels(200), []byte("w") // over max_topic_levels
+	var buf bytes.Buffer
+	pk.ProtocolVersion = 5
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for id := uint16(1); id <= 30; id++ {
+		buf.Write(rawPublish5("refused/x", 1, id, nil, strings.Repeat("x", 2000)))
+	}
+	c.putRaw(buf.Bytes())
+	if ack := c.expect(packets.Connack); ack.ReasonCode != 0x90 || ack.SessionPresent { // [MQTT-3.2.2-6]
+		t.Fatalf("CONNACK %#x present %v, want 0x90", ack.ReasonCode, ack.SessionPresent)
+	}
+	c.expectEnd()
+	if got := rec.got(); len(got) != 0 {
+		t.Fatalf("the bridge got %d publishes sent after a refused CONNECT", len(got))
+	}
+}
+
+// TestConformSubscribeUnsubscribe: SUBSCRIBE replacing a subscription,
+// UNSUBSCRIBE, and wildcards against $ topics.
+func TestConformSubscribeUnsubscribe(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	s, _ := session(t, addr, v5connect("su", true, 0))
+	p, _ := session(t, addr, v5connect("su-pub", true, 0))
+	s.sub(1, packets.Subscription{Filter: "su/#", Qos: 0}, 0)
+	// [MQTT-3.8.4-3]: the same filter again replaces the subscription
+	// (QoS 1 now): one delivery, at the new QoS.
+	s.sub(2, packets.Subscription{Filter: "su/#", Qos: 1}, 0)
+	p.pub(1, "su/a", 1, false, "m", packets.Properties{})
+	p.expect(packets.Puback)
+	got := s.collect(1)
+	if got[0].FixedHeader.Qos != 1 {
+		t.Fatalf("delivered at QoS %d, want the replacing subscription's 1", got[0].FixedHeader.Qos)
+	}
+	s.ack(packets.Puback, got[0].PacketID)
+	if extra := publishes(s.ping()); len(extra) != 0 {
+		t.Fatalf("%d more deliveries for a replaced subscription", len(extra))
+	}
+	// [MQTT-3.10.4-4] [MQTT-3.10.4-5]: UNSUBACK with the packet id, one
+	// code per filter, also for a filter that had no subscription (0x11).
+	s.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 7,
+		Filters: packets.Subscriptions{{Filter: "su/#"}, {Filter: "none/#"}}})
+	if ack := s.expect(packets.Unsuback); ack.PacketID != 7 || !bytes.Equal(ack.ReasonCodes, []byte{0, 0x11}) {
+		t.Fatalf("UNSUBACK %d %#x, want 7 [0 0x11]", ack.PacketID, ack.ReasonCodes)
+	}
+	// [MQTT-3.10.4-2]: no new messages for it.
+	s.sub(3, packets.Subscription{Filter: "su2/#", Qos: 0}, 0)
+	p.pub(2, "su/b", 1, false, "m", packets.Properties{})
+	p.expect(packets.Puback)
+	p.pub(3, "su2/b", 1, false, "m", packets.Properties{})
+	p.expect(packets.Puback)
+	if got := s.collect(1); got[0].TopicName != "su2/b" {
+		t.Fatalf("after UNSUBSCRIBE got %s, want su2/b", got[0].TopicName)
+	}
+	// [MQTT-4.7.2-1]: # and + do not match topics starting with $.
+	s.sub(4, packets.Subscription{Filter: "#", Qos: 0}, 0)
+	s.sub(5, packets.Subscription{Filter: "+/sys", Qos: 0}, 0)
+	if got := publishes(s.ping()); slices.ContainsFunc(got, func(pk packets.Packet) bool { return strings.HasPrefix(pk.TopicName, "$") }) {
+		t.Fatal("a wildcard at the first level matched a $ topic")
+	}
+}
+
+// TestConformPropertiesForwarded: the broker forwards a message's
+// properties unaltered: Payload Format Indicator [MQTT-3.3.2-4], Response
+// Topic [MQTT-3.3.2-15], Correlation Data [MQTT-3.3.2-16], User Properties
+// in order [MQTT-3.3.2-17] [MQTT-3.3.2-18], Content Type [MQTT-3.3.2-20].
+func TestConformPropertiesForwarded(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	s, _ := session(t, addrs[0], v5connect("pf", true, 0))
+	s.sub(1, packets.Subscription{Filter: "pf/#", Qos: 1}, 0)
+	p, _ := session(t, addrs[0], v5connect("pf-pub", true, 0))
+	props := packets.Properties{PayloadFormat: 1, PayloadFormatFlag: true, ResponseTopic: "pf/reply",
+		CorrelationData: []byte{1, 2, 3}, ContentType: "text/plain",
+		User: []packets.UserProperty{{Key: "b", Val: "1"}, {Key: "a", Val: "2"}, {Key: "b", Val: "3"}}}
+	p.pub(1, "pf/x", 1, false, "hello", props)
+	p.expect(packets.Puback)
+	got := s.collect(1)[0].Properties
+	if got.PayloadFormat != 1 || !got.PayloadFormatFlag || got.ResponseTopic != "pf/reply" ||
+		!bytes.Equal(got.CorrelationData, []byte{1, 2, 3}) || got.ContentType != "text/plain" || !slices.Equal(got.User, props.User) {
+		t.Fatalf("forwarded properties: format %d/%v, response topic %q, correlation %v, content type %q, user %v",
+			got.PayloadFormat, got.PayloadFormatFlag, got.ResponseTopic, got.CorrelationData, got.ContentType, got.User)
+	}
+}
+
+// TestConformV3Session: MQTT 3.1.1 sessions: Clean Session 0 keeps
+// subscriptions and queued QoS 1 messages, and session present says so
+// [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] [MQTT-3.2.2-3]; Clean
+// Session 1 discards them [MQTT-3.1.2-6] [MQTT-3.2.2-1] (3.1.1).
+func TestConformV3Session(t *testing.T) {
+	_, _, addrs := conformBroker(t, "")
+	addr := addrs[0]
+	s, ack := session(t, addr, v3connect("v3s", false))
+	if ack.SessionPresent {
+		t.Fatal("session present for a new session")
+	}
+	s.sub(1, packets.Subscription{Filter: "v3s/#", Qos: 1}, 0)
+	s.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	s.expectEnd()
+	p, _ := session(t, addr, v3connect("v3s-pub", true))
+	p.pub(1, "v3s/x", 1, false, "queued", packets.Properties{})
+	if pk := p.expect(packets.Puback); pk.PacketID != 1 { // [MQTT-4.3.2-2] (3.1.1)
+		t.Fatalf("PUBACK %d", pk.PacketID)
+	}
+	s, ack = session(t, addr, v3connect("v3s", false))
+	if !ack.SessionPresent {
+		t.Fatal("session not present on resume")
+	}
+	if pk := s.collect(1)[0]; pk.TopicName != "v3s/x" || pk.FixedHeader.Qos != 1 {
+		t.Fatalf("queued message %s QoS %d", pk.TopicName, pk.FixedHeader.Qos)
+	}
+	if _, ack = session(t, addr, v3connect("v3s", true)); ack.SessionPresent {
+		t.Fatal("session present with Clean Session")
+	}
 }
