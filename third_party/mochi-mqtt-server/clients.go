@@ -421,7 +421,7 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 // whenever the client had sent anything the server had not read, and the
 // reset discarded what the server wrote last (a DISCONNECT, CONNACK or
 // PUBACK) before the client could read it. It wakes the read loop instead;
-// the loop's owner then ends the connection (Linger).
+// the loop's owner then ends the connection (linger).
 func (cl *Client) Stop(err error) {
 	cl.State.endOnce.Do(func() {
 
