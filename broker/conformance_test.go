@@ -334,6 +334,11 @@ func TestConformProtocolErrors(t *testing.T) {
 		{name: "maximum packet size 0 3.1.2.11.4", connect: prop(0x27, 0, 0, 0, 0), connack: 0x82},
 		{name: "request problem information 2 3.1.2.11.7", connect: prop(0x17, 2), connack: 0x82},
 		{name: "QoS 3 MQTT-3.3.1-4", publish: frame(packets.Publish<<4|3<<1, append(str("pe/t"), 0, 1, 0)), reason: 0x81},
+		// [MQTT-1.5.4-1] [MQTT-1.5.4-2] [MQTT-4.7.3-2]: topics are well-formed UTF-8 without U+0000.
+		{name: "topic with U+0000 MQTT-4.7.3-2", publish: rawPublish5("pe/\x00", 1, 1, nil, "x"), reason: 0x81},
+		{name: "topic not UTF-8 MQTT-1.5.4-1", publish: rawPublish5("pe/\xff", 1, 1, nil, "x"), reason: 0x81},
+		{name: "topic with a surrogate MQTT-1.5.4-1", publish: rawPublish5("pe/\xed\xa0\x80", 1, 1, nil, "x"), reason: 0x81},
+		{name: "DUP on QoS 0 MQTT-3.3.1-2", publish: frame(packets.Publish<<4|8, append(str("pe/t"), 0)), reason: 0x82},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}
@@ -1088,5 +1093,27 @@ func TestConformV3Session(t *testing.T) {
 	}
 	if _, ack = session(t, addr, v3connect("v3s", true)); ack.SessionPresent {
 		t.Fatal("session present with Clean Session")
+	}
+}
+
+// TestConformProblemInformation: with Request Problem Information 0 the
+// broker sends no Reason String or User Property on packets other than
+// PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29]; a publish to a $ topic
+// is refused as an invalid topic name (4.7.2), not left unanswered.
+func TestConformProblemInformation(t *testing.T) {
+	_, rec, addrs := conformBroker(t, "")
+	pk := v5connect("rpi", true, 0)
+	pk.Properties.RequestProblemInfo, pk.Properties.RequestProblemInfoFlag = 0, true
+	c, _ := session(t, addrs[0], pk)
+	c.pub(1, "$SYS/x", 1, false, "m", packets.Properties{User: []packets.UserProperty{{Key: "k", Val: "v"}}})
+	ack := c.expect(packets.Puback)
+	if ack.ReasonCode != 0x90 {
+		t.Fatalf("PUBACK %#x for a $ topic, want 0x90", ack.ReasonCode)
+	}
+	if ack.Properties.ReasonString != "" || len(ack.Properties.User) != 0 {
+		t.Fatalf("PUBACK carries reason string %q, user properties %v", ack.Properties.ReasonString, ack.Properties.User)
+	}
+	if slices.Contains(rec.got(), "$SYS/x") {
+		t.Fatal("the bridge got a publish to a $ topic")
 	}
 }
