@@ -890,7 +890,12 @@ func TestConformWill(t *testing.T) {
 	// delay cancels the will.
 	c, _ = session(t, addr, withWill("delayed", "first", 1))
 	c.conn.Close()
-	c, _ = session(t, addr, withWill("delayed", "second", 1))
+	second := withWill("delayed", "second", 1)
+	second.Connect.WillRetain = true
+	wp := &second.Connect.WillProperties
+	wp.PayloadFormat, wp.PayloadFormatFlag, wp.ContentType = 1, true, "text/plain"
+	wp.ResponseTopic, wp.CorrelationData, wp.MessageExpiryInterval = "will/reply", []byte{7}, 60
+	c, _ = session(t, addr, second)
 	// [MQTT-3.1.2-8]: DISCONNECT 0x04 publishes it, after the delay.
 	start := time.Now()
 	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: 0x04})
@@ -899,11 +904,26 @@ func TestConformWill(t *testing.T) {
 	if string(pk.Payload) != "second" {
 		t.Fatalf("will %q, want the second connection's", pk.Payload)
 	}
+	// The will is published with its properties [MQTT-3.3.2-4]
+	// [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-20], its expiry counted
+	// from its publication [MQTT-3.3.2-6].
+	if p := pk.Properties; p.PayloadFormat != 1 || !p.PayloadFormatFlag || p.ContentType != "text/plain" ||
+		p.ResponseTopic != "will/reply" || !bytes.Equal(p.CorrelationData, []byte{7}) || p.MessageExpiryInterval < 58 || p.MessageExpiryInterval > 60 {
+		t.Fatalf("will properties: format %d/%v, content type %q, response topic %q, correlation %v, expiry %d",
+			p.PayloadFormat, p.PayloadFormatFlag, p.ContentType, p.ResponseTopic, p.CorrelationData, p.MessageExpiryInterval)
+	}
 	if d := time.Since(start); d < 900*time.Millisecond {
 		t.Fatalf("will sent %v after the disconnect, before its 1 s delay", d)
 	}
 	if got := publishes(w.ping()); len(got) != 0 {
 		t.Fatalf("%d more wills: %q", len(got), got[0].Payload)
+	}
+	// [MQTT-3.1.2-15] [MQTT-3.3.1-5]: the will was retained, and is kept
+	// (its expiry is 60 s).
+	w2, _ := session(t, addr, v5connect("will-watch2", true, 0))
+	w2.sub(1, packets.Subscription{Filter: "will/delayed", Qos: 0}, 0)
+	if pk := w2.expectPublish("will/delayed"); !pk.FixedHeader.Retain || string(pk.Payload) != "second" || pk.Properties.MessageExpiryInterval < 58 {
+		t.Fatalf("retained will %q retain %v expiry %d", pk.Payload, pk.FixedHeader.Retain, pk.Properties.MessageExpiryInterval)
 	}
 	// [MQTT-3.1.2-8]: a connection that ends without DISCONNECT; a will's
 	// payload may be empty (3.1.3.4).

@@ -145,6 +145,16 @@ type Will struct {
 	WillDelayInterval uint32                 // -
 	Qos               byte                   // -
 	Retain            bool                   // -
+
+	// mqkafka patch: the will's other properties, published with it: a
+	// will is an Application Message [MQTT-3.3.2-4] [MQTT-3.3.2-15]
+	// [MQTT-3.3.2-16] [MQTT-3.3.2-20].
+	PayloadFormat         byte
+	PayloadFormatFlag     bool
+	ContentType           string
+	ResponseTopic         string
+	CorrelationData       []byte
+	MessageExpiryInterval uint32
 }
 
 // ClientState tracks the state of the client.
@@ -253,6 +263,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			TopicName:         pk.Connect.WillTopic,
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              pk.Connect.WillProperties.User,
+
+			PayloadFormat:         pk.Connect.WillProperties.PayloadFormat,
+			PayloadFormatFlag:     pk.Connect.WillProperties.PayloadFormatFlag,
+			ContentType:           pk.Connect.WillProperties.ContentType,
+			ResponseTopic:         pk.Connect.WillProperties.ResponseTopic,
+			CorrelationData:       pk.Connect.WillProperties.CorrelationData,
+			MessageExpiryInterval: pk.Connect.WillProperties.MessageExpiryInterval,
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {

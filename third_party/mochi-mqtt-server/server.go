@@ -1732,10 +1732,18 @@ func (s *Server) sendLWT(cl *Client) {
 		Payload:   modifiedLWT.Payload,
 		Properties: packets.Properties{
 			User: modifiedLWT.User,
+			// mqkafka patch: mochi dropped the will's other properties.
+			PayloadFormat:         modifiedLWT.PayloadFormat,
+			PayloadFormatFlag:     modifiedLWT.PayloadFormatFlag,
+			ContentType:           modifiedLWT.ContentType,
+			ResponseTopic:         modifiedLWT.ResponseTopic,
+			CorrelationData:       modifiedLWT.CorrelationData,
+			MessageExpiryInterval: modifiedLWT.MessageExpiryInterval,
 		},
 		Origin:  cl.ID,
 		Created: time.Now().Unix(),
 	}
+	pk.Expiry = s.willExpiry(pk, pk.Created)
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
@@ -1947,6 +1955,10 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			// mqkafka patch: Expiry held when the will is due; published
+			// with it, the will was sent with a Message Expiry Interval of
+			// 1 s, and retained, it was deleted as expired.
+			pk.Expiry = s.willExpiry(pk, dt)
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			if cl, ok := s.Clients.Get(id); ok {
 				if pk.FixedHeader.Retain {
@@ -1958,6 +1970,15 @@ func (s *Server) sendDelayedLWT(dt int64) {
 			s.loop.willDelayed.Delete(id)
 		}
 	}
+}
+
+// willExpiry is when a will published at now expires (0: never), as
+// processPublish computes it for a publish (mqkafka patch).
+func (s *Server) willExpiry(pk packets.Packet, now int64) int64 {
+	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval, int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
+		return now + expiry
+	}
+	return 0
 }
 
 // Int64toa converts an int64 to a string.
