@@ -339,6 +339,13 @@ func TestConformProtocolErrors(t *testing.T) {
 		{name: "topic not UTF-8 MQTT-1.5.4-1", publish: rawPublish5("pe/\xff", 1, 1, nil, "x"), reason: 0x81},
 		{name: "topic with a surrogate MQTT-1.5.4-1", publish: rawPublish5("pe/\xed\xa0\x80", 1, 1, nil, "x"), reason: 0x81},
 		{name: "DUP on QoS 0 MQTT-3.3.1-2", publish: frame(packets.Publish<<4|8, append(str("pe/t"), 0)), reason: 0x82},
+		// SUBSCRIBE and UNSUBSCRIBE.
+		{name: "SUBSCRIBE filter without options 3.8.3", publish: frame(packets.Subscribe<<4|2, append([]byte{0, 1, 0}, str("pe/t")...)), reason: 0x81},
+		{name: "SUBSCRIBE without filters MQTT-3.8.3-2", publish: frame(packets.Subscribe<<4|2, []byte{0, 1, 0}), reason: 0x82},
+		{name: "SUBSCRIBE options reserved bits MQTT-3.8.3-5", publish: frame(packets.Subscribe<<4|2, append([]byte{0, 1, 0}, append(str("pe/t"), 0xc0)...)), reason: 0x81},
+		{name: "Retain Handling 3 3.8.3.1", publish: frame(packets.Subscribe<<4|2, append([]byte{0, 1, 0}, append(str("pe/t"), 0x30)...)), reason: 0x82},
+		{name: "SUBSCRIBE reserved header flags MQTT-3.8.1-1", publish: frame(packets.Subscribe<<4, append([]byte{0, 1, 0}, append(str("pe/t"), 0)...)), reason: 0x81},
+		{name: "UNSUBSCRIBE without filters MQTT-3.10.3-2", publish: frame(packets.Unsubscribe<<4|2, []byte{0, 1, 0}), reason: 0x82},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}

@@ -94,6 +94,7 @@ var (
 	ErrProtocolViolationDuplicateProperty     = Code{Code: 0x82, Reason: "protocol violation: duplicate property"}      // mqkafka patch
 	ErrProtocolViolationPropertyValue         = Code{Code: 0x82, Reason: "protocol violation: invalid property value"}  // mqkafka patch
 	ErrProtocolViolationUnknownTopicAlias     = Code{Code: 0x82, Reason: "protocol violation: unknown topic alias"}     // mqkafka patch
+	ErrProtocolViolationRetainHandling        = Code{Code: 0x82, Reason: "protocol violation: retain handling 3"}       // mqkafka patch
 	ErrProtocolViolationResponseTopic         = Code{Code: 0x82, Reason: "protocol violation: response topic wildcard"} // mqkafka patch
 	ErrImplementationSpecificError            = Code{Code: 0x83, Reason: "implementation specific error"}
 	ErrRejectPacket                           = Code{Code: 0x83, Reason: "packet rejected"}

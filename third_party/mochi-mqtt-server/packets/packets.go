@@ -966,8 +966,19 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
-			sub.decode(buf[offset])
-			offset += 1
+			// mqkafka patch: a filter without its options byte read past
+			// the packet (a panic that ended the process).
+			option, offset, err = decodeByte(buf, offset)
+			if err != nil {
+				return ErrMalformedQos
+			}
+			if option&0xc0 != 0 {
+				return ErrMalformedFlags // [MQTT-3.8.3-5], mqkafka patch: was taken
+			}
+			sub.decode(option)
+			if sub.RetainHandling == 3 {
+				return ErrProtocolViolationRetainHandling // 3.8.3.1, mqkafka patch: was taken
+			}
 		} else {
 			option, offset, err = decodeByte(buf, offset)
 			if err != nil {
