@@ -202,6 +202,14 @@ func (h *accessHook) Provides(b byte) bool {
 // than max_keepalive (or none) is refused, as mosquitto does, rather than
 // dropped later for a silence it was allowed.
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	// There is no enhanced authentication: a client that asks for it must
+	// be refused (MQTT 5 3.1.2.11.9), not let in without it.
+	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
+		if err := h.srv.SendConnack(cl, packets.ErrBadAuthenticationMethod, false, nil); err != nil {
+			return fmt.Errorf("authentication method refused: %w", err)
+		}
+		return packets.ErrBadAuthenticationMethod
+	}
 	ka := cl.State.Keepalive
 	want := ka
 	if h.maxKeepalive > 0 && (ka == 0 || ka > h.maxKeepalive) {

@@ -1097,7 +1097,7 @@ func TestConformPropertiesForwarded(t *testing.T) {
 // [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] [MQTT-3.2.2-3]; Clean
 // Session 1 discards them [MQTT-3.1.2-6] [MQTT-3.2.2-1] (3.1.1).
 func TestConformV3Session(t *testing.T) {
-	_, _, addrs := conformBroker(t, "")
+	b, _, addrs := conformBroker(t, "")
 	addr := addrs[0]
 	s, ack := session(t, addr, v3connect("v3s", false))
 	if ack.SessionPresent {
@@ -1111,6 +1111,13 @@ func TestConformV3Session(t *testing.T) {
 	if pk := p.expect(packets.Puback); pk.PacketID != 1 { // [MQTT-4.3.2-2] (3.1.1)
 		t.Fatalf("PUBACK %d", pk.PacketID)
 	}
+	// The PUBACK may overtake the delivery to subscribers (it is written
+	// once the bridge has the message), and a message routed to a session
+	// while it is being taken over is lost (mochi's hand-over), so wait.
+	testkit.WaitFor(t, 5*time.Second, "the message queued", func() bool {
+		cl, ok := b.srv.Clients.Get("v3s")
+		return ok && cl.State.Inflight.Len() == 1
+	})
 	s, ack = session(t, addr, v3connect("v3s", false))
 	if !ack.SessionPresent {
 		t.Fatal("session not present on resume")
@@ -1143,4 +1150,25 @@ func TestConformProblemInformation(t *testing.T) {
 	if slices.Contains(rec.got(), "$SYS/x") {
 		t.Fatal("the bridge got a publish to a $ topic")
 	}
+}
+
+// TestConformAuthenticationMethod: the broker supports no enhanced
+// authentication, so a CONNECT naming an Authentication Method gets CONNACK
+// 0x8C (Bad authentication method) and the connection closes (3.1.2.11.9);
+// an AUTH packet from a client that named none is a Protocol Error (4.12).
+func TestConformAuthenticationMethod(t *testing.T) {
+	b, _, addrs := conformBroker(t, "")
+	pk := v5connect("am", true, 0)
+	pk.Properties.AuthenticationMethod = "SCRAM-SHA-1"
+	c, ack := open(t, addrs[0], pk)
+	if ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0x8c {
+		t.Fatalf("got packet type %d reason %#x, want CONNACK 0x8c", ack.FixedHeader.Type, ack.ReasonCode)
+	}
+	c.expectEnd()
+	if _, ok := b.srv.Clients.Get("am"); ok {
+		t.Fatal("the refused client has a session")
+	}
+	c, _ = session(t, addrs[0], v5connect("am2", true, 0))
+	c.putRaw(frame(packets.Auth<<4, []byte{0x18, 0}))
+	c.expectDisconnect(0x82)
 }

@@ -1578,6 +1578,13 @@ func (s *Server) UnsubscribeClient(cl *Client) {
 
 // processAuth processes an Auth packet.
 func (s *Server) processAuth(cl *Client, pk packets.Packet) error {
+	// mqkafka patch: AUTH continues an exchange that a CONNECT with an
+	// Authentication Method began (4.12); any other is a Protocol Error.
+	// It was passed to the hooks and left unanswered.
+	if cl.Properties.ProtocolVersion != 5 || cl.Properties.Props.AuthenticationMethod == "" {
+		return packets.ErrProtocolViolation
+	}
+
 	_, err := s.hooks.OnAuthPacket(cl, pk)
 	if err != nil {
 		return err
