@@ -1966,11 +1966,15 @@ func (s *Server) sendDelayedLWT(dt int64) {
 			// with it, the will was sent with a Message Expiry Interval of
 			// 1 s, and retained, it was deleted as expired.
 			pk.Expiry = s.willExpiry(pk, dt)
+			// mqkafka patch: retained before subscribers get it, as
+			// processPublish and sendLWT do, so that whoever got the will
+			// finds it retained.
+			cl, ok := s.Clients.Get(id)
+			if ok && pk.FixedHeader.Retain {
+				s.retainMessage(cl, pk)
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
-				if pk.FixedHeader.Retain {
-					s.retainMessage(cl, pk)
-				}
+			if ok {
 				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
 				s.hooks.OnWillSent(cl, pk)
 			}
