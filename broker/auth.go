@@ -167,6 +167,7 @@ type accessHook struct {
 
 	minKeepalive, maxKeepalive uint16 // seconds, 0: no bound
 	maxPacketSize              uint32
+	maxTopicAlias              uint16
 	retainAvailable            bool
 
 	// drain waits for a client's deferred PUBACKs, which mochi's answer to a
@@ -195,6 +196,7 @@ func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*access
 		minKeepalive:    uint16(cfg.MinKeepalive / time.Second),
 		maxKeepalive:    uint16(cfg.MaxKeepalive / time.Second),
 		maxPacketSize:   uint32(cfg.MaxPacketSize),
+		maxTopicAlias:   uint16(cfg.MaxTopicAlias),
 		retainAvailable: cfg.RetainAvailable,
 		sessionOwner:    cfg.SessionOwnerCheck,
 	}, nil
@@ -211,6 +213,14 @@ func (h *accessHook) Provides(b byte) bool {
 // password. It answers the CONNACK of a refusal itself, so that a full
 // authentication queue is told apart from a wrong password.
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	// There is no enhanced authentication: a client that asks for it must
+	// be refused (MQTT 5 3.1.2.11.9), not let in without it.
+	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
+		if err := h.srv.SendConnack(cl, packets.ErrBadAuthenticationMethod, false, nil); err != nil {
+			return fmt.Errorf("authentication method refused: %w", err)
+		}
+		return packets.ErrBadAuthenticationMethod
+	}
 	if err := h.boundKeepalive(cl); err != nil {
 		return err
 	}
@@ -316,13 +326,16 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	return false
 }
 
-// OnPacketEncode tells MQTT 5 clients the maximum packet size and whether
-// retained messages are available, which mochi's CONNACK leaves out.
+// OnPacketEncode tells MQTT 5 clients the maximum packet size, the topic
+// alias maximum and whether retained messages are available, which mochi's
+// CONNACK leaves out: a client told nothing may send packets of any size
+// but may use no topic alias.
 func (h *accessHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return pk
 	}
 	pk.Properties.MaximumPacketSize = h.maxPacketSize
+	pk.Properties.TopicAliasMaximum = h.maxTopicAlias
 	if !h.retainAvailable {
 		pk.Properties.RetainAvailable, pk.Properties.RetainAvailableFlag = 0, true
 	}

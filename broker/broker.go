@@ -149,6 +149,7 @@ func capabilities(cfg conf.Broker) *mqtt.Capabilities {
 	if cfg.RetainAvailable {
 		caps.RetainAvailable = 1
 	}
+	caps.TopicAliasMaximum = uint16(cfg.MaxTopicAlias)
 	caps.MaximumMessageExpiryInterval = int64(cfg.MaxMessageExpiry / time.Second)
 	caps.MaximumSessionExpiryInterval = math.MaxUint32
 	if cfg.MaxSessionExpiry > 0 {

@@ -17,6 +17,7 @@ const (
 	reasonTopicLevels = "max_topic_levels"
 	reasonTopicLength = "max_topic_length"
 	reasonClientIDLen = "max_clientid_len"
+	reasonTopicAlias  = "max_topic_alias"
 )
 
 // limitsHook refuses client ids, will topics, topic names and topic filters
@@ -45,7 +46,17 @@ func newLimitsHook(srv *mqtt.Server, cfg conf.Broker, refused *refusals, log *sl
 
 func (h *limitsHook) ID() string { return "mqkafka-limits" }
 
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnConnect || b == mqtt.OnTopicCheck }
+func (h *limitsHook) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnTopicCheck || b == mqtt.OnDisconnect
+}
+
+// OnDisconnect counts the clients mochi disconnected (DISCONNECT 0x94) for
+// a topic alias over max_topic_alias, the Topic Alias Maximum they were told.
+func (h *limitsHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	if errors.Is(err, packets.ErrTopicAliasOverMaximum) {
+		h.refuse(cl, reasonTopicAlias, 0)
+	}
+}
 
 // exceeds returns the limit topic is over, or "". It looks at the length
 // and counts '/' bytes: linear and allocation-free whatever the client sent.

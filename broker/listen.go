@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/mqkafka/mqkafka/conf"
@@ -331,6 +332,23 @@ func (ws *wsConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+}
+
+// CloseWrite sends a close frame and closes the writing side of the
+// connection under it, so that mochi's last packet reaches the client
+// before the connection closes (mqtt.CloseWrite).
+func (ws *wsConn) CloseWrite() error {
+	ws.wmu.Lock()
+	err := ws.c.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	ws.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("websocket close frame: %w", err)
+	}
+	if !mqtt.CloseWrite(ws.Conn) {
+		return errors.New("websocket: cannot close the writing side")
+	}
+	return nil
 }
 
 // Write sends p as one binary message. gorilla/websocket allows one writer

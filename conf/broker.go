@@ -76,6 +76,9 @@ type Broker struct {
 	// BytesRate is how many bytes a client may send a second; 0 means no
 	// limit (EMQX's name).
 	BytesRate Rate `toml:"bytes_rate"`
+	// MaxTopicAlias is the Topic Alias Maximum MQTT 5 clients are told: the
+	// topics each connection may have the broker remember; 0 turns aliases off.
+	MaxTopicAlias int `toml:"max_topic_alias"`
 }
 
 // DefaultBroker is the [broker] table's defaults: mochi-mqtt's, except
@@ -96,6 +99,7 @@ func DefaultBroker() Broker {
 		MaxTopicLevels:         128,
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
+		MaxTopicAlias:          64,
 		IdleTimeout:            15 * time.Second,
 		MaxConnRate:            1000,
 	}
@@ -233,6 +237,9 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxTopicLength < 1 || b.MaxTopicLength > 65535 {
 		bad("broker.max_topic_length", "must be between 1 and 65535 bytes (MQTT's limit)")
+	}
+	if b.MaxTopicAlias < 0 || b.MaxTopicAlias > 65535 {
+		bad("broker.max_topic_alias", "must be between 0 and 65535")
 	}
 	// A server must accept client ids of 1 to 23 bytes [MQTT-3.1.3-5].
 	if b.MaxClientIDLen < 23 || b.MaxClientIDLen > 65535 {

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -121,6 +122,10 @@ type ClientConnection struct {
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+
+	deadlineMu sync.Mutex // mqkafka patch: orders refreshDeadline after Stop
+	stopped    bool       // Stop set the deadlines that end the connection
+	lingers    bool       // the read loop's owner calls linger once it ends
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -141,6 +146,16 @@ type Will struct {
 	WillDelayInterval uint32                 // -
 	Qos               byte                   // -
 	Retain            bool                   // -
+
+	// mqkafka patch: the will's other properties, published with it: a
+	// will is an Application Message [MQTT-3.3.2-4] [MQTT-3.3.2-15]
+	// [MQTT-3.3.2-16] [MQTT-3.3.2-20].
+	PayloadFormat         byte
+	PayloadFormatFlag     bool
+	ContentType           string
+	ResponseTopic         string
+	CorrelationData       []byte
+	MessageExpiryInterval uint32
 }
 
 // ClientState tracks the state of the client.
@@ -249,6 +264,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			TopicName:         pk.Connect.WillTopic,
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              pk.Connect.WillProperties.User,
+
+			PayloadFormat:         pk.Connect.WillProperties.PayloadFormat,
+			PayloadFormatFlag:     pk.Connect.WillProperties.PayloadFormatFlag,
+			ContentType:           pk.Connect.WillProperties.ContentType,
+			ResponseTopic:         pk.Connect.WillProperties.ResponseTopic,
+			CorrelationData:       pk.Connect.WillProperties.CorrelationData,
+			MessageExpiryInterval: pk.Connect.WillProperties.MessageExpiryInterval,
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {
@@ -268,7 +290,12 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 	}
 
 	if cl.Net.Conn != nil {
-		_ = cl.Net.Conn.SetDeadline(expiry) // [MQTT-3.1.2-22]
+		// mqkafka patch: never after Stop, whose deadlines end the connection.
+		cl.Net.deadlineMu.Lock()
+		if !cl.Net.stopped {
+			_ = cl.Net.Conn.SetDeadline(expiry) // [MQTT-3.1.2-22]
+		}
+		cl.Net.deadlineMu.Unlock()
 	}
 }
 
@@ -393,6 +420,12 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
+		// mqkafka patch: a stopped client's connection is read until it
+		// closes (Linger); what it sends meanwhile is not processed.
+		if cl.Closed() {
+			return ErrConnectionClosed
+		}
+
 		err = packetHandler(cl, pk) // Process inbound packet.
 		if err != nil {
 			return err
@@ -401,12 +434,14 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
+//
+// mqkafka patch: Stop no longer closes the connection, which reset it (RST)
+// whenever the client had sent anything the server had not read, and the
+// reset discarded what the server wrote last (a DISCONNECT, CONNACK or
+// PUBACK) before the client could read it. It wakes the read loop instead;
+// the loop's owner then ends the connection (linger).
 func (cl *Client) Stop(err error) {
 	cl.State.endOnce.Do(func() {
-
-		if cl.Net.Conn != nil {
-			_ = cl.Net.Conn.Close() // omit close error
-		}
 
 		if err != nil {
 			cl.State.stopCause.Store(err)
@@ -417,7 +452,77 @@ func (cl *Client) Stop(err error) {
 		}
 
 		atomic.StoreInt64(&cl.State.disconnected, time.Now().Unix())
+
+		// After cancelOpen, so that whoever sees the connection end sees
+		// the client closed.
+		if cl.Net.Conn != nil {
+			cl.Net.deadlineMu.Lock()
+			cl.Net.stopped = true
+			if cl.Net.lingers {
+				// Wake a read in progress; a write in progress, to a client
+				// that does not read, gives up within the linger time.
+				_ = cl.Net.Conn.SetReadDeadline(time.Unix(1, 0))
+				_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(LingerTimeout))
+			} else {
+				_ = cl.Net.Conn.Close() // no read loop to linger
+			}
+			cl.Net.deadlineMu.Unlock()
+		}
 	})
+}
+
+// LingerTimeout bounds how long a stopped client's connection stays open
+// for the packets the server wrote last to reach the client (mqkafka patch).
+const LingerTimeout = 2 * time.Second
+
+// linger ends a stopped client's connection without losing what the server
+// wrote last: it writes what is buffered, closes the writing side (see
+// CloseWrite), then reads and discards what the client still sends until
+// it closes its side or LingerTimeout passes, and closes. Closed with
+// unread input, the connection is reset instead, and the reset discards
+// the last packets before the client reads them.
+//
+// mqkafka patch: the goroutine that reads the connection defers it (after
+// startLinger), so that nothing else reads concurrently.
+func (cl *Client) linger() {
+	if cl.Net.Conn == nil {
+		return
+	}
+	cl.Stop(nil)
+	cl.Lock()
+	_ = cl.flushOutbuf()
+	half := CloseWrite(cl.Net.Conn)
+	cl.Unlock()
+	if half && cl.Net.bconn != nil {
+		cl.Net.deadlineMu.Lock()
+		_ = cl.Net.Conn.SetReadDeadline(time.Now().Add(LingerTimeout))
+		cl.Net.deadlineMu.Unlock()
+		_, _ = io.Copy(io.Discard, cl.Net.bconn)
+	}
+	_ = cl.Net.Conn.Close()
+}
+
+// startLinger tells Stop that linger will end the connection.
+func (cl *Client) startLinger() {
+	cl.Net.deadlineMu.Lock()
+	cl.Net.lingers = true
+	cl.Net.deadlineMu.Unlock()
+}
+
+// CloseWrite closes c's writing side after what was written to it, and
+// reports whether it could: a TLS connection sends close_notify and closes
+// the TCP connection's writing side (FIN); any other connection must have a
+// CloseWrite method (*net.TCPConn has; mqkafka's WebSocket connection sends
+// a close frame in its own).
+//
+// mqkafka patch: see linger.
+func CloseWrite(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.CloseWrite() // fails if the handshake never completed
+		c = tc.NetConn()
+	}
+	cw, ok := c.(interface{ CloseWrite() error })
+	return ok && cw.CloseWrite() == nil
 }
 
 // StopCause returns the reason the client connection was stopped, if any.

@@ -458,10 +458,20 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.Listeners.ClientsWg.Add(1)
 
 	go cl.WriteLoop()
+	cl.startLinger()
+	defer cl.linger() // mqkafka patch: ends the connection, after Stop
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
+		// mqkafka patch: an MQTT 5 CONNECT that breaks a rule with a reason
+		// code (a property twice, Receive Maximum 0, ...) is answered with
+		// it before the connection closes (4.13.1).
+		var code packets.Code
+		if pk.FixedHeader.Type == packets.Connect && pk.ProtocolVersion == 5 && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code {
+			cl.Properties.ProtocolVersion = 5
+			_ = s.SendConnack(cl, code, false, nil)
+		}
 		return fmt.Errorf("read connection: %w", err)
 	}
 
@@ -538,6 +548,13 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	err = cl.Read(s.receivePacket)
 	if err != nil {
+		// mqkafka patch: a malformed packet, a Protocol Error found while
+		// decoding or a packet over the Maximum Packet Size is answered with
+		// DISCONNECT and its reason code (4.13.1), as processing errors are.
+		var code packets.Code
+		if cl.Properties.ProtocolVersion == 5 && !cl.Closed() && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code {
+			_ = s.DisconnectClient(cl, code)
+		}
 		s.sendLWT(cl)
 		cl.Stop(err)
 	} else {
@@ -625,7 +642,7 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 	}
 
 	if cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "" {
-		return packets.ErrUnspecifiedError
+		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8] (3.1.1), mqkafka patch: was 0x80
 	}
 
 	if cl.Properties.ProtocolVersion < s.Options.Capabilities.MinimumProtocolVersion {
@@ -702,9 +719,14 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		if cl.Properties.ProtocolVersion < 5 {
-			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
-				reason = v3reason
+			v3reason, ok := packets.V5CodesToV3[reason] // NB v3 3.2.2.3 Connack return codes
+			if !ok {
+				// mqkafka patch: MQTT 3.1.1 has return codes 0-5 only; with
+				// none that applies, the connection is closed without a
+				// CONNACK [MQTT-3.2.2-6] (3.1.1).
+				return nil
 			}
+			reason = v3reason
 		}
 
 		properties.ReasonString = reason.Reason
@@ -975,11 +997,25 @@ func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 
 // processPublish processes a Publish packet.
 func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
-	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
-		return nil
+	// mqkafka patch: the alias is resolved first, so that the checks and
+	// hooks below see the topic, and an alias the client never set with a
+	// topic is a Protocol Error (3.3.2.3.4): it reached OnPublish with an
+	// empty topic.
+	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
+		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+		if pk.TopicName == "" {
+			return packets.ErrProtocolViolationUnknownTopicAlias
+		}
 	}
 
-	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
+	// mqkafka patch: refused ($SYS topics) rather than dropped unanswered,
+	// which left a QoS 1/2 publisher waiting for its acknowledgement.
+	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
+		return s.refuseTopicName(cl, pk)
+	}
+
+	// mqkafka patch: Receive Maximum counts QoS 1 and 2 publishes only.
+	if pk.FixedHeader.Qos > 0 && atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
@@ -1012,7 +1048,10 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				// mqkafka patch: the resent publish is acknowledged as the
+				// first was (0x00, not 0x91 Packet Identifier in use, which
+				// tells the client that its message failed).
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess)
 				return cl.WritePacket(ack)
 			}
 			// mqkafka patch: only an inbound acknowledgement is this publish's;
@@ -1025,10 +1064,6 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				}
 			}
 		}
-	}
-
-	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
-		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {
@@ -1378,6 +1413,15 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
+	// mqkafka patch: No Local on a shared subscription is a Protocol Error
+	// [MQTT-3.8.3-4], answered with DISCONNECT 0x82; it was answered with
+	// 0x82 in the SUBACK, which has no such reason code (3.9.3).
+	for _, sub := range pk.Filters {
+		if sub.NoLocal && IsSharedFilter(sub.Filter) {
+			return packets.ErrProtocolViolationInvalidSharedNoLocal
+		}
+	}
+
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
 	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
@@ -1394,8 +1438,6 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
-		} else if sub.NoLocal && IsSharedFilter(sub.Filter) {
-			reasonCodes[i] = packets.ErrProtocolViolationInvalidSharedNoLocal.Code // [MQTT-3.8.3-4]
 		} else if !s.hooks.OnACLCheck(cl, sub.Filter, false) {
 			reasonCodes[i] = packets.ErrNotAuthorized.Code
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
@@ -1536,6 +1578,13 @@ func (s *Server) UnsubscribeClient(cl *Client) {
 
 // processAuth processes an Auth packet.
 func (s *Server) processAuth(cl *Client, pk packets.Packet) error {
+	// mqkafka patch: AUTH continues an exchange that a CONNECT with an
+	// Authentication Method began (4.12); any other is a Protocol Error.
+	// It was passed to the hooks and left unanswered.
+	if cl.Properties.ProtocolVersion != 5 || cl.Properties.Props.AuthenticationMethod == "" {
+		return packets.ErrProtocolViolation
+	}
+
 	_, err := s.hooks.OnAuthPacket(cl, pk)
 	if err != nil {
 		return err
@@ -1581,7 +1630,12 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// mqkafka patch: MQTT 3.1.1 has no server DISCONNECT; its clients are
+	// only disconnected.
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
@@ -1685,10 +1739,18 @@ func (s *Server) sendLWT(cl *Client) {
 		Payload:   modifiedLWT.Payload,
 		Properties: packets.Properties{
 			User: modifiedLWT.User,
+			// mqkafka patch: mochi dropped the will's other properties.
+			PayloadFormat:         modifiedLWT.PayloadFormat,
+			PayloadFormatFlag:     modifiedLWT.PayloadFormatFlag,
+			ContentType:           modifiedLWT.ContentType,
+			ResponseTopic:         modifiedLWT.ResponseTopic,
+			CorrelationData:       modifiedLWT.CorrelationData,
+			MessageExpiryInterval: modifiedLWT.MessageExpiryInterval,
 		},
 		Origin:  cl.ID,
 		Created: time.Now().Unix(),
 	}
+	pk.Expiry = s.willExpiry(pk, pk.Created)
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
@@ -1900,17 +1962,34 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			// mqkafka patch: Expiry held when the will is due; published
+			// with it, the will was sent with a Message Expiry Interval of
+			// 1 s, and retained, it was deleted as expired.
+			pk.Expiry = s.willExpiry(pk, dt)
+			// mqkafka patch: retained before subscribers get it, as
+			// processPublish and sendLWT do, so that whoever got the will
+			// finds it retained.
+			cl, ok := s.Clients.Get(id)
+			if ok && pk.FixedHeader.Retain {
+				s.retainMessage(cl, pk)
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
-				if pk.FixedHeader.Retain {
-					s.retainMessage(cl, pk)
-				}
+			if ok {
 				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
 				s.hooks.OnWillSent(cl, pk)
 			}
 			s.loop.willDelayed.Delete(id)
 		}
 	}
+}
+
+// willExpiry is when a will published at now expires (0: never), as
+// processPublish computes it for a publish (mqkafka patch).
+func (s *Server) willExpiry(pk packets.Packet, now int64) int64 {
+	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval, int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
+		return now + expiry
+	}
+	return 0
 }
 
 // Int64toa converts an int64 to a string.

@@ -732,7 +732,7 @@ func IsValidFilter(filter string, forPublish bool) bool {
 
 	if hasNext && strings.EqualFold(prefix, SharePrefix) {
 		group, hasNext := isolateParticle(filter, 1)
-		if !hasNext {
+		if !hasNext || group == "" { // mqkafka patch: "$share//f" was taken
 			return false // [MQTT-4.8.2-1]
 		}
 

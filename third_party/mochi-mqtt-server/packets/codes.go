@@ -91,6 +91,11 @@ var (
 	ErrProtocolViolationDupNoQos              = Code{Code: 0x82, Reason: "protocol violation: dup true with no qos"}
 	ErrProtocolViolationUnsupportedProperty   = Code{Code: 0x82, Reason: "protocol violation: unsupported property"}
 	ErrProtocolViolationNoTopic               = Code{Code: 0x82, Reason: "protocol violation: no topic or alias"}
+	ErrProtocolViolationDuplicateProperty     = Code{Code: 0x82, Reason: "protocol violation: duplicate property"}      // mqkafka patch
+	ErrProtocolViolationPropertyValue         = Code{Code: 0x82, Reason: "protocol violation: invalid property value"}  // mqkafka patch
+	ErrProtocolViolationUnknownTopicAlias     = Code{Code: 0x82, Reason: "protocol violation: unknown topic alias"}     // mqkafka patch
+	ErrProtocolViolationRetainHandling        = Code{Code: 0x82, Reason: "protocol violation: retain handling 3"}       // mqkafka patch
+	ErrProtocolViolationResponseTopic         = Code{Code: 0x82, Reason: "protocol violation: response topic wildcard"} // mqkafka patch
 	ErrImplementationSpecificError            = Code{Code: 0x83, Reason: "implementation specific error"}
 	ErrRejectPacket                           = Code{Code: 0x83, Reason: "packet rejected"}
 	ErrUnsupportedProtocolVersion             = Code{Code: 0x84, Reason: "unsupported protocol version"}
@@ -111,6 +116,7 @@ var (
 	ErrPacketIdentifierNotFound               = Code{Code: 0x92, Reason: "packet identifier not found"}
 	ErrReceiveMaximum                         = Code{Code: 0x93, Reason: "receive maximum exceeded"}
 	ErrTopicAliasInvalid                      = Code{Code: 0x94, Reason: "topic alias invalid"}
+	ErrTopicAliasOverMaximum                  = Code{Code: 0x94, Reason: "topic alias invalid: over the maximum"} // mqkafka patch: told apart, to be counted
 	ErrPacketTooLarge                         = Code{Code: 0x95, Reason: "packet too large"}
 	ErrMessageRateTooHigh                     = Code{Code: 0x96, Reason: "message rate too high"}
 	ErrQuotaExceeded                          = Code{Code: 0x97, Reason: "quota exceeded"}

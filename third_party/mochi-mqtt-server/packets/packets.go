@@ -389,7 +389,7 @@ func (pk *Packet) ConnectDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 		offset += n
 	}
@@ -448,7 +448,7 @@ func (pk *Packet) ConnectValidate() Code {
 
 	if (bytes.Equal(pk.Connect.ProtocolName, []byte{'M', 'Q', 'I', 's', 'd', 'p'}) && pk.ProtocolVersion != 3) ||
 		(bytes.Equal(pk.Connect.ProtocolName, []byte{'M', 'Q', 'T', 'T'}) && pk.ProtocolVersion != 4 && pk.ProtocolVersion != 5) {
-		return ErrProtocolViolationProtocolVersion // [MQTT-3.1.2-2]
+		return ErrUnsupportedProtocolVersion // [MQTT-3.1.2-2], mqkafka patch: 0x84 (MQTT 3.1.1: 0x01), was 0x82
 	}
 
 	if pk.ReservedBit != 0 {
@@ -480,12 +480,18 @@ func (pk *Packet) ConnectValidate() Code {
 	}
 
 	if pk.Connect.WillFlag {
-		if len(pk.Connect.WillPayload) == 0 || pk.Connect.WillTopic == "" {
+		// mqkafka patch: a will's payload may be empty (3.1.3.4); only its
+		// topic may not [MQTT-4.7.3-1].
+		if pk.Connect.WillTopic == "" {
 			return ErrProtocolViolationWillFlagNoPayload // [MQTT-3.1.2-9]
 		}
 
 		if pk.Connect.WillQos > 2 {
-			return ErrProtocolViolationQosOutOfRange // [MQTT-3.1.2-12]
+			return ErrMalformedQos // [MQTT-3.1.2-12] a Malformed Packet; mqkafka patch: was 0x82
+		}
+
+		if strings.ContainsAny(pk.Connect.WillProperties.ResponseTopic, "+#") {
+			return ErrProtocolViolationResponseTopic // as [MQTT-3.3.2-14] (3.1.3.2.5), mqkafka patch
 		}
 	}
 
@@ -535,7 +541,7 @@ func (pk *Packet) ConnackDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		_, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 	}
 
@@ -576,7 +582,7 @@ func (pk *Packet) DisconnectDecode(buf []byte) error {
 		if pk.FixedHeader.Remaining > 2 {
 			_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 			if err != nil {
-				return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+				return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 			}
 		}
 	}
@@ -655,7 +661,7 @@ func (pk *Packet) PublishDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 
 		offset += n
@@ -681,7 +687,7 @@ func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 	}
 
 	if pk.Properties.TopicAlias > topicAliasMaximum {
-		return ErrTopicAliasInvalid // [MQTT-3.2.2-17] [MQTT-3.3.2-9] ~[MQTT-3.3.2-10] [MQTT-3.3.2-12]
+		return ErrTopicAliasOverMaximum // [MQTT-3.2.2-17] [MQTT-3.3.2-9] ~[MQTT-3.3.2-10] [MQTT-3.3.2-12]
 	}
 
 	if pk.TopicName == "" && pk.Properties.TopicAlias == 0 {
@@ -694,6 +700,10 @@ func (pk *Packet) PublishValidate(topicAliasMaximum uint16) Code {
 
 	if len(pk.Properties.SubscriptionIdentifier) > 0 {
 		return ErrProtocolViolationSurplusSubID // [MQTT-3.3.4-6]
+	}
+
+	if strings.ContainsAny(pk.Properties.ResponseTopic, "+#") {
+		return ErrProtocolViolationResponseTopic // [MQTT-3.3.2-14], mqkafka patch
 	}
 
 	return CodeSuccess
@@ -742,7 +752,7 @@ func (pk *Packet) decodePubAckRelRecComp(buf []byte) error {
 		if pk.FixedHeader.Remaining > 3 {
 			_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 			if err != nil {
-				return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+				return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 			}
 		}
 	}
@@ -877,7 +887,7 @@ func (pk *Packet) SubackDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 		offset += n
 	}
@@ -937,7 +947,7 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 		offset += n
 	}
@@ -962,7 +972,13 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 			if err != nil {
 				return ErrMalformedQos
 			}
+			if option&0xc0 != 0 {
+				return ErrMalformedFlags // [MQTT-3.8.3-5], mqkafka patch: was taken
+			}
 			sub.decode(option)
+			if sub.RetainHandling == 3 {
+				return ErrProtocolViolationRetainHandling // 3.8.3.1, mqkafka patch: was taken
+			}
 		} else {
 			option, offset, err = decodeByte(buf, offset)
 			if err != nil {
@@ -976,7 +992,7 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if sub.Qos > 2 {
-			return ErrProtocolViolationQosOutOfRange
+			return ErrMalformedQos // a Malformed Packet (3.8.3.1); mqkafka patch: was 0x82
 		}
 
 		pk.Filters = append(pk.Filters, *sub)
@@ -1038,7 +1054,7 @@ func (pk *Packet) UnsubackDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 
 		offset += n
@@ -1094,7 +1110,7 @@ func (pk *Packet) UnsubscribeDecode(buf []byte) error {
 	if pk.ProtocolVersion == 5 {
 		n, err := pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 		if err != nil {
-			return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+			return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 		}
 		offset += n
 	}
@@ -1154,7 +1170,7 @@ func (pk *Packet) AuthDecode(buf []byte) error {
 
 	_, err = pk.Properties.Decode(pk.FixedHeader.Type, bytes.NewBuffer(buf[offset:]))
 	if err != nil {
-		return fmt.Errorf("%s: %w", err, ErrMalformedProperties)
+		return fmt.Errorf("%w: %w", err, ErrMalformedProperties)
 	}
 
 	return nil

@@ -380,6 +380,7 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 	bt := b.Bytes()
 	var k byte
+	var seen uint64 // mqkafka patch: the properties decoded, by identifier (all < 64)
 	for offset := 0; offset < n; {
 		k, offset, err = decodeByte(bt, offset)
 		if err != nil {
@@ -388,6 +389,15 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 		if _, ok := validPacketProperties[k][pkt]; !ok {
 			return n + bu, fmt.Errorf("property type %v not valid for packet type %v: %w", k, pkt, ErrProtocolViolationUnsupportedProperty)
+		}
+
+		// mqkafka patch: only User Properties, and Subscription Identifiers
+		// in a PUBLISH, may appear more than once (2.2.2.2).
+		if k != PropUser && (k != PropSubscriptionIdentifier || pkt != Publish) {
+			if seen&(1<<k) != 0 {
+				return n + bu, fmt.Errorf("property type %v: %w", k, ErrProtocolViolationDuplicateProperty)
+			}
+			seen |= 1 << k
 		}
 
 		switch k {
@@ -475,7 +485,41 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 		if err != nil {
 			return n + bu, err
 		}
+
+		if p.invalidValue(k) {
+			return n + bu, fmt.Errorf("property type %v: %w", k, ErrProtocolViolationPropertyValue)
+		}
 	}
 
 	return n + bu, nil
+}
+
+// invalidValue reports whether the value just decoded for property k is one
+// that the protocol makes a Protocol Error (mqkafka patch: they were taken).
+func (p *Properties) invalidValue(k byte) bool {
+	switch k {
+	case PropPayloadFormat:
+		return p.PayloadFormat > 1
+	case PropRequestProblemInfo:
+		return p.RequestProblemInfo > 1
+	case PropRequestResponseInfo:
+		return p.RequestResponseInfo > 1
+	case PropMaximumQos:
+		return p.MaximumQos > 1
+	case PropRetainAvailable:
+		return p.RetainAvailable > 1
+	case PropWildcardSubAvailable:
+		return p.WildcardSubAvailable > 1
+	case PropSubIDAvailable:
+		return p.SubIDAvailable > 1
+	case PropSharedSubAvailable:
+		return p.SharedSubAvailable > 1
+	case PropReceiveMaximum:
+		return p.ReceiveMaximum == 0
+	case PropMaximumPacketSize:
+		return p.MaximumPacketSize == 0
+	case PropSubscriptionIdentifier:
+		return p.SubscriptionIdentifier[len(p.SubscriptionIdentifier)-1] == 0
+	}
+	return false
 }

@@ -789,7 +789,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:   TConnectInvalidProtocolVersion,
 			Desc:   "invalid protocol version",
 			Group:  "validate",
-			Expect: ErrProtocolViolationProtocolVersion,
+			Expect: ErrUnsupportedProtocolVersion,
 			Packet: &Packet{
 				FixedHeader:     FixedHeader{Type: Connect},
 				ProtocolVersion: 2,
@@ -802,7 +802,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:   TConnectInvalidProtocolVersion2,
 			Desc:   "invalid protocol version",
 			Group:  "validate",
-			Expect: ErrProtocolViolationProtocolVersion,
+			Expect: ErrUnsupportedProtocolVersion,
 			Packet: &Packet{
 				FixedHeader:     FixedHeader{Type: Connect},
 				ProtocolVersion: 2,
@@ -937,7 +937,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:   TConnectInvalidWillFlagQosOutOfRange,
 			Desc:   "will flag no payload",
 			Group:  "validate",
-			Expect: ErrProtocolViolationQosOutOfRange,
+			Expect: ErrMalformedQos,
 			Packet: &Packet{
 				FixedHeader:     FixedHeader{Type: Connect},
 				ProtocolVersion: 4,
@@ -2176,7 +2176,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:   TPublishInvalidExcessTopicAlias,
 			Desc:   "topic alias over maximum",
 			Group:  "validate",
-			Expect: ErrTopicAliasInvalid,
+			Expect: ErrTopicAliasOverMaximum,
 			Packet: &Packet{
 				FixedHeader: FixedHeader{
 					Type: Publish,
@@ -3021,7 +3021,7 @@ var TPacketData = map[byte]TPacketCases{
 			Case:      TSubscribeMalQosRange,
 			Desc:      "malformed qos out of range",
 			Group:     "decode",
-			FailFirst: ErrProtocolViolationQosOutOfRange,
+			FailFirst: ErrMalformedQos,
 			RawBytes: []byte{
 				Subscribe<<4 | 1<<1, 2, // Fixed header
 				0, 22, // Packet ID - LSB+MSB
