@@ -258,12 +258,16 @@ func (d *Disk) pushScanned(seq uint64, data []byte) {
 
 // Append implements Queue.
 func (d *Disk) Append(ctx context.Context, recs ...Record) error {
-	_, err := d.AppendSeq(ctx, recs...)
+	_, err := d.append(ctx, recs)
 	return err
 }
 
 // AppendSeq implements Queue.
-func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
+func (d *Disk) AppendSeq(ctx context.Context, rec *Record) (uint64, error) {
+	return d.append(ctx, unsafe.Slice(rec, 1))
+}
+
+func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 	size := int64(0)
 	tooLarge := false
 	for i := range recs {

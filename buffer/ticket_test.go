@@ -47,7 +47,8 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 					reported++
 					durable[v] = !failed
 				})
-				seq, err := q.AppendSeq(tk.Context(), rec(v))
+				r := rec(v)
+				seq, err := q.AppendSeq(tk.Context(), &r)
 				if err != nil {
 					t.Errorf("append %d: %v", v, err)
 				}
@@ -98,7 +99,8 @@ func TestTicketReportsFailure(t *testing.T) {
 
 	result := make(chan bool, 1)
 	tk := NewTicket(func(failed bool) { result <- failed })
-	if _, err := q.AppendSeq(tk.Context(), rec(1)); err != nil {
+	r := rec(1)
+	if _, err := q.AppendSeq(tk.Context(), &r); err != nil {
 		t.Fatalf("append: %v", err)
 	}
 	// The write may fail before the release: then the ticket says so itself.
@@ -196,7 +198,8 @@ func TestSharedCommitter(t *testing.T) {
 					}
 					tickets.Done()
 				})
-				_, err := qs[qi].AppendSeq(tk.Context(), rec(v))
+				r := rec(v)
+				_, err := qs[qi].AppendSeq(tk.Context(), &r)
 				if err != nil && !errors.Is(err, ErrClosed) {
 					t.Errorf("append: %v", err)
 				}

@@ -49,16 +49,16 @@ func (t *topic) partitions() []*partition {
 
 // enqueue appends rec to its partition's queue (or the holding queue) and
 // returns that partition and the record's Seq; a nil partition means the
-// record went to the holding queue or was dropped.
-func (t *topic) enqueue(ctx context.Context, rec buffer.Record) (*partition, uint64, error) {
+// record went to the holding queue or was dropped. rec is copied, not kept.
+func (t *topic) enqueue(ctx context.Context, rec *buffer.Record) (*partition, uint64, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.holding {
 		// Holding ends with one last drain under t.mu: a record must be
 		// readable by then, not merely queued for the WAL.
-		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), rec)
+		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), *rec)
 	}
-	p := t.pick(&rec)
+	p := t.pick(rec)
 	if p == nil {
 		return nil, 0, nil
 	}
@@ -88,7 +88,7 @@ func (t *topic) pick(rec *buffer.Record) *partition {
 // enqueueSync is enqueue that also waits for Kafka's acknowledgement. While
 // the topic's partitions are not known yet it waits for them first, because
 // a record in the holding queue has no Seq to wait for.
-func (t *topic) enqueueSync(ctx context.Context, rec buffer.Record, timeout time.Duration) error {
+func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
