@@ -1,9 +1,15 @@
 package buffer
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Committer writes the pending groups of several disk queues in rounds: all
-// of them to their WALs, then every fsync, then every appender is told. The
+// of them to their WALs, then their fsyncs, concurrently, each queue telling
+// its appenders once its own fsync is done. The
 // queues of one sink (its partitions) fill at the same moment, so one round
 // serves them all and the filesystem's journal commits their fsyncs
 // together, where each queue on its own would sync at its own time and a
@@ -12,6 +18,8 @@ import "sync"
 type Committer struct {
 	mu    sync.Mutex
 	dirty []*Disk
+	// appended counts the records ever added to the queues' pending groups.
+	appended atomic.Uint64
 
 	kick chan struct{}
 	stop chan struct{}
@@ -46,15 +54,6 @@ func (c *Committer) run() {
 	defer close(c.done)
 	var queues []*Disk
 	var writes []groupWrite
-	pending := func() int {
-		n := 0
-		for _, d := range queues {
-			d.mu.Lock()
-			n += d.pending.n
-			d.mu.Unlock()
-		}
-		return n
-	}
 	for {
 		select {
 		case <-c.stop:
@@ -63,14 +62,19 @@ func (c *Committer) run() {
 		}
 		for {
 			c.mu.Lock()
+			idle := len(c.dirty) == 0
+			c.mu.Unlock()
+			if idle {
+				break
+			}
+			// Queues that get their first record while the round gathers
+			// join it.
+			c.gather()
+			c.mu.Lock()
 			queues = append(queues[:0], c.dirty...)
 			clear(c.dirty)
 			c.dirty = c.dirty[:0]
 			c.mu.Unlock()
-			if len(queues) == 0 {
-				break
-			}
-			gather(pending)
 			writes = writes[:0]
 			for _, d := range queues {
 				d.mu.Lock()
@@ -84,20 +88,36 @@ func (c *Committer) run() {
 				writes[i].put()
 			}
 			// Concurrent fsyncs join one journal commit; one after another,
-			// each would wait for its own.
+			// each would wait for its own. Each queue tells its appenders as
+			// soon as its own fsync is done: a ticket whose records went to
+			// several queues reports after the last of them anyway.
 			var syncs sync.WaitGroup
 			for i := 1; i < len(writes); i++ {
-				syncs.Go(writes[i].sync)
+				syncs.Go(writes[i].syncEnd)
 			}
 			if len(writes) > 0 {
-				writes[0].sync()
+				writes[0].syncEnd()
 			}
 			syncs.Wait()
-			for i := range writes {
-				writes[i].end()
-				writes[i] = groupWrite{}
-			}
+			clear(writes)
 			clear(queues)
 		}
+	}
+}
+
+// gather lets appenders woken by the previous round join this one, for as
+// long as they keep coming but not longer than maxGather: under load it
+// multiplies the records per fsync, and when nobody else is runnable it
+// costs one Gosched. It watches a counter rather than the queues, whose
+// locks the appenders need.
+func (c *Committer) gather() {
+	start := time.Now()
+	for seen := uint64(0); ; {
+		n := c.appended.Load()
+		if n == seen || time.Since(start) >= maxGather {
+			return
+		}
+		seen = n
+		runtime.Gosched()
 	}
 }

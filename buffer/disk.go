@@ -306,6 +306,7 @@ func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 		d.pushLocked(r)
 	}
 	g.n += len(recs)
+	d.opts.Committer.appended.Add(uint64(len(recs)))
 	g.last = d.nextSeq - 1
 	d.queued = g.last
 	d.bytes += size

@@ -3,7 +3,6 @@ package buffer
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 )
 
@@ -33,18 +32,6 @@ const keepBufBytes = 64 << 10
 // maxGather bounds how long a committer waits for appenders to join a group.
 const maxGather = 200 * time.Microsecond
 
-// gather lets appenders woken by the previous group's fsync join the pending
-// groups (n counts their records), for as long as they keep coming but not
-// longer than maxGather: under load it multiplies the records per fsync, and
-// when nobody else is runnable it costs one Gosched.
-func gather(n func() int) {
-	start := time.Now()
-	for seen := 0; n() > seen && time.Since(start) < maxGather; {
-		seen = n()
-		runtime.Gosched()
-	}
-}
-
 // groupWrite is one group on its way to disk, in steps, so that a shared
 // Committer can write the groups of several queues and then sync them all
 // before telling any appender.
@@ -69,6 +56,12 @@ func (w *groupWrite) put() {
 	if w.err == nil {
 		w.created, w.err = w.d.writeFrames(w.g.first, w.g.buf)
 	}
+}
+
+// syncEnd syncs the group and then ends it.
+func (w *groupWrite) syncEnd() {
+	w.sync()
+	w.end()
 }
 
 // sync makes the group durable under FsyncBatch.
