@@ -1,15 +1,16 @@
 package buffer
 
 import (
+	"cmp"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Committer writes the pending groups of several disk queues in rounds: all
-// of them to their WALs, then their fsyncs, concurrently, each queue telling
-// its appenders once its own fsync is done. The
+// of them to their WALs, then every fsync, then every appender is told. The
 // queues of one sink (its partitions) fill at the same moment, so one round
 // serves them all and the filesystem's journal commits their fsyncs
 // together, where each queue on its own would sync at its own time and a
@@ -54,6 +55,7 @@ func (c *Committer) run() {
 	defer close(c.done)
 	var queues []*Disk
 	var writes []groupWrite
+	var told []toldTicket
 	for {
 		select {
 		case <-c.stop:
@@ -88,17 +90,16 @@ func (c *Committer) run() {
 				writes[i].put()
 			}
 			// Concurrent fsyncs join one journal commit; one after another,
-			// each would wait for its own. Each queue tells its appenders as
-			// soon as its own fsync is done: a ticket whose records went to
-			// several queues reports after the last of them anyway.
+			// each would wait for its own.
 			var syncs sync.WaitGroup
 			for i := 1; i < len(writes); i++ {
-				syncs.Go(writes[i].syncEnd)
+				syncs.Go(writes[i].sync)
 			}
 			if len(writes) > 0 {
-				writes[0].syncEnd()
+				writes[0].sync()
 			}
 			syncs.Wait()
+			told = c.tell(writes, told)
 			clear(writes)
 			clear(queues)
 		}
@@ -120,4 +121,45 @@ func (c *Committer) gather() {
 		seen = n
 		runtime.Gosched()
 	}
+}
+
+// toldTicket is a ticket of a round's append with the outcome to tell it.
+type toldTicket struct {
+	order uint64
+	t     *Ticket
+	err   error
+}
+
+// tell ends a round's groups and tells their tickets newest append first,
+// across the queues. A broker connection writes its PUBACKs in publish order
+// once the oldest pending one is done: told oldest first, it would wake on
+// its first record of the round and write while the rest were still being
+// told (its publishes spread over the partitions), several writes where one
+// does. It returns told emptied, for reuse.
+func (c *Committer) tell(writes []groupWrite, told []toldTicket) []toldTicket {
+	for i := range writes {
+		w := &writes[i]
+		err := w.settle()
+		for _, g := range []*group{w.g, w.failed} {
+			if g == nil {
+				continue
+			}
+			for k, t := range g.buf.tickets {
+				told = append(told, toldTicket{order: g.buf.orders[k], t: t, err: err})
+			}
+		}
+	}
+	slices.SortFunc(told, func(a, b toldTicket) int { return cmp.Compare(b.order, a.order) })
+	for i := range told {
+		told[i].t.finish(told[i].err)
+	}
+	for i := range writes {
+		w := &writes[i]
+		w.d.recycle(w.g.buf)
+		if w.failed != nil {
+			w.d.recycle(w.failed.buf)
+		}
+	}
+	clear(told)
+	return told[:0]
 }

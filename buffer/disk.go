@@ -306,7 +306,7 @@ func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 		d.pushLocked(r)
 	}
 	g.n += len(recs)
-	d.opts.Committer.appended.Add(uint64(len(recs)))
+	order := d.opts.Committer.appended.Add(uint64(len(recs)))
 	g.last = d.nextSeq - 1
 	d.queued = g.last
 	d.bytes += size
@@ -316,6 +316,7 @@ func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 	if t != nil {
 		t.hold()
 		g.buf.tickets = append(g.buf.tickets, t)
+		g.buf.orders = append(g.buf.orders, order)
 	}
 	d.mu.Unlock()
 	if t != nil || noWait {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,6 +242,55 @@ func TestSharedCommitter(t *testing.T) {
 		}
 		if len(accepted[i]) == 0 {
 			t.Fatalf("queue %d accepted nothing", i)
+		}
+	}
+}
+
+// TestRoundTellsNewestFirst: a committer round tells its tickets newest
+// append first across its queues, so that a broker connection, which writes
+// its PUBACKs once the oldest pending one is done, is woken once per round
+// with all of them done rather than once per partition.
+func TestRoundTellsNewestFirst(t *testing.T) {
+	// Not running: the test plays the round itself.
+	c := &Committer{kick: make(chan struct{}, 1)}
+	qs := []Queue{
+		open(t, ModeDisk, t.TempDir(), Options{Committer: c}),
+		open(t, ModeDisk, t.TempDir(), Options{Committer: c}),
+	}
+	var mu sync.Mutex
+	var told []int
+	for i, qi := range []int{0, 1, 0, 1, 1, 0} {
+		tk := NewTicket(func(bool) {
+			mu.Lock()
+			told = append(told, i)
+			mu.Unlock()
+		})
+		r := rec(i)
+		if _, err := qs[qi].AppendSeq(tk.Context(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if tk.Release() {
+			t.Fatal("a ticket reported before its round")
+		}
+	}
+	var writes []groupWrite
+	for _, q := range qs {
+		d := q.(*Disk)
+		d.mu.Lock()
+		writes = append(writes, d.beginLocked())
+		d.mu.Unlock()
+	}
+	for i := range writes {
+		writes[i].put()
+		writes[i].sync()
+	}
+	c.tell(writes, nil)
+	if want := []int{5, 4, 3, 2, 1, 0}; !slices.Equal(told, want) {
+		t.Fatalf("tickets told in order %v, want %v", told, want)
+	}
+	for _, q := range qs {
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
