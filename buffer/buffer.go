@@ -133,9 +133,11 @@ type Queue interface {
 	// Append adds records at the tail. When it returns nil they are kept as
 	// the mode promises (for disk: written and synced per the fsync policy).
 	Append(ctx context.Context, recs ...Record) error
-	// AppendSeq is Append that also returns the Seq of the last record;
-	// with no records, the Seq of the last record in the queue.
-	AppendSeq(ctx context.Context, recs ...Record) (uint64, error)
+	// AppendSeq appends one record, which it copies, and returns its Seq;
+	// a nil rec appends nothing and returns the Seq of the queue's last
+	// record. Taking a pointer spares the per-call slice a variadic Append
+	// costs through the interface (it escapes, so every publish allocated one).
+	AppendSeq(ctx context.Context, rec *Record) (uint64, error)
 	// Read appends entries from the cursor to dst, at most maxBytes of them
 	// but at least one, and advances the cursor.
 	Read(dst []Entry, maxBytes int) ([]Entry, error)

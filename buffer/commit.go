@@ -1,6 +1,13 @@
 package buffer
 
-import "sync"
+import (
+	"cmp"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Committer writes the pending groups of several disk queues in rounds: all
 // of them to their WALs, then every fsync, then every appender is told. The
@@ -12,6 +19,8 @@ import "sync"
 type Committer struct {
 	mu    sync.Mutex
 	dirty []*Disk
+	// appended counts the records ever added to the queues' pending groups.
+	appended atomic.Uint64
 
 	kick chan struct{}
 	stop chan struct{}
@@ -46,15 +55,7 @@ func (c *Committer) run() {
 	defer close(c.done)
 	var queues []*Disk
 	var writes []groupWrite
-	pending := func() int {
-		n := 0
-		for _, d := range queues {
-			d.mu.Lock()
-			n += d.pending.n
-			d.mu.Unlock()
-		}
-		return n
-	}
+	var told []toldTicket
 	for {
 		select {
 		case <-c.stop:
@@ -63,14 +64,19 @@ func (c *Committer) run() {
 		}
 		for {
 			c.mu.Lock()
+			idle := len(c.dirty) == 0
+			c.mu.Unlock()
+			if idle {
+				break
+			}
+			// Queues that get their first record while the round gathers
+			// join it.
+			c.gather()
+			c.mu.Lock()
 			queues = append(queues[:0], c.dirty...)
 			clear(c.dirty)
 			c.dirty = c.dirty[:0]
 			c.mu.Unlock()
-			if len(queues) == 0 {
-				break
-			}
-			gather(pending)
 			writes = writes[:0]
 			for _, d := range queues {
 				d.mu.Lock()
@@ -93,11 +99,67 @@ func (c *Committer) run() {
 				writes[0].sync()
 			}
 			syncs.Wait()
-			for i := range writes {
-				writes[i].end()
-				writes[i] = groupWrite{}
-			}
+			told = c.tell(writes, told)
+			clear(writes)
 			clear(queues)
 		}
 	}
+}
+
+// gather lets appenders woken by the previous round join this one, for as
+// long as they keep coming but not longer than maxGather: under load it
+// multiplies the records per fsync, and when nobody else is runnable it
+// costs one Gosched. It watches a counter rather than the queues, whose
+// locks the appenders need.
+func (c *Committer) gather() {
+	start := time.Now()
+	for seen := uint64(0); ; {
+		n := c.appended.Load()
+		if n == seen || time.Since(start) >= maxGather {
+			return
+		}
+		seen = n
+		runtime.Gosched()
+	}
+}
+
+// toldTicket is a ticket of a round's append with the outcome to tell it.
+type toldTicket struct {
+	order uint64
+	t     *Ticket
+	err   error
+}
+
+// tell ends a round's groups and tells their tickets newest append first,
+// across the queues. A broker connection writes its PUBACKs in publish order
+// once the oldest pending one is done: told oldest first, it would wake on
+// its first record of the round and write while the rest were still being
+// told (its publishes spread over the partitions), several writes where one
+// does. It returns told emptied, for reuse.
+func (c *Committer) tell(writes []groupWrite, told []toldTicket) []toldTicket {
+	for i := range writes {
+		w := &writes[i]
+		err := w.settle()
+		for _, g := range []*group{w.g, w.failed} {
+			if g == nil {
+				continue
+			}
+			for k, t := range g.buf.tickets {
+				told = append(told, toldTicket{order: g.buf.orders[k], t: t, err: err})
+			}
+		}
+	}
+	slices.SortFunc(told, func(a, b toldTicket) int { return cmp.Compare(b.order, a.order) })
+	for i := range told {
+		told[i].t.finish(told[i].err)
+	}
+	for i := range writes {
+		w := &writes[i]
+		w.d.recycle(w.g.buf)
+		if w.failed != nil {
+			w.d.recycle(w.failed.buf)
+		}
+	}
+	clear(told)
+	return told[:0]
 }

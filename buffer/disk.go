@@ -264,12 +264,19 @@ func (d *Disk) pushScanned(seq uint64, data []byte) {
 
 // Append implements Queue.
 func (d *Disk) Append(ctx context.Context, recs ...Record) error {
-	_, err := d.AppendSeq(ctx, recs...)
+	_, err := d.append(ctx, recs)
 	return err
 }
 
 // AppendSeq implements Queue.
-func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
+func (d *Disk) AppendSeq(ctx context.Context, rec *Record) (uint64, error) {
+	if rec == nil {
+		return d.append(ctx, nil)
+	}
+	return d.append(ctx, unsafe.Slice(rec, 1))
+}
+
+func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 	size := int64(0)
 	tooLarge := false
 	for i := range recs {
@@ -308,6 +315,7 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 		d.pushLocked(r)
 	}
 	g.n += len(recs)
+	order := d.opts.Committer.appended.Add(uint64(len(recs)))
 	g.last = d.nextSeq - 1
 	d.queued = g.last
 	d.bytes += size
@@ -317,6 +325,7 @@ func (d *Disk) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
 	if t != nil {
 		t.hold()
 		g.buf.tickets = append(g.buf.tickets, t)
+		g.buf.orders = append(g.buf.orders, order)
 	}
 	d.mu.Unlock()
 	if t != nil || noWait {

@@ -3,7 +3,6 @@ package buffer
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 )
 
@@ -23,6 +22,7 @@ type wbuf struct {
 	frames  []byte
 	lens    []int32   // each frame's length, header included
 	tickets []*Ticket // appends waiting under a ticket, one entry per append
+	orders  []uint64  // each ticket's append in the Committer's count
 }
 
 // keepBufBytes bounds the write buffer a queue keeps between groups; a
@@ -33,18 +33,6 @@ const keepBufBytes = 64 << 10
 // maxGather bounds how long a committer waits for appenders to join a group.
 const maxGather = 200 * time.Microsecond
 
-// gather lets appenders woken by the previous group's fsync join the pending
-// groups (n counts their records), for as long as they keep coming but not
-// longer than maxGather: under load it multiplies the records per fsync, and
-// when nobody else is runnable it costs one Gosched.
-func gather(n func() int) {
-	start := time.Now()
-	for seen := 0; n() > seen && time.Since(start) < maxGather; {
-		seen = n()
-		runtime.Gosched()
-	}
-}
-
 // groupWrite is one group on its way to disk, in steps, so that a shared
 // Committer can write the groups of several queues and then sync them all
 // before telling any appender.
@@ -53,6 +41,7 @@ type groupWrite struct {
 	g       *group
 	created bool
 	err     error
+	failed  *group // the pending group a failed write took down with it
 }
 
 // beginLocked takes the pending group for writing; called with d.mu held, no
@@ -80,11 +69,22 @@ func (w *groupWrite) sync() {
 
 // end wakes the group's appenders, tells its tickets and frees its buffer.
 func (w *groupWrite) end() error {
+	err := w.settle()
+	w.d.release(w.g.buf, err)
+	if w.failed != nil {
+		w.d.release(w.failed.buf, err)
+	}
+	return err
+}
+
+// settle ends the group and wakes the appenders waiting in the call; its
+// tickets are left to be told (release). It returns the group's outcome,
+// which w.err then holds.
+func (w *groupWrite) settle() error {
 	d, g, err := w.d, w.g, w.err
 	d.mu.Lock()
-	var failed *group
 	if err != nil {
-		failed = d.failLocked(err, g)
+		w.failed = d.failLocked(err, g)
 		err = d.err
 	} else {
 		d.written = g.last
@@ -96,24 +96,27 @@ func (w *groupWrite) end() error {
 	d.finishLocked(g, err)
 	d.mu.Unlock()
 	d.signal()
-	d.release(g.buf, err)
-	if failed != nil {
-		d.release(failed.buf, err)
-	}
+	w.err = err
 	return err
 }
 
 // release tells a finished group's tickets and keeps its buffer for reuse.
 func (d *Disk) release(buf *wbuf, err error) {
-	for i, t := range buf.tickets {
+	for _, t := range buf.tickets {
 		t.finish(err)
-		buf.tickets[i] = nil
 	}
+	d.recycle(buf)
+}
+
+// recycle keeps a finished group's buffer, whose tickets were told, for reuse.
+func (d *Disk) recycle(buf *wbuf) {
+	clear(buf.tickets)
 	buf.tickets = buf.tickets[:0]
+	buf.orders = buf.orders[:0]
 	buf.lens = buf.lens[:0]
 	buf.frames = buf.frames[:0]
 	if cap(buf.frames) > keepBufBytes {
-		buf.frames, buf.lens = nil, nil
+		buf.frames, buf.lens, buf.tickets, buf.orders = nil, nil, nil, nil
 	}
 	d.mu.Lock()
 	d.free = append(d.free, buf)

@@ -3,6 +3,7 @@ package buffer
 import (
 	"context"
 	"sync"
+	"unsafe"
 )
 
 // slot is a queue position; evicted entries stay as tombstones until the
@@ -38,12 +39,19 @@ func NewMemory(opts Options) *Memory {
 
 // Append implements Queue.
 func (m *Memory) Append(ctx context.Context, recs ...Record) error {
-	_, err := m.AppendSeq(ctx, recs...)
+	_, err := m.append(ctx, recs)
 	return err
 }
 
 // AppendSeq implements Queue.
-func (m *Memory) AppendSeq(ctx context.Context, recs ...Record) (uint64, error) {
+func (m *Memory) AppendSeq(ctx context.Context, rec *Record) (uint64, error) {
+	if rec == nil {
+		return m.append(ctx, nil)
+	}
+	return m.append(ctx, unsafe.Slice(rec, 1))
+}
+
+func (m *Memory) append(ctx context.Context, recs []Record) (uint64, error) {
 	size := int64(0)
 	for i := range recs {
 		size += int64(recs[i].Size())

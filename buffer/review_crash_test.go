@@ -68,7 +68,8 @@ func TestReviewTornTailEveryByte(t *testing.T) {
 				if len(es) > 0 {
 					last = es[len(es)-1].Seq
 				}
-				seq, err := q.(*Disk).AppendSeq(context.Background(), rec(1000))
+				r := rec(1000)
+				seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
 				if err != nil || seq <= last {
 					t.Fatalf("cut %d: append after reopen: seq %d (last %d), %v", cut, seq, last, err)
 				}

@@ -50,7 +50,7 @@ func TestReviewConcurrentQueues(t *testing.T) {
 					if i%7 == 0 {
 						r.Value = append(r.Value, make([]byte, 3000)...)
 					}
-					seq, err := q.(*Disk).AppendSeq(context.Background(), r)
+					seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
 					if errors.Is(err, ErrClosed) {
 						return
 					}

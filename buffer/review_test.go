@@ -202,7 +202,8 @@ func TestReviewSeqNotReusedAfterEmptyTail(t *testing.T) {
 	writeAckFile(t, dir, 5)
 	q = open(t, ModeDisk, dir, opts)
 	defer q.Close()
-	seq, err := q.(*Disk).AppendSeq(context.Background(), rec(100))
+	r := rec(100)
+	seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
 	if err != nil {
 		t.Fatal(err)
 	}

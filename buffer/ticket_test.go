@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,7 +48,8 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 					reported++
 					durable[v] = !failed
 				})
-				seq, err := q.AppendSeq(tk.Context(), rec(v))
+				r := rec(v)
+				seq, err := q.AppendSeq(tk.Context(), &r)
 				if err != nil {
 					t.Errorf("append %d: %v", v, err)
 				}
@@ -98,7 +100,8 @@ func TestTicketReportsFailure(t *testing.T) {
 
 	result := make(chan bool, 1)
 	tk := NewTicket(func(failed bool) { result <- failed })
-	if _, err := q.AppendSeq(tk.Context(), rec(1)); err != nil {
+	r := rec(1)
+	if _, err := q.AppendSeq(tk.Context(), &r); err != nil {
 		t.Fatalf("append: %v", err)
 	}
 	// The write may fail before the release: then the ticket says so itself.
@@ -196,7 +199,8 @@ func TestSharedCommitter(t *testing.T) {
 					}
 					tickets.Done()
 				})
-				_, err := qs[qi].AppendSeq(tk.Context(), rec(v))
+				r := rec(v)
+				_, err := qs[qi].AppendSeq(tk.Context(), &r)
 				if err != nil && !errors.Is(err, ErrClosed) {
 					t.Errorf("append: %v", err)
 				}
@@ -238,6 +242,55 @@ func TestSharedCommitter(t *testing.T) {
 		}
 		if len(accepted[i]) == 0 {
 			t.Fatalf("queue %d accepted nothing", i)
+		}
+	}
+}
+
+// TestRoundTellsNewestFirst: a committer round tells its tickets newest
+// append first across its queues, so that a broker connection, which writes
+// its PUBACKs once the oldest pending one is done, is woken once per round
+// with all of them done rather than once per partition.
+func TestRoundTellsNewestFirst(t *testing.T) {
+	// Not running: the test plays the round itself.
+	c := &Committer{kick: make(chan struct{}, 1)}
+	qs := []Queue{
+		open(t, ModeDisk, t.TempDir(), Options{Committer: c}),
+		open(t, ModeDisk, t.TempDir(), Options{Committer: c}),
+	}
+	var mu sync.Mutex
+	var told []int
+	for i, qi := range []int{0, 1, 0, 1, 1, 0} {
+		tk := NewTicket(func(bool) {
+			mu.Lock()
+			told = append(told, i)
+			mu.Unlock()
+		})
+		r := rec(i)
+		if _, err := qs[qi].AppendSeq(tk.Context(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if tk.Release() {
+			t.Fatal("a ticket reported before its round")
+		}
+	}
+	var writes []groupWrite
+	for _, q := range qs {
+		d := q.(*Disk)
+		d.mu.Lock()
+		writes = append(writes, d.beginLocked())
+		d.mu.Unlock()
+	}
+	for i := range writes {
+		writes[i].put()
+		writes[i].sync()
+	}
+	c.tell(writes, nil)
+	if want := []int{5, 4, 3, 2, 1, 0}; !slices.Equal(told, want) {
+		t.Fatalf("tickets told in order %v, want %v", told, want)
+	}
+	for _, q := range qs {
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

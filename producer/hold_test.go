@@ -178,7 +178,7 @@ func TestHoldingEndsUnderSteadyPublishing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				if _, _, err := tp.enqueue(ctx, buffer.Record{Value: fmt.Appendf(nil, "w%d-%d", w, sent[w])}); err != nil {
+				if _, _, err := tp.enqueue(ctx, &buffer.Record{Value: fmt.Appendf(nil, "w%d-%d", w, sent[w])}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -285,15 +285,18 @@ type staged struct {
 
 // Append implements rule.Staged.
 func (st *staged) Append(ctx context.Context) error {
-	s, t, rec := st.s, st.t, st.rec
-	st.Discard()
+	s, t := st.s, st.t
 	s.Counters.Matched.Add(1)
+	// The queue copies the record from st, which is pooled: a copy on the
+	// stack would escape through the queue's interface, one allocation per
+	// publish.
 	var err error
 	if s.cfg.QueryMode == "sync" {
-		err = t.enqueueSync(ctx, rec, s.cfg.SyncQueryTimeout)
+		err = t.enqueueSync(ctx, &st.rec, s.cfg.SyncQueryTimeout)
 	} else {
-		_, _, err = t.enqueue(ctx, rec)
+		_, _, err = t.enqueue(ctx, &st.rec)
 	}
+	st.Discard()
 	if err != nil {
 		s.Counters.Failed.Add(1)
 	}

@@ -152,16 +152,16 @@ func (t *topic) partitions() []*partition {
 
 // enqueue appends rec to its partition's queue (or the holding queue) and
 // returns that partition and the record's Seq; a nil partition means the
-// record went to the holding queue or was dropped.
-func (t *topic) enqueue(ctx context.Context, rec buffer.Record) (*partition, uint64, error) {
+// record went to the holding queue or was dropped. rec is copied, not kept.
+func (t *topic) enqueue(ctx context.Context, rec *buffer.Record) (*partition, uint64, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.holding {
 		// Holding ends with one last drain under t.mu: a record must be
 		// readable by then, not merely queued for the WAL.
-		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), rec)
+		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), *rec)
 	}
-	p := t.pick(&rec, rand.Uint64())
+	p := t.pick(rec, rand.Uint64())
 	if p == nil {
 		return nil, 0, nil
 	}
@@ -195,7 +195,7 @@ func (t *topic) pick(rec *buffer.Record, spread uint64) *partition {
 // enqueueSync is enqueue that also waits for Kafka's acknowledgement. While
 // the topic's partitions are not known yet it waits for them first, because
 // a record in the holding queue has no Seq to wait for.
-func (t *topic) enqueueSync(ctx context.Context, rec buffer.Record, timeout time.Duration) error {
+func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -459,7 +459,7 @@ func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
 		// Only moves append to a partition while its topic holds, so what
 		// follows the queue's last record now is this move's: the partition
 		// holds it back until the move is marked.
-		last, err := p.q.AppendSeq(context.Background())
+		last, err := p.q.AppendSeq(context.Background(), nil)
 		if err != nil {
 			w.err = err
 			w.done <- true

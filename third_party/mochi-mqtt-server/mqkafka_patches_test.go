@@ -126,3 +126,36 @@ func TestMqkafkaReadRemainingGrowsWithData(t *testing.T) {
 		}
 	}
 }
+
+// TestMqkafkaSubscribersAllocatesOnlyForMatches: every publish asks the
+// index for its subscribers; when nothing matches (a bridge-only broker) that
+// must cost no maps, and a shared subscription still gets a SharedSelected
+// map for OnSelectSubscribers to fill.
+func TestMqkafkaSubscribersAllocatesOnlyForMatches(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl1", packets.Subscription{Filter: "other/topic"})
+	// Kept outside the closure, the result escapes as it does in
+	// publishToSubscribers (hooks get it).
+	var subs *Subscribers
+	allocs := testing.AllocsPerRun(100, func() {
+		subs = index.Subscribers("bench/device/1")
+	})
+	if len(subs.Subscriptions)+len(subs.Shared)+len(subs.InlineSubscriptions) != 0 {
+		t.Fatal("matched a subscription on another topic")
+	}
+	if allocs > 1 {
+		t.Fatalf("Subscribers without a match made %v allocations, want at most 1 (the struct)", allocs)
+	}
+
+	index.Subscribe("cl2", packets.Subscription{Filter: SharePrefix + "/grp/bench/#"})
+	index.Subscribe("cl3", packets.Subscription{Filter: "bench/+/1"})
+	subs = index.Subscribers("bench/device/1")
+	if len(subs.Shared) != 1 || subs.SharedSelected == nil {
+		t.Fatalf("shared subscribers %v, selected map %v", subs.Shared, subs.SharedSelected)
+	}
+	subs.SelectShared()
+	subs.MergeSharedSelected()
+	if _, ok := subs.Subscriptions["cl2"]; !ok || len(subs.Subscriptions) != 2 {
+		t.Fatalf("merged subscriptions %v, want cl2 and cl3", subs.Subscriptions)
+	}
+}
