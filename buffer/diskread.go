@@ -53,10 +53,10 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && (taken+sz > maxBytes) {
+		if taken > 0 && (taken+sz+d.opts.ReadRecordCost > maxBytes) {
 			break
 		}
-		taken += sz
+		taken += sz + d.opts.ReadRecordCost
 		plan = append(plan, d.cursor)
 		d.inflight++
 		d.inflightBytes += int64(sz)
@@ -128,10 +128,10 @@ func (d *Disk) readCacheLocked(dst []Entry, maxBytes int, limit uint64) []Entry 
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && taken+sz > maxBytes {
+		if taken > 0 && taken+sz+d.opts.ReadRecordCost > maxBytes {
 			break
 		}
-		taken += sz
+		taken += sz + d.opts.ReadRecordCost
 		dst = append(dst, Entry{Seq: d.cursor, Record: *d.cache.at(int(d.cursor - d.cacheFirst))})
 		d.inflight++
 		d.inflightBytes += int64(sz)
