@@ -53,10 +53,10 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && (taken+sz+d.opts.ReadRecordCost > maxBytes) {
+		if taken > 0 && (taken+sz+d.opts.ReadCost > maxBytes) {
 			break
 		}
-		taken += sz + d.opts.ReadRecordCost
+		taken += sz + d.opts.ReadCost
 		plan = append(plan, d.cursor)
 		d.inflight++
 		d.inflightBytes += int64(sz)
@@ -128,10 +128,10 @@ func (d *Disk) readCacheLocked(dst []Entry, maxBytes int, limit uint64) []Entry 
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && taken+sz+d.opts.ReadRecordCost > maxBytes {
+		if taken > 0 && taken+sz+d.opts.ReadCost > maxBytes {
 			break
 		}
-		taken += sz + d.opts.ReadRecordCost
+		taken += sz + d.opts.ReadCost
 		dst = append(dst, Entry{Seq: d.cursor, Record: *d.cache.at(int(d.cursor - d.cacheFirst))})
 		d.inflight++
 		d.inflightBytes += int64(sz)

@@ -372,13 +372,13 @@ func TestOverflowBlock(t *testing.T) {
 
 func sizeOf(r Record) int { return r.Size() }
 
-// TestReadRecordCost: Read measures a batch with ReadRecordCost added to
+// TestReadCost: Read measures a batch with ReadCost added to
 // each record, in every mode, and still returns one record that alone is
 // over maxBytes.
-func TestReadRecordCost(t *testing.T) {
+func TestReadCost(t *testing.T) {
 	for _, mode := range allModes {
 		t.Run(string(mode), func(t *testing.T) {
-			q := open(t, mode, t.TempDir(), Options{ReadRecordCost: 100})
+			q := open(t, mode, t.TempDir(), Options{ReadCost: 100})
 			defer q.Close()
 			appendN(t, q, 0, 10)
 			sz := sizeOf(rec(0))

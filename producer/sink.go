@@ -151,6 +151,12 @@ func (s *Sink) queueDir(topic string) string {
 }
 
 func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
+	// A partition's batches are read in the in-flight budget's measure;
+	// the holding queue's go to other queues, not to librdkafka.
+	cost := inflightRecordCost
+	if part == holdQueue {
+		cost = 0
+	}
 	q, err := buffer.Open(buffer.Options{
 		Mode:          buffer.Mode(s.cfg.Buffer.Mode),
 		Dir:           filepath.Join(s.queueDir(topic), part),
@@ -166,8 +172,7 @@ func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
 		Overloaded:    s.overloaded,
 		Committer:     s.committer,
 		ReadCache:     s.readCache,
-		// Batches are read in the in-flight budget's measure.
-		ReadRecordCost: inflightRecordCost,
+		ReadCost:      cost,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: topic %s partition %s: %w", s.cfg.Name, topic, part, err)

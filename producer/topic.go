@@ -32,8 +32,11 @@ type topic struct {
 	unknown atomic.Bool
 }
 
+// holdQueue names a topic's holding queue among its partition queues.
+const holdQueue = "_hold"
+
 func (s *Sink) newTopic(name string) (*topic, error) {
-	hold, err := s.openQueue(name, "_hold")
+	hold, err := s.openQueue(name, holdQueue)
 	if err != nil {
 		return nil, err
 	}
