@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
@@ -97,5 +98,22 @@ func TestInflightBudgetFirstComeFirstServed(t *testing.T) {
 	b.release(10)
 	if now, peak := b.stats(); now != 0 || peak != 90 {
 		t.Fatalf("used %d, peak %d; want 0 and 90", now, peak)
+	}
+}
+
+// TestRecordOverInflightBytesIsRefused: a record that could never fit in
+// max_inflight_bytes is refused as too_large before it is buffered.
+func TestRecordOverInflightBytesIsRefused(t *testing.T) {
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "small"))
+	s := newTestSinkWith(t, addr, "small", nil, func(sc *conf.Sink) { sc.MaxInflightBytes = conf.MinInflightBytes })
+	s.render.value = rule.MustTemplate("${payload}")
+	err := s.Enqueue(context.Background(), &rule.Event{Payload: make([]byte, conf.MinInflightBytes)})
+	if !errors.Is(err, buffer.ErrTooLarge) {
+		t.Fatalf("enqueue of a record over max_inflight_bytes: %v, want ErrTooLarge", err)
+	}
+	enqueue(t, s, 0, 3)
+	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return s.Counters.Success.Load() == 3 })
+	if d := s.Counters.Dropped(); d[buffer.ReasonTooLarge] != 1 {
+		t.Fatalf("dropped %v, want one too_large", d)
 	}
 }
