@@ -25,6 +25,7 @@ var (
 	dSinkQueuing      = desc("sink_queuing", "Records buffered, in flight included.", "sink", "topic", "partition")
 	dSinkQueuingBytes = desc("sink_queuing_bytes", "Bytes buffered.", "sink", "topic", "partition")
 	dSinkInflight     = desc("sink_inflight", "Records handed to librdkafka, not yet acknowledged.", "sink", "topic", "partition")
+	dSinkInflightB    = desc("sink_inflight_bytes", "Bytes handed to librdkafka and not yet acknowledged, as max_inflight_bytes counts them.", "sink")
 	dSrcReceived      = desc("source_received_total", "Kafka messages received.", "source")
 	dSrcSuccess       = desc("source_success_total", "Messages handed to the broker.", "source")
 	dSrcFailed        = desc("source_failed_total", "Messages that failed.", "source")
@@ -52,7 +53,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dSinkMatched, dSinkSuccess, dSinkFailed, dSinkRetried, dSinkDropped,
-		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
+		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSinkInflightB, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
 		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
 		dConnPending, dAcceptErrors} {
@@ -74,6 +75,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dSinkSuccess, k.Counters.Success, k.Name)
 		counter(dSinkFailed, k.Counters.Failed, k.Name)
 		counter(dSinkRetried, k.Counters.Retried, k.Name)
+		gauge(dSinkInflightB, k.Counters.InflightBytes, k.Name)
 		for reason, n := range k.Counters.Dropped {
 			counter(dSinkDropped, n, k.Name, reason)
 		}

@@ -83,6 +83,8 @@ type SinkCounters struct {
 	Dropped  map[string]int64 `json:"dropped"`
 	Queuing  int64            `json:"queuing"`
 	Inflight int64            `json:"inflight"`
+	// InflightBytes is what max_inflight_bytes bounds.
+	InflightBytes int64 `json:"inflight_bytes"`
 }
 
 // PartitionStatus is one partition queue's gauges; Partition -1 is the

@@ -183,6 +183,10 @@ type Options struct {
 	// together with those of the other queues sharing it; nil gives the
 	// queue one of its own. Hybrid queues write when they spill.
 	Committer *Committer
+	// ReadCost is added to each record's Size where Read measures a
+	// batch against maxBytes: what a reader spends per record besides its
+	// bytes.
+	ReadCost int
 	// Overloaded, for memory queues, reports that system memory is short:
 	// each append then sheds at least as many bytes of the oldest unread
 	// records, counted as ReasonOverload (memory_overload_protection).

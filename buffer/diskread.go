@@ -53,10 +53,10 @@ func (d *Disk) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && (taken+sz > maxBytes) {
+		if taken > 0 && (taken+sz+d.opts.ReadCost > maxBytes) {
 			break
 		}
-		taken += sz
+		taken += sz + d.opts.ReadCost
 		plan = append(plan, d.cursor)
 		d.inflight++
 		d.inflightBytes += int64(sz)
@@ -132,10 +132,10 @@ func (d *Disk) readCacheLocked(dst []Entry, maxBytes int, limit uint64) []Entry 
 			continue
 		}
 		sz := int(s)
-		if taken > 0 && taken+sz > maxBytes {
+		if taken > 0 && taken+sz+d.opts.ReadCost > maxBytes {
 			break
 		}
-		taken += sz
+		taken += sz + d.opts.ReadCost
 		dst = append(dst, Entry{Seq: d.cursor, Record: *d.cache.at(int(d.cursor - d.cacheFirst))})
 		d.inflight++
 		d.inflightBytes += int64(sz)

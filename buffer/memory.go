@@ -146,7 +146,7 @@ func (m *Memory) Read(dst []Entry, maxBytes int) ([]Entry, error) {
 	for m.cursor < len(m.slots) {
 		s := &m.slots[m.cursor]
 		if !s.evicted {
-			sz := s.Size()
+			sz := s.Size() + m.opts.ReadCost
 			if taken > 0 && taken+sz > maxBytes {
 				break
 			}

@@ -371,3 +371,28 @@ func TestOverflowBlock(t *testing.T) {
 }
 
 func sizeOf(r Record) int { return r.Size() }
+
+// TestReadCost: Read measures a batch with ReadCost added to
+// each record, in every mode, and still returns one record that alone is
+// over maxBytes.
+func TestReadCost(t *testing.T) {
+	for _, mode := range allModes {
+		t.Run(string(mode), func(t *testing.T) {
+			q := open(t, mode, t.TempDir(), Options{ReadCost: 100})
+			defer q.Close()
+			appendN(t, q, 0, 10)
+			sz := sizeOf(rec(0))
+			got, err := q.Read(nil, 3*(sz+100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRange(t, got, 0, 3)
+			if got, _ = q.Read(nil, sz+99); len(got) != 1 {
+				t.Fatalf("read under one record's cost returned %d entries, want 1", len(got))
+			}
+			if s := q.Stats(); s.Inflight != 4 || s.Bytes != int64(10*sz) {
+				t.Fatalf("stats %+v: the cost is not the record's size", s)
+			}
+		})
+	}
+}

@@ -279,3 +279,18 @@ func TestMessageMaxBytes(t *testing.T) {
 			fmt.Sprintf("connectors[0].properties: message.max.bytes %q: must be a whole number", v))
 	}
 }
+
+// TestSinkMaxInflightBytes: the default, a value, and one below the least
+// (refused at its line).
+func TestSinkMaxInflightBytes(t *testing.T) {
+	sink := "[[sinks]]\nname = \"s\"\nconnector = \"k\"\ntopic = \"t\"\n"
+	cfg, ps := parseConnector(t, sink)
+	if len(ps) > 0 || cfg.Sinks[0].MaxInflightBytes != 24*MB {
+		t.Fatalf("default: %v, problems %s", cfg.Sinks[0].MaxInflightBytes, fmtProblems(ps))
+	}
+	cfg, ps = parseConnector(t, sink+"max_inflight_bytes = \"100MB\"\n")
+	if len(ps) > 0 || cfg.Sinks[0].MaxInflightBytes != 100*MB {
+		t.Fatalf("100MB: problems %s", fmtProblems(ps))
+	}
+	wantProblem(t, sink+"max_inflight_bytes = \"1KB\"\n", 8, "sinks[0].max_inflight_bytes: must be at least 64KB")
+}

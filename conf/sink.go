@@ -40,12 +40,18 @@ type Sink struct {
 	MaxLingerTime                 time.Duration `toml:"max_linger_time"`
 	QueryMode                     string        `toml:"query_mode"`
 	SyncQueryTimeout              time.Duration `toml:"sync_query_timeout"`
+	// MaxInflightBytes bounds the bytes of records the sink's partitions
+	// together have handed to librdkafka and Kafka has not acknowledged.
+	MaxInflightBytes ByteSize `toml:"max_inflight_bytes"`
 	// MaxBatchAge drops records older than this instead of sending them (0: no limit).
 	MaxBatchAge time.Duration `toml:"max_batch_age"`
 	// MaxRetries drops records sent this many times without success (0: no limit).
 	MaxRetries int        `toml:"max_retries"`
 	Buffer     SinkBuffer `toml:"buffer"`
 }
+
+// MinInflightBytes is the least max_inflight_bytes: room for a few batches.
+const MinInflightBytes = 64 * KB
 
 // ExtHeader is one entry of kafka_ext_headers.
 type ExtHeader struct {
@@ -82,6 +88,7 @@ func (s *Sink) SetDefaults() {
 	s.Compression = "no_compression"
 	s.MaxInflight = 10
 	s.MaxBatchBytes = 896 * KB
+	s.MaxInflightBytes = 24 * MB
 	s.MaxLingerTime = 5 * time.Millisecond
 	s.QueryMode = "async"
 	s.SyncQueryTimeout = 5 * time.Second
@@ -160,6 +167,9 @@ func (c *Config) validateSinks(bad func(path, format string, args ...any), enum 
 		}
 		if s.MaxBatchBytes < 1 {
 			bad(p+".max_batch_bytes", "must be positive")
+		}
+		if s.MaxInflightBytes < MinInflightBytes {
+			bad(p+".max_inflight_bytes", "must be at least 64KB")
 		}
 		if s.MaxLingerTime < 0 {
 			bad(p+".max_linger_time", "must not be negative")

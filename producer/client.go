@@ -48,6 +48,9 @@ type ClientConfig struct {
 	// MetadataTimeout bounds a metadata request (metadata_request_timeout;
 	// librdkafka's metadata.request.timeout.ms is deprecated and unused).
 	MetadataTimeout time.Duration
+	// MaxInflightBytes is the sink's max_inflight_bytes; librdkafka's own
+	// queue is bounded to it (0: 4 GB, for clients of no sink).
+	MaxInflightBytes int64
 	// Properties are passed to librdkafka as they are, overriding the rest.
 	Properties map[string]string
 }
@@ -61,19 +64,29 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 	if codec == "" || codec == "no_compression" {
 		codec = "none"
 	}
+	// The sink bounds what it hands over (max_inflight_bytes) and counts
+	// at least the bytes librdkafka counts, for longer, so these limits
+	// are a backstop that a sink never reaches.
+	kbytes := int64(4 << 20)
+	if c.MaxInflightBytes > 0 {
+		kbytes = (c.MaxInflightBytes + 1023) / 1024
+	}
 	cm := kafka.ConfigMap{
-		"bootstrap.servers":  c.BootstrapHosts,
-		"acks":               acks,
-		"enable.idempotence": acks == "all",
-		"compression.type":   codec,
-		"linger.ms":          int(c.Linger / time.Millisecond),
-		// The buffer bounds what is handed over; librdkafka's own queue
-		// limits would only turn into needless ErrQueueFull retries.
+		"bootstrap.servers":            c.BootstrapHosts,
+		"acks":                         acks,
+		"enable.idempotence":           acks == "all",
+		"compression.type":             codec,
+		"linger.ms":                    int(c.Linger / time.Millisecond),
 		"queue.buffering.max.messages": 10_000_000,
-		"queue.buffering.max.kbytes":   4 << 20,
-		"enable.metrics.push":          false,
-		"go.delivery.report.fields":    "none",
-		"go.logs.channel.enable":       true,
+		"queue.buffering.max.kbytes":   int(kbytes),
+		// Delivery reports wait here for serveEvents; the default (a
+		// million) is 16 MB of channel that a long drain cycles through.
+		"go.events.channel.size": eventsChannelSize,
+		// ProduceChannel is not used; its default is an 8 MB channel.
+		"go.produce.channel.size":   1,
+		"enable.metrics.push":       false,
+		"go.delivery.report.fields": "none",
+		"go.logs.channel.enable":    true,
 	}
 	for k, v := range c.connectorProperties() {
 		cm[k] = v
@@ -83,6 +96,9 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 	}
 	return cm
 }
+
+// eventsChannelSize is the length of a producer's delivery report channel.
+const eventsChannelSize = 16384
 
 // CheckProperties reports whether librdkafka accepts the connector's
 // properties, naming the one it rejects.

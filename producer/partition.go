@@ -51,6 +51,7 @@ type batch struct {
 	part     *partition
 	refs     []msgRef
 	lastSeq  uint64
+	bytes    int64 // taken from the sink's in-flight budget until complete
 	n        int32
 	done     atomic.Int32
 	retry    atomic.Bool
@@ -121,6 +122,8 @@ func (p *partition) signal() {
 // complete runs when every record of b has a delivery report. It acknowledges
 // the queue up to the longest fully delivered prefix of batches.
 func (p *partition) complete(b *batch) {
+	// librdkafka has let go of every record of b: its bytes are free.
+	p.sink.inflight.release(b.bytes)
 	p.mu.Lock()
 	b.complete = true
 	var ack uint64
@@ -218,7 +221,7 @@ const maxBackoff = 5 * time.Second
 func (p *partition) run(ctx context.Context) {
 	maxInflight := p.sink.cfg.MaxInflight
 	maxBytes := int(p.sink.cfg.MaxBatchBytes)
-	var ents []buffer.Entry
+	grant := p.sink.batchGrant()
 	for ctx.Err() == nil {
 		p.mu.Lock()
 		var resent int32
@@ -248,8 +251,17 @@ func (p *partition) run(ctx context.Context) {
 			p.wait(ctx, nil)
 			continue
 		}
-		var err error
-		ents, err = p.q.Read(ents[:0], maxBytes)
+		// The bytes are taken before the read, so that what waits for
+		// budget is a partition and not a batch read into memory.
+		if p.sink.inflight.acquire(ctx, grant) != nil {
+			return
+		}
+		ep := p.sink.batchEnts.Get().(*[]buffer.Entry)
+		ents, err := p.q.Read((*ep)[:0], int(min(int64(maxBytes), grant)))
+		if err != nil || len(ents) == 0 {
+			p.sink.inflight.release(grant)
+			p.putEnts(ep, ents)
+		}
 		if err != nil {
 			p.log.Error("reading buffer", "err", err)
 			if !sleep(ctx, time.Second) {
@@ -261,20 +273,50 @@ func (p *partition) run(ctx context.Context) {
 			p.wait(ctx, p.q.Ready())
 			continue
 		}
+		// Records moved out of holding wait until their move is marked,
+		// so that one crash cannot both resend and move them again.
 		for m := p.moved.Load(); m != 0 && ents[len(ents)-1].Seq >= m; m = p.moved.Load() {
 			if p.wait(ctx, nil); ctx.Err() != nil {
+				p.sink.inflight.release(grant)
+				p.putEnts(ep, ents)
 				return
 			}
 		}
-		b := &batch{part: p, n: int32(len(ents)), lastSeq: ents[len(ents)-1].Seq, refs: make([]msgRef, len(ents))}
+		size := int64(len(ents)) * inflightRecordCost
+		for i := range ents {
+			size += int64(ents[i].Size())
+		}
+		// Only a record buffered under an earlier, larger limit exceeds
+		// the grant; it is counted as the grant.
+		size = min(size, grant)
+		p.sink.inflight.release(grant - size)
 		p.mu.Lock()
+		if p.rewinding {
+			// A batch failed while this one waited for budget: sending
+			// it now would put it before the records sent again. The
+			// rewind reads it again.
+			p.mu.Unlock()
+			p.sink.inflight.release(size)
+			p.putEnts(ep, ents)
+			continue
+		}
+		b := &batch{part: p, n: int32(len(ents)), lastSeq: ents[len(ents)-1].Seq, bytes: size, refs: make([]msgRef, len(ents))}
 		p.inflight = append(p.inflight, b)
 		expireRetries := p.sink.cfg.MaxRetries > 0 && p.attempts >= p.sink.cfg.MaxRetries
 		retryHigh := p.retryHigh
 		p.sentHigh = max(p.sentHigh, b.lastSeq)
 		p.mu.Unlock()
 		p.send(ctx, b, ents, expireRetries, retryHigh)
+		p.putEnts(ep, ents)
 	}
+}
+
+// putEnts returns a batch's entry slice to the sink's pool, without the
+// records, whose bytes librdkafka has copied.
+func (p *partition) putEnts(ep *[]buffer.Entry, ents []buffer.Entry) {
+	clear(ents)
+	*ep = ents[:0]
+	p.sink.batchEnts.Put(ep)
 }
 
 func allComplete(bs []*batch) bool {

@@ -23,13 +23,23 @@ import (
 
 func newTestSink(t *testing.T, kafkaAddr, topic string, props map[string]string) *Sink {
 	t.Helper()
+	return newTestSinkWith(t, kafkaAddr, topic, props, nil)
+}
+
+// newTestSinkWith is newTestSink with the sink's config changed by edit.
+func newTestSinkWith(t *testing.T, kafkaAddr, topic string, props map[string]string, edit func(*conf.Sink)) *Sink {
+	t.Helper()
 	var sc conf.Sink
 	sc.SetDefaults()
 	sc.Name, sc.Connector, sc.Topic = "s", "k", topic
+	if edit != nil {
+		edit(&sc)
+	}
 	log := testkit.Logger(t)
 	client, err := NewClient(ClientConfig{
 		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
 		Compression: sc.Compression, Linger: sc.MaxLingerTime, Properties: props,
+		MaxInflightBytes: int64(sc.MaxInflightBytes),
 	}, log)
 	if err != nil {
 		t.Fatal(err)

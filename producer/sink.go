@@ -50,6 +50,11 @@ type Sink struct {
 	render     *renderer
 	committer  *buffer.Committer // disk mode: one group commit round for all partitions
 	readCache  *buffer.CacheBudget
+	inflight   *inflightBudget // max_inflight_bytes, shared by every partition
+	// batchEnts are the entry slices of batches being read and handed
+	// over; pooled rather than kept per partition, so that their memory
+	// follows the bytes in flight and not the number of partitions.
+	batchEnts sync.Pool // *[]buffer.Entry
 
 	topicsMu sync.Mutex
 	topics   sync.Map // name → *topic
@@ -87,7 +92,12 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
 	}
-	r.limit = &recordLimit{wire: wire, queue: int64(cfg.Buffer.PerPartitionLimit)}
+	if cfg.MaxInflightBytes < conf.MinInflightBytes {
+		return nil, fmt.Errorf("sink %s: max_inflight_bytes must be at least %d bytes", cfg.Name, conf.MinInflightBytes)
+	}
+	// A record must fit in the in-flight budget on its own, or it could
+	// never be sent.
+	r.limit = &recordLimit{wire: wire, queue: min(int64(cfg.Buffer.PerPartitionLimit), int64(cfg.MaxInflightBytes)-inflightRecordCost)}
 	s := &Sink{
 		cfg:     cfg,
 		clients: clients,
@@ -96,12 +106,14 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 		render:  r,
 
 		readCache: env.ReadCache,
+		inflight:  newInflightBudget(int64(cfg.MaxInflightBytes)),
 	}
 	if cfg.Buffer.MemoryOverloadProtection {
 		s.overloaded = env.Overloaded
 	}
 	s.scratch.New = func() any { b := make([]byte, 0, 1024); return &b }
 	s.staged.New = func() any { return &staged{s: s} }
+	s.batchEnts.New = func() any { return new([]buffer.Entry) }
 	if cfg.Buffer.Mode == string(buffer.ModeDisk) {
 		s.committer = buffer.NewCommitter()
 	}
@@ -119,6 +131,24 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	return s, nil
 }
 
+// inflightRecordCost is what a record in flight costs besides its bytes:
+// librdkafka's message and its place in a produce request, the Go client's
+// handle and delivery report, and the batch's msgRef. It is charged to the
+// in-flight budget, so that small records cannot hide in it.
+const inflightRecordCost = 256
+
+// batchGrant is what a partition takes from the in-flight budget before
+// it reads a batch: room for max_batch_bytes, or for the largest record
+// the sink takes, which goes alone; never more than the whole budget.
+func (s *Sink) batchGrant() int64 {
+	largest := min(int64(s.render.limit.wire), s.render.limit.queue) + inflightRecordCost
+	return min(s.inflight.size, max(int64(s.cfg.MaxBatchBytes), largest))
+}
+
+// InflightBytes reports the bytes of records handed to librdkafka and not
+// yet acknowledged (max_inflight_bytes bounds it), and the most at once.
+func (s *Sink) InflightBytes() (now, peak int64) { return s.inflight.stats() }
+
 // Name is the sink's name.
 func (s *Sink) Name() string { return s.cfg.Name }
 
@@ -127,6 +157,12 @@ func (s *Sink) queueDir(topic string) string {
 }
 
 func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
+	// A partition's batches are read in the in-flight budget's measure;
+	// the holding queue's go to other queues, not to librdkafka.
+	cost := inflightRecordCost
+	if part == holdQueue {
+		cost = 0
+	}
 	q, err := buffer.Open(buffer.Options{
 		Mode:          buffer.Mode(s.cfg.Buffer.Mode),
 		Dir:           filepath.Join(s.queueDir(topic), part),
@@ -142,6 +178,7 @@ func (s *Sink) openQueue(topic, part string) (buffer.Queue, error) {
 		Overloaded:    s.overloaded,
 		Committer:     s.committer,
 		ReadCache:     s.readCache,
+		ReadCost:      cost,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: topic %s partition %s: %w", s.cfg.Name, topic, part, err)

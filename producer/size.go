@@ -34,7 +34,7 @@ func varintLen(n int) int { return (bits.Len64(uint64(n)<<1|1) + 6) / 7 }
 // recordLimit is the largest record a sink can send and keep.
 type recordLimit struct {
 	wire  int   // the connector's message.max.bytes, against wireSize
-	queue int64 // per_partition_limit, against buffer.Record.Size
+	queue int64 // min(per_partition_limit, max_inflight_bytes), against buffer.Record.Size
 }
 
 // check refuses a rendered record that librdkafka would refuse, or that no
@@ -44,7 +44,7 @@ func (l recordLimit) check(r *buffer.Record) error {
 		return l.tooLarge(n)
 	}
 	if n := r.Size(); int64(n) > l.queue {
-		return fmt.Errorf("%w: %d bytes, per_partition_limit is %d", buffer.ErrTooLarge, n, l.queue)
+		return fmt.Errorf("%w: %d bytes, per_partition_limit or max_inflight_bytes is %d", buffer.ErrTooLarge, n, l.queue)
 	}
 	return nil
 }

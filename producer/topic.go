@@ -49,8 +49,11 @@ type topic struct {
 // holdBatchBytes bounds one read of the holding queue, and so one move.
 const holdBatchBytes = 1 << 20
 
+// holdQueue names a topic's holding queue among its partition queues.
+const holdQueue = "_hold"
+
 func (s *Sink) newTopic(name string) (*topic, error) {
-	hold, err := s.openQueue(name, "_hold")
+	hold, err := s.openQueue(name, holdQueue)
 	if err != nil {
 		return nil, err
 	}

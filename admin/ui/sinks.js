@@ -99,7 +99,7 @@ export function sinkPage(name) {
               ['connector', k.connector], ['topic', html`<code>${c.Topic}</code>`], ['key', html`<code>${c.Key}</code>`],
               ['value', html`<code>${c.Value}</code>`], ['partition_strategy', c.PartitionStrategy + (c.PartitionStrategy === 'fixed' ? ` (${c.Partition})` : '')],
               ['required_acks', c.RequiredAcks], ['compression', c.Compression], ['query_mode', c.QueryMode],
-              ['max_inflight', c.MaxInflight], ['max_batch_bytes', bytes(c.MaxBatchBytes)], ['max_linger_time', duration(c.MaxLingerTime)],
+              ['max_inflight', c.MaxInflight], ['max_batch_bytes', bytes(c.MaxBatchBytes)], ['max_inflight_bytes', bytes(c.MaxInflightBytes)], ['max_linger_time', duration(c.MaxLingerTime)],
               ...(c.MQTTTopicFilters?.length ? [['mqtt_topic_filters', c.MQTTTopicFilters.join(', ')]] : []),
             ])}
           </section>

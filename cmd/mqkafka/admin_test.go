@@ -82,6 +82,8 @@ func TestMetricsAndAuth(t *testing.T) {
 		`mqkafka_connector_status{connector="k"}`: 2,
 		`mqkafka_rule_matched_total{rule="r1"}`:   20,
 		`mqkafka_broker_connections`:              1,
+		// Everything acknowledged: nothing counts against max_inflight_bytes.
+		`mqkafka_sink_inflight_bytes{sink="s1"}`: 0,
 	} {
 		if got, ok := metric(text, name); !ok || got != want {
 			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)

@@ -407,6 +407,7 @@ func sinkStatus(sr *sinkRun, st producer.Status) admin.SinkStatus {
 	for r, n := range c.Dropped() {
 		out.Counters.Dropped[string(r)] = n
 	}
+	out.Counters.InflightBytes, _ = sr.sink.InflightBytes()
 	for _, p := range sr.sink.Stats() {
 		out.Partitions = append(out.Partitions, admin.PartitionStatus{Topic: p.Topic, Partition: p.Partition,
 			Queuing: p.Records, QueuingBytes: p.Bytes, Inflight: p.Inflight})

@@ -57,16 +57,17 @@ type app struct {
 // part of the client id, so each sink has its own producer.
 func clientConfig(cn conf.Connector, s conf.Sink) producer.ClientConfig {
 	return producer.ClientConfig{
-		Connector:       cn.Name,
-		BootstrapHosts:  cn.BootstrapHosts,
-		RequiredAcks:    s.RequiredAcks,
-		Compression:     s.Compression,
-		Linger:          s.MaxLingerTime,
-		Node:            cn.Node(),
-		SinkIndex:       cn.SinkIndex(s.Name),
-		Conn:            producer.ConnectorSettings(cn),
-		MetadataTimeout: cn.MetadataRequestTimeout,
-		Properties:      cn.Properties,
+		Connector:        cn.Name,
+		BootstrapHosts:   cn.BootstrapHosts,
+		RequiredAcks:     s.RequiredAcks,
+		Compression:      s.Compression,
+		Linger:           s.MaxLingerTime,
+		Node:             cn.Node(),
+		SinkIndex:        cn.SinkIndex(s.Name),
+		Conn:             producer.ConnectorSettings(cn),
+		MetadataTimeout:  cn.MetadataRequestTimeout,
+		MaxInflightBytes: int64(s.MaxInflightBytes),
+		Properties:       cn.Properties,
 	}
 }
 
