@@ -36,7 +36,10 @@ type Counters struct {
 	KafkaErrors atomic.Int64 // client errors: Kafka down, topic missing, …
 	Rebalances  atomic.Int64 // partition assignments received
 	Assigned    atomic.Int32 // partitions assigned now
-	dropped     [len(reasons)]atomic.Int64
+	// AbandonedCloses counts consumers whose Close did not end within
+	// closeTimeout and that were left to librdkafka.
+	AbandonedCloses atomic.Int64
+	dropped         [len(reasons)]atomic.Int64
 
 	mu  sync.Mutex
 	lag map[Partition]int64

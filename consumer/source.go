@@ -86,8 +86,15 @@ type Source struct {
 	keyB64, valueB64 bool
 	status           atomic.Int32
 
-	c       *kafka.Consumer // owned by the poll goroutine once started
-	logsWG  sync.WaitGroup  // the log forwarders of c and its predecessors
+	c      *kafka.Consumer // owned by the poll goroutine once started
+	logsWG sync.WaitGroup  // the log forwarders of c and its predecessors
+	// logsQuit ends c's log forwarder when c is abandoned.
+	logsQuit chan struct{}
+	// closeWait bounds the wait for librdkafka's Close (closeTimeout).
+	closeWait time.Duration
+	// closing holds the consumers inside Close, whose rebalance callback
+	// must not touch the source: an abandoned one runs beside the rest.
+	closing sync.Map
 	started bool
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -100,7 +107,6 @@ type Source struct {
 	sinceFlush int
 	topicBuf   []byte
 	colsBuf    []byte
-	closing    bool
 
 	lastErrLog  atomic.Int64
 	lastDropLog atomic.Int64
@@ -118,6 +124,8 @@ func New(cfg conf.Source, cn conf.Connector, env Env) (*Source, error) {
 		valueB64: cfg.ValueEncodingMode == "base64",
 		pending:  map[Partition]kafka.TopicPartition{},
 		done:     make(chan struct{}),
+
+		closeWait: closeTimeout,
 	}
 	s.status.Store(int32(Connecting))
 	for _, m := range cfg.TopicMapping {
@@ -202,15 +210,28 @@ func (s *Source) newConsumer() (*kafka.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source %s: kafka consumer: %w", s.cfg.Name, err)
 	}
+	s.logsQuit = make(chan struct{})
 	s.logsWG.Add(1)
-	go s.serveLogs(c)
+	go s.serveLogs(c, s.logsQuit)
 	return c, nil
 }
 
-// serveLogs forwards librdkafka's log until the consumer is closed.
-func (s *Source) serveLogs(c *kafka.Consumer) {
+// serveLogs forwards librdkafka's log until the consumer is closed or
+// abandoned (quit). Close stops librdkafka's log forwarding as it begins,
+// so nothing is lost that would have been forwarded.
+func (s *Source) serveLogs(c *kafka.Consumer, quit <-chan struct{}) {
 	defer s.logsWG.Done()
-	for ev := range c.Logs() {
+	for {
+		var ev kafka.LogEvent
+		var ok bool
+		select {
+		case ev, ok = <-c.Logs():
+		case <-quit:
+			return
+		}
+		if !ok {
+			return
+		}
 		switch {
 		case ev.Level <= 3:
 			s.log.Warn("librdkafka", "tag", ev.Tag, "msg", ev.Message)
@@ -232,7 +253,8 @@ func (s *Source) Start() {
 
 // Stop stops reading, stores and commits the offsets of every message
 // handed to the broker, and leaves the group. The broker must still be
-// running. It gives up waiting when ctx ends.
+// running. It gives up waiting when ctx ends; the source's own goroutines
+// end within closeTimeout regardless (see closeConsumer).
 func (s *Source) Stop(ctx context.Context) error {
 	if !s.started {
 		s.started = true
@@ -518,6 +540,11 @@ func (s *Source) retry(ctx context.Context, m *kafka.Message, err error) {
 // over is stored, and librdkafka commits it as it removes them, so that
 // their next owner starts right after them.
 func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	// During Close, the poll loop has already stored, and closeConsumer
+	// resets the counters; an abandoned Close may still get here.
+	if _, closing := s.closing.Load(c); closing {
+		return nil
+	}
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
 		s.Counters.Rebalances.Add(1)
@@ -526,10 +553,6 @@ func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 		s.log.Info("kafka partitions assigned", "partitions", partitionNames(e.Partitions))
 	case kafka.RevokedPartitions:
 		s.Counters.Assigned.Add(-int32(len(e.Partitions)))
-		// During Close, the poll loop has already stored and committed.
-		if s.closing {
-			return nil
-		}
 		// librdkafka commits the stored offsets of the partitions it
 		// removes (enable.auto.commit), asynchronously: a synchronous
 		// Commit here would hang the poll loop while the coordinator is away.
@@ -574,22 +597,49 @@ func (s *Source) updateLag() {
 	s.Counters.setLag(lag)
 }
 
+// closeTimeout bounds closeConsumer's wait for librdkafka's Close.
+const closeTimeout = 10 * time.Second
+
 // closeConsumer stores what was handed over and closes the consumer, which
-// commits the stored offsets as it leaves the group (enable.auto.commit);
-// librdkafka bounds that by session.timeout.ms when Kafka is away. Close
-// polls and discards messages itself; with automatic offset storing off,
-// none of those is stored or committed.
+// commits the stored offsets as it leaves the group (enable.auto.commit).
+// Close polls and discards messages itself; with automatic offset storing
+// off, none of those is stored or committed.
+//
+// Close waits for the final commit, the LeaveGroup and the partitions to
+// stop, and it has no timeout of its own: with a coordinator that stops
+// answering, or under some broker-down races, it can poll forever. After
+// closeWait the consumer is abandoned (logged, counted in
+// Counters.AbandonedCloses): its Close goroutine keeps running inside
+// librdkafka until that returns, if ever, touching nothing of the source
+// but the closing set and the atomic counters; its log forwarder ends now.
+// The offsets it did not commit are read again by the group's next owner.
 func (s *Source) closeConsumer() {
 	if s.c == nil {
 		return
 	}
 	s.flushStores()
-	s.closing = true
-	if err := s.c.Close(); err != nil {
-		s.log.Warn("closing kafka consumer", "err", err)
+	c, quit := s.c, s.logsQuit
+	s.c, s.logsQuit = nil, nil
+	s.closing.Store(c, true)
+	closed := make(chan error, 1)
+	go func() {
+		err := c.Close()
+		s.closing.Delete(c)
+		closed <- err
+	}()
+	t := time.NewTimer(s.closeWait)
+	defer t.Stop()
+	select {
+	case err := <-closed:
+		if err != nil {
+			s.log.Warn("closing kafka consumer", "err", err)
+		}
+	case <-t.C:
+		close(quit)
+		s.Counters.AbandonedCloses.Add(1)
+		s.log.Error("kafka consumer did not close in time; abandoned it, its last offsets may be read again",
+			"after", s.closeWait, "abandoned_total", s.Counters.AbandonedCloses.Load())
 	}
-	s.closing = false
-	s.c = nil
 	s.Counters.setLag(nil)
 	s.Counters.Assigned.Store(0)
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -118,7 +120,14 @@ func startSource(t testing.TB, addr string, cfg conf.Source, b Broker, rules ...
 		t.Fatal(err)
 	}
 	s.Start()
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	t.Cleanup(func() {
+		// Bounded: a source that does not stop fails its test, not the package.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 	return s
 }
 
@@ -454,7 +463,8 @@ func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
 }
 
 // TestConsumerStopWhileKafkaDown: stopping does not hang when Kafka went
-// away; librdkafka gives up its final commit within session.timeout.ms.
+// away: librdkafka gives up its final commit within session.timeout.ms, or
+// the consumer is abandoned after closeWait.
 func TestConsumerStopWhileKafkaDown(t *testing.T) {
 	t.Parallel()
 	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "t8"))
@@ -465,7 +475,41 @@ func TestConsumerStopWhileKafkaDown(t *testing.T) {
 	c.Close()
 	began := time.Now()
 	stop(t, s)
-	if d := time.Since(began); d > 10*time.Second {
+	if d := time.Since(began); d > s.closeWait+5*time.Second {
 		t.Fatalf("stop took %v with Kafka down", d)
+	}
+}
+
+// TestConsumerStopWhileKafkaHangs: a coordinator that stops answering in
+// the middle of the final commit holds librdkafka's Close indefinitely
+// (it retries on every reconnect); Stop still returns after closeWait,
+// reporting the consumer abandoned, and the source's goroutines end.
+func TestConsumerStopWhileKafkaHangs(t *testing.T) {
+	t.Parallel()
+	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "t9"))
+	produce(t, addr, "t9", 0, 10)
+	var frozen atomic.Bool
+	never := make(chan struct{})
+	c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if frozen.Load() {
+			// Accepted, never answered; kfake.Close wakes it.
+			c.SleepControl(func() { <-never })
+		}
+		return nil, nil, false
+	})
+	t.Cleanup(func() { close(never) }) // runs after the source's Stop
+	b := &fakeBroker{}
+	s := startSource(t, addr, sourceConfig("s", "g9", "t9", "m", "${.key}"), b)
+	testkit.WaitFor(t, 20*time.Second, "10 publishes", func() bool { return b.count() >= 10 })
+	s.closeWait = 3 * time.Second // read by the poll goroutine after Stop cancels it
+	frozen.Store(true)
+	began := time.Now()
+	stop(t, s)
+	if d := time.Since(began); d > s.closeWait+5*time.Second {
+		t.Fatalf("stop took %v with Kafka hanging", d)
+	}
+	if n := s.Counters.AbandonedCloses.Load(); n != 1 {
+		t.Fatalf("abandoned closes = %d, want 1", n)
 	}
 }
