@@ -18,6 +18,7 @@ const (
 	reasonTopicLength = "max_topic_length"
 	reasonClientIDLen = "max_clientid_len"
 	reasonTopicAlias  = "max_topic_alias"
+	reasonSubs        = "max_subscriptions"
 )
 
 // limitsHook refuses client ids, will topics, topic names and topic filters
@@ -30,6 +31,7 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv                            *mqtt.Server
 	maxLevels, maxLength, maxIDLen int
+	maxSubs                        int // 0: no limit
 	refused                        *refusals
 	log                            *slog.Logger
 	// drain waits for a client's deferred PUBACKs, which mochi's PUBACK
@@ -41,13 +43,29 @@ type limitsHook struct {
 
 func newLimitsHook(srv *mqtt.Server, cfg conf.Broker, refused *refusals, log *slog.Logger) *limitsHook {
 	return &limitsHook{srv: srv, maxLevels: cfg.MaxTopicLevels, maxLength: cfg.MaxTopicLength,
-		maxIDLen: cfg.MaxClientIDLen, refused: refused, log: log}
+		maxIDLen: cfg.MaxClientIDLen, maxSubs: cfg.MaxSubscriptions, refused: refused, log: log}
 }
 
 func (h *limitsHook) ID() string { return "mqkafka-limits" }
 
 func (h *limitsHook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnTopicCheck || b == mqtt.OnDisconnect
+	return b == mqtt.OnConnect || b == mqtt.OnTopicCheck || b == mqtt.OnDisconnect ||
+		b == mqtt.OnSubscriptionCheck
+}
+
+// OnSubscriptionCheck refuses a new filter once the client's session holds
+// max_subscriptions: each costs memory for as long as the session lives, so
+// one client could otherwise hold gigabytes (mochi answers 0x97 quota
+// exceeded; MQTT 3.1.1: 0x80). Renewing a filter it holds is always allowed.
+func (h *limitsHook) OnSubscriptionCheck(cl *mqtt.Client, filter string) bool {
+	if h.maxSubs == 0 || cl.State.Subscriptions.Len() < h.maxSubs {
+		return true
+	}
+	if _, ok := cl.State.Subscriptions.Get(filter); ok {
+		return true
+	}
+	h.refuse(cl, reasonSubs, len(filter))
+	return false
 }
 
 // OnDisconnect counts the clients mochi disconnected (DISCONNECT 0x94) for

@@ -1438,6 +1438,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
+		} else if !cl.Net.Inline && !s.hooks.OnSubscriptionCheck(cl, sub.Filter) { // mqkafka patch
+			reasonCodes[i] = packets.ErrQuotaExceeded.Code
 		} else if !s.hooks.OnACLCheck(cl, sub.Filter, false) {
 			reasonCodes[i] = packets.ErrNotAuthorized.Code
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
