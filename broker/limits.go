@@ -18,7 +18,13 @@ const (
 	reasonTopicLength = "max_topic_length"
 	reasonClientIDLen = "max_clientid_len"
 	reasonTopicAlias  = "max_topic_alias"
+	reasonSubs        = "max_subscriptions"
+	reasonRetained    = "max_retained_messages"
 )
+
+// sysRetained is how many $SYS topics mochi retains itself
+// (publishSysTopics); max_retained_messages counts the clients' others.
+const sysRetained = 20
 
 // limitsHook refuses client ids, will topics, topic names and topic filters
 // over [broker] max_clientid_len, max_topic_levels and max_topic_length. It
@@ -30,6 +36,7 @@ type limitsHook struct {
 	mqtt.HookBase
 	srv                            *mqtt.Server
 	maxLevels, maxLength, maxIDLen int
+	maxSubs, maxRetained           int // 0: no limit
 	refused                        *refusals
 	log                            *slog.Logger
 	// drain waits for a client's deferred PUBACKs, which mochi's PUBACK
@@ -41,13 +48,49 @@ type limitsHook struct {
 
 func newLimitsHook(srv *mqtt.Server, cfg conf.Broker, refused *refusals, log *slog.Logger) *limitsHook {
 	return &limitsHook{srv: srv, maxLevels: cfg.MaxTopicLevels, maxLength: cfg.MaxTopicLength,
-		maxIDLen: cfg.MaxClientIDLen, refused: refused, log: log}
+		maxIDLen: cfg.MaxClientIDLen, maxSubs: cfg.MaxSubscriptions,
+		maxRetained: cfg.MaxRetainedMessages, refused: refused, log: log}
 }
 
 func (h *limitsHook) ID() string { return "mqkafka-limits" }
 
 func (h *limitsHook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnTopicCheck || b == mqtt.OnDisconnect
+	return b == mqtt.OnConnect || b == mqtt.OnTopicCheck || b == mqtt.OnDisconnect ||
+		b == mqtt.OnSubscriptionCheck || b == mqtt.OnRetainCheck
+}
+
+// OnRetainCheck refuses a retained message for a new topic once
+// max_retained_messages topics hold one: they stay after their publisher
+// left, up to max_packet_size each (mochi answers 0x97 quota exceeded for
+// MQTT 5 QoS 1/2, else closes the connection). Replacing or deleting a
+// retained message is always allowed.
+func (h *limitsHook) OnRetainCheck(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.maxRetained == 0 || h.srv.Topics.Retained.Len() < h.maxRetained+sysRetained {
+		return true
+	}
+	if _, ok := h.srv.Topics.Retained.Get(pk.TopicName); ok {
+		return true
+	}
+	if h.drain != nil {
+		h.drain(cl)
+	}
+	h.refuse(cl, reasonRetained, len(pk.Payload))
+	return false
+}
+
+// OnSubscriptionCheck refuses a new filter once the client's session holds
+// max_subscriptions: each costs memory for as long as the session lives, so
+// one client could otherwise hold gigabytes (mochi answers 0x97 quota
+// exceeded; MQTT 3.1.1: 0x80). Renewing a filter it holds is always allowed.
+func (h *limitsHook) OnSubscriptionCheck(cl *mqtt.Client, filter string) bool {
+	if h.maxSubs == 0 || cl.State.Subscriptions.Len() < h.maxSubs {
+		return true
+	}
+	if _, ok := cl.State.Subscriptions.Get(filter); ok {
+		return true
+	}
+	h.refuse(cl, reasonSubs, len(filter))
+	return false
 }
 
 // OnDisconnect counts the clients mochi disconnected (DISCONNECT 0x94) for

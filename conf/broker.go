@@ -79,6 +79,12 @@ type Broker struct {
 	// MaxTopicAlias is the Topic Alias Maximum MQTT 5 clients are told: the
 	// topics each connection may have the broker remember; 0 turns aliases off.
 	MaxTopicAlias int `toml:"max_topic_alias"`
+	// MaxSubscriptions bounds the topic filters one session holds (about
+	// 1.2KB of memory each); 0 means no limit (EMQX's name).
+	MaxSubscriptions int `toml:"max_subscriptions"`
+	// MaxRetainedMessages bounds how many topics hold a retained message
+	// (each up to max_packet_size); 0 means no limit (EMQX's name).
+	MaxRetainedMessages int `toml:"max_retained_messages"`
 }
 
 // DefaultBroker is the [broker] table's defaults: mochi-mqtt's, except
@@ -100,6 +106,8 @@ func DefaultBroker() Broker {
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
 		MaxTopicAlias:          64,
+		MaxSubscriptions:       1000,
+		MaxRetainedMessages:    10000,
 		IdleTimeout:            15 * time.Second,
 		MaxConnRate:            1000,
 	}
@@ -240,6 +248,12 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxTopicAlias < 0 || b.MaxTopicAlias > 65535 {
 		bad("broker.max_topic_alias", "must be between 0 and 65535")
+	}
+	if b.MaxSubscriptions < 0 {
+		bad("broker.max_subscriptions", "must not be negative (0: no limit)")
+	}
+	if b.MaxRetainedMessages < 0 {
+		bad("broker.max_retained_messages", "must not be negative (0: no limit)")
 	}
 	// A server must accept client ids of 1 to 23 bytes [MQTT-3.1.3-5].
 	if b.MaxClientIDLen < 23 || b.MaxClientIDLen > 65535 {

@@ -56,7 +56,7 @@ func TestBrokerDefaults(t *testing.T) {
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
 		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, IdleTimeout: 15 * time.Second,
-		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000, MaxTopicAlias: 64,
+		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000, MaxTopicAlias: 64, MaxSubscriptions: 1000, MaxRetainedMessages: 10000,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg.Broker, want)
@@ -197,6 +197,8 @@ func TestBrokerBadValues(t *testing.T) {
 		{"[broker]\nmax_session_expiry = \"-1s\"\n", 2, "broker.max_session_expiry: must be between 0s and"},
 		{"[broker]\nmax_topic_levels = 0\n", 2, "broker.max_topic_levels: must be between 1 and 65535"},
 		{"[broker]\nmax_topic_alias = 65536\n", 2, "broker.max_topic_alias: must be between 0 and 65535"},
+		{"[broker]\nmax_subscriptions = -1\n", 2, "broker.max_subscriptions: must not be negative (0: no limit)"},
+		{"[broker]\nmax_retained_messages = -1\n", 2, "broker.max_retained_messages: must not be negative (0: no limit)"},
 		{"[broker]\nmax_topic_length = 65536\n", 2, "broker.max_topic_length: must be between 1 and 65535"},
 		{"[broker]\nmax_clientid_len = 22\n", 2, "broker.max_clientid_len: must be between 23"},
 		{"[broker]\nmax_conn_rate = -1\n", 2, `broker.max_conn_rate: invalid value "-1": invalid rate "-1"`},

@@ -402,6 +402,9 @@ func fnReplace(_ *evalCtx, _ *callExpr, args []value) (value, error) {
 	}
 	switch mode {
 	case "all":
+		if n := strings.Count(src, old); n > 0 && len(repl) > len(old) && (len(repl)-len(old)) > (MaxStringLen-len(src))/n {
+			return undef, errTooLong
+		}
 		return strValue(strings.ReplaceAll(src, old, repl)), nil
 	case "leading":
 		return strValue(strings.Replace(src, old, repl, 1)), nil
@@ -488,8 +491,25 @@ func fnRegexReplace(_ *evalCtx, call *callExpr, args []value) (value, error) {
 		}
 		repl = erlangReplacement(r)
 	}
-	return strValue(re.ReplaceAllString(s, repl)), nil
+	// re.ReplaceAllString with the length checked after each match, so that
+	// a too long result fails having built at most MaxStringLen bytes.
+	matches := re.FindAllStringSubmatchIndex(s, -1)
+	if matches == nil {
+		return strValue(s), nil
+	}
+	var out []byte
+	last := 0
+	for _, m := range matches {
+		out = re.ExpandString(append(out, s[last:m[0]]...), repl, s, m)
+		if len(out) > MaxStringLen {
+			return undef, errTooLong
+		}
+		last = m[1]
+	}
+	return strValue(string(append(out, s[last:]...))), nil
 }
+
+var errTooLong = fmt.Errorf("the result would be longer than %d bytes", MaxStringLen)
 
 // erlangReplacement turns re:replace's replacement syntax (& for the match,
 // \N, \gN and \g{N} for groups, \& and \\ for the characters) into Go's.

@@ -185,6 +185,10 @@ const (
 	// does every operator of a chain such as a + b + c (use IN for long
 	// OR lists). Alias paths (AS a.b.c) have at most MaxDepth keys.
 	MaxDepth = 256
+	// MaxStringLen bounds a string replace and regex_replace make: each
+	// replacement may be as long as the payload, so a 40KB payload could
+	// otherwise ask for 400MB and a 1MB one for 250GB.
+	MaxStringLen = 16 << 20
 )
 
 // SourcePrefix starts a FROM entry that names a Kafka source instead of an

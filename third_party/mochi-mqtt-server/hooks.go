@@ -55,8 +55,10 @@ const (
 	StoredInflightMessages
 	StoredRetainedMessages
 	StoredSysInfo
-	OnSessionInherit // mqkafka patch: after upstream's values, so that those keep their numbers
-	OnTopicCheck     // mqkafka patch
+	OnSessionInherit    // mqkafka patch: after upstream's values, so that those keep their numbers
+	OnTopicCheck        // mqkafka patch
+	OnSubscriptionCheck // mqkafka patch
+	OnRetainCheck       // mqkafka patch
 )
 
 var (
@@ -84,6 +86,8 @@ type Hook interface {
 	OnConnectAuthenticate(cl *Client, pk packets.Packet) bool
 	OnACLCheck(cl *Client, topic string, write bool) bool
 	OnTopicCheck(cl *Client, topic string, filter bool) bool // mqkafka patch
+	OnSubscriptionCheck(cl *Client, filter string) bool      // mqkafka patch
+	OnRetainCheck(cl *Client, pk packets.Packet) bool        // mqkafka patch
 	OnSysInfoTick(*system.Info)
 	OnConnect(cl *Client, pk packets.Packet) error
 	OnSessionEstablish(cl *Client, pk packets.Packet)
@@ -725,6 +729,32 @@ func (h *Hooks) OnTopicCheck(cl *Client, topic string, filter bool) bool {
 	return true
 }
 
+// OnSubscriptionCheck is called with each valid topic filter a network
+// client subscribes to, before the ACL; if any hook returns false, the
+// filter is refused with 0x97 quota exceeded (mqkafka patch: a bound on a
+// client's subscriptions).
+func (h *Hooks) OnSubscriptionCheck(cl *Client, filter string) bool {
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnSubscriptionCheck) && !hook.OnSubscriptionCheck(cl, filter) {
+			return false
+		}
+	}
+	return true
+}
+
+// OnRetainCheck is called with each retained publish carrying a payload a
+// network client sends, after the ACL; if any hook returns false, the
+// publish is refused with 0x97 quota exceeded (mqkafka patch: a bound on
+// the retained messages).
+func (h *Hooks) OnRetainCheck(cl *Client, pk packets.Packet) bool {
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnRetainCheck) && !hook.OnRetainCheck(cl, pk) {
+			return false
+		}
+	}
+	return true
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {
@@ -783,6 +813,16 @@ func (h *HookBase) OnACLCheck(cl *Client, topic string, write bool) bool {
 
 // OnTopicCheck accepts every topic.
 func (h *HookBase) OnTopicCheck(cl *Client, topic string, filter bool) bool {
+	return true
+}
+
+// OnSubscriptionCheck accepts every subscription.
+func (h *HookBase) OnSubscriptionCheck(cl *Client, filter string) bool {
+	return true
+}
+
+// OnRetainCheck accepts every retained message.
+func (h *HookBase) OnRetainCheck(cl *Client, pk packets.Packet) bool {
 	return true
 }
 

@@ -861,14 +861,20 @@ func (s *Server) sendWaiting(cl *Client) {
 // acknowledgement: a server either acknowledges or closes the connection
 // (3.1.1 section 3.3.5), so it is closed.
 func (s *Server) refuseTopicName(cl *Client, pk packets.Packet) error {
+	return s.refusePublish(cl, pk, packets.ErrTopicNameInvalid)
+}
+
+// refusePublish answers a refused publish with code as refuseTopicName
+// describes (mqkafka patch).
+func (s *Server) refusePublish(cl *Client, pk packets.Packet, code packets.Code) error {
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		ackType := packets.Puback
 		if pk.FixedHeader.Qos == 2 {
 			ackType = packets.Pubrec
 		}
-		return cl.WritePacket(s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrTopicNameInvalid))
+		return cl.WritePacket(s.buildAck(pk.PacketID, ackType, 0, pk.Properties, code))
 	}
-	return packets.ErrTopicNameInvalid
+	return code
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -1035,6 +1041,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrNotAuthorized)
 		return cl.WritePacket(ack)
+	}
+
+	// mqkafka patch: a retained message the hooks have no room for is
+	// refused before anything acknowledges or delivers it.
+	if !cl.Net.Inline && pk.FixedHeader.Retain && len(pk.Payload) > 0 &&
+		s.Options.Capabilities.RetainAvailable != 0 && !s.hooks.OnRetainCheck(cl, pk) {
+		return s.refusePublish(cl, pk, packets.ErrQuotaExceeded)
 	}
 
 	pk.Origin = cl.ID
@@ -1438,6 +1451,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
+		} else if !cl.Net.Inline && !s.hooks.OnSubscriptionCheck(cl, sub.Filter) { // mqkafka patch
+			reasonCodes[i] = packets.ErrQuotaExceeded.Code
 		} else if !s.hooks.OnACLCheck(cl, sub.Filter, false) {
 			reasonCodes[i] = packets.ErrNotAuthorized.Code
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
