@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 
-	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/mochi-mqtt/server/v2/system"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/system"
 )
 
 const (

@@ -19,10 +19,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/mochi-mqtt/server/v2/system"
+	"github.com/mqkafka/mqkafka/third_party/mochi/hooks/storage"
+	"github.com/mqkafka/mqkafka/third_party/mochi/listeners"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/system"
 
 	"log/slog"
 )
@@ -361,12 +361,6 @@ func (s *Server) AddListenersFromConfig(configs []listeners.Config) error {
 			l = listeners.NewTCP(conf)
 		case listeners.TypeWS:
 			l = listeners.NewWebsocket(conf)
-		case listeners.TypeUnix:
-			l = listeners.NewUnixSock(conf)
-		case listeners.TypeHealthCheck:
-			l = listeners.NewHTTPHealthCheck(conf)
-		case listeners.TypeSysInfo:
-			l = listeners.NewHTTPStats(conf, s.Info)
 		case listeners.TypeMock:
 			l = listeners.NewMockListener(conf.ID, conf.Address)
 		default:

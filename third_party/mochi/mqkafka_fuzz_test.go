@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
 // allowHook lets every client connect, publish and subscribe (hooks/auth's

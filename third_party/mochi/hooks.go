@@ -11,9 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/mochi-mqtt/server/v2/system"
+	"github.com/mqkafka/mqkafka/third_party/mochi/hooks/storage"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/system"
 )
 
 const (
