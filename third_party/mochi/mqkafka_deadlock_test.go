@@ -1,11 +1,10 @@
-package broker
+package mqtt
 
 import (
 	"fmt"
 	"testing"
 	"time"
 
-	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
@@ -45,8 +44,8 @@ func lockStress(t *testing.T, what string, n int, read, write func(i int)) {
 // that client write the same in-flight store. v2.7.9 took the read lock
 // twice there, which deadlocks once a writer queues between the two; the
 // patched copy in third_party fixes it (see MQKAFKA_PATCHES.md there).
-func TestInflightNextImmediateWithWriters(t *testing.T) {
-	in := mqtt.NewInflights()
+func TestMqkafkaInflightNextImmediateWithWriters(t *testing.T) {
+	in := NewInflights()
 	in.Set(packets.Packet{PacketID: 1, Expiry: -1})
 	lockStress(t, "Inflight.NextImmediate", 300_000, func(int) { in.NextImmediate() }, func(i int) {
 		id := uint16(i%1000 + 2)
@@ -58,12 +57,12 @@ func TestInflightNextImmediateWithWriters(t *testing.T) {
 // TestClientsGetByListenerWithWriters: mochi's Close runs GetByListener
 // while clients may still connect or disconnect; v2.7.9 read-locked the
 // client map twice there (upstream #488), which could hang a stop.
-func TestClientsGetByListenerWithWriters(t *testing.T) {
-	cs := mqtt.NewClients()
-	cs.Add(&mqtt.Client{ID: "resident"})
+func TestMqkafkaClientsGetByListenerWithWriters(t *testing.T) {
+	cs := NewClients()
+	cs.Add(&Client{ID: "resident"})
 	lockStress(t, "Clients.GetByListener", 300_000, func(int) { cs.GetByListener("tcp-0") }, func(i int) {
 		id := fmt.Sprintf("c%d", i%1000)
-		cs.Add(&mqtt.Client{ID: id})
+		cs.Add(&Client{ID: id})
 		cs.Delete(id)
 	})
 }
