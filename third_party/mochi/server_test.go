@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -663,7 +664,6 @@ func TestEstablishConnectionInheritExisting(t *testing.T) {
 
 // See https://github.com/mochi-mqtt/server/issues/173
 func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
-	t.Skip("mqkafka: depends on the take-over's timing (sleeps), which the linger and per-client-id lock patches change; see MQKAFKA_PATCHES.md")
 	s := newServer()
 	d := new(DelayHook)
 	d.DisconnectDelay = time.Millisecond * 200
@@ -733,14 +733,15 @@ func TestEstablishConnectionInheritExistingTrueTakeover(t *testing.T) {
 	}()
 
 	// Capture first Client pointer
-	clp1, ok := s.Clients.Get("zen")
-	require.True(t, ok)
+	// mqkafka: the first client itself. Nothing orders this read after the
+	// second CONNECT: "zen" named the second client here every time with the
+	// patches, whose subscriptions the take-over had already moved.
+	clp1 := cl1
 	require.Empty(t, clp1.Properties.Username)
-	require.NotEmpty(t, clp1.State.Subscriptions.GetAll())
 
 	err1 := <-o1
 	require.Error(t, err1)
-	require.ErrorIs(t, err1, io.ErrClosedPipe)
+	require.ErrorIs(t, err1, os.ErrDeadlineExceeded) // mqkafka: Stop wakes the read loop with a deadline
 
 	// Capture second Client pointer
 	clp2, ok := s.Clients.Get("zen")
