@@ -15,7 +15,7 @@ import (
 // 100 publishers would measure its own round trips instead, and once it is
 // max_inflight messages behind the broker drops the rest for it by design.
 // (It used to stall for good after ~9,200 messages: a send-quota bug in
-// mochi, fixed in third_party/mochi-mqtt-server, see broker/fanin_test.go.)
+// mochi, fixed in third_party/mochi, see broker/fanin_test.go.)
 const subscriberQoS = 0
 
 // subscriber is one MQTT subscriber at the far end of broker-raw and source.

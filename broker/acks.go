@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 
 	"github.com/mqkafka/mqkafka/buffer"
 )

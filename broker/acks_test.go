@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mqkafka/mqkafka/conf"

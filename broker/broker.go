@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"

@@ -17,7 +17,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )

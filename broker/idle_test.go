@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mqkafka/mqkafka/third_party/mochi/listeners"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/listeners"
 
 	"github.com/mqkafka/mqkafka/conf"
 )

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
 // pending closes the connections that have not sent CONNECT idle_timeout

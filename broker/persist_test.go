@@ -10,8 +10,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
 // Refusal reasons of the rate limits, named after their config keys; each

@@ -1,6 +1,6 @@
 package broker
 
-import "github.com/mochi-mqtt/server/v2/system"
+import "github.com/mqkafka/mqkafka/third_party/mochi/system"
 
 // Info is a copy of the broker's counters (connections, messages, bytes,
 // retained, subscriptions).

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/mqkafka/mqkafka/buffer"
