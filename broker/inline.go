@@ -21,6 +21,11 @@ var ErrClosed = errors.New("broker: inline publisher closed")
 // max_topic_length.
 var ErrTopicLimit = fmt.Errorf("broker: %w: over the broker's topic limits", conf.ErrInvalidTopic)
 
+// ErrRetainedLimit is returned by retained publishes to a new topic once
+// max_retained_messages topics hold one: like ErrTopicLimit it is final, so
+// a Kafka source drops the message instead of retrying it for good.
+var ErrRetainedLimit = fmt.Errorf("broker: %w: over max_retained_messages", conf.ErrInvalidTopic)
+
 // Publish hands a message to the broker as mochi's inline client. When it
 // returns, the message is routed: queued to every matching subscriber with
 // the subscription's QoS up to qos, stored in the offline sessions of
@@ -32,6 +37,12 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte, us
 	// trusted than a device's.
 	if reason := b.limits.exceeds(topic, false); reason != "" {
 		return fmt.Errorf("%w: %s (%d bytes)", ErrTopicLimit, reason, len(topic))
+	}
+	// Nor does it ask OnRetainCheck: a source's retained records would
+	// otherwise bypass max_retained_messages.
+	if retain && len(payload) > 0 && b.limits.retainedFull(topic) {
+		b.refused.add(reasonRetained)
+		return fmt.Errorf("%w: topic %q", ErrRetainedLimit, topic)
 	}
 	cl, ok := b.srv.Clients.Get(mqtt.InlineClientId)
 	if !ok {
