@@ -38,6 +38,10 @@ type Broker struct {
 	// MaxInflight is how many QoS 1/2 messages a subscriber may have
 	// unacknowledged or queued (while offline); more are dropped and counted.
 	MaxInflight int `toml:"max_inflight"`
+	// MaxMqueueLen is how many QoS 1/2 messages may wait for a session that
+	// is offline or has no send quota left; more are dropped and counted;
+	// 0 means no limit but max_inflight (EMQX's name).
+	MaxMqueueLen int `toml:"max_mqueue_len"`
 	// MaxClientWritesPending is how many messages may wait to be written to
 	// one connected client; more are dropped and counted.
 	MaxClientWritesPending int `toml:"max_client_writes_pending"`
@@ -99,6 +103,7 @@ func DefaultBroker() Broker {
 		MaxPacketSize:          1 * MB,
 		MaxInflight:            8192,
 		MaxClientWritesPending: 8192,
+		MaxMqueueLen:           1000,
 		ReceiveMaximum:         1024,
 		RetainAvailable:        true,
 		MaxMessageExpiry:       24 * time.Hour,
@@ -209,6 +214,9 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
 		bad("broker.max_inflight", "must be between 1 and 65535")
+	}
+	if b.MaxMqueueLen < 0 {
+		bad("broker.max_mqueue_len", "must not be negative (0: no limit but max_inflight)")
 	}
 	// Each connected client gets a channel of this capacity up front.
 	if b.MaxClientWritesPending < 1 || b.MaxClientWritesPending > 1<<20 {

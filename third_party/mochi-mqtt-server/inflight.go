@@ -72,6 +72,9 @@ func (i *Inflight) Len() int {
 	return len(i.internal)
 }
 
+// Waiting is how many stored packets wait for send quota. mqkafka patch.
+func (i *Inflight) Waiting() int { return int(i.nWaiting.Load()) }
+
 // Clone returns a new instance of Inflight with the same message data.
 // This is used when transferring inflights from a taken-over session.
 func (i *Inflight) Clone() *Inflight {

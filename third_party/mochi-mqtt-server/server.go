@@ -1252,6 +1252,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			s.Log.Warn("client store quota reached", "client", logString(cl.ID), "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
+		if !s.hooks.OnQueueCheck(cl, out) { // mqkafka patch
+			return out, packets.ErrQuotaExceeded
+		}
 
 		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
 		if err != nil {

@@ -1,0 +1,109 @@
+package broker
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// TestAttackOfflineQueue: a persistent session queued max_inflight (8192)
+// QoS 1/2 messages while offline, up to max_packet_size each: four such
+// sessions took heap from 1MB to 504MB with 100 publishes of 1MB. Past
+// max_mqueue_len the new message for that session is dropped and counted;
+// the queued ones are delivered when the client returns. The same holds for
+// a connected subscriber whose Receive Maximum is used up.
+func TestAttackOfflineQueue(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+max_mqueue_len = 5
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	addr := b.Addrs()[0]
+	s, _ := session(t, addr, v5connect("offline-sub", false, 0xFFFFFFFF))
+	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
+		t.Fatalf("SUBACK %#x, want 1", code)
+	}
+	s.conn.Close()
+	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
+		cl, ok := b.srv.Clients.Get("offline-sub")
+		return ok && cl.Closed()
+	})
+	p, _ := session(t, addr, v5connect("offline-pub", true, 0))
+	for i := 1; i <= 12; i++ {
+		p.pub(uint16(i), "x", 1, false, fmt.Sprint(i), packets.Properties{})
+		if ack := p.expect(packets.Puback); ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK %#x", ack.ReasonCode)
+		}
+	}
+	testkit.WaitFor(t, 5*time.Second, "7 messages dropped", func() bool { return b.Drops()[reasonMqueueLen] == 7 })
+	s, ack := session(t, addr, v5connect("offline-sub", false, 0xFFFFFFFF))
+	if !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	var got []string
+	for _, pk := range s.collect(5) {
+		got = append(got, string(pk.Payload))
+		s.ack(packets.Puback, pk.PacketID)
+	}
+	// mochi resends a session's messages in no set order.
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"1", "2", "3", "4", "5"}) {
+		t.Fatalf("delivered %q, want the 5 oldest", got)
+	}
+	if extra := publishes(s.ping()); len(extra) > 0 {
+		t.Fatalf("message %q past max_mqueue_len delivered", extra[0].Payload)
+	}
+	if got := b.Drops()[reasonMqueueLen]; got != 7 {
+		t.Fatalf("dropped %s = %d, want 7", reasonMqueueLen, got)
+	}
+}
+
+// TestAttackBlockedQueue: a connected subscriber that acknowledges nothing
+// uses up its Receive Maximum; the messages behind it wait, at most
+// max_mqueue_len of them.
+func TestAttackBlockedQueue(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+max_mqueue_len = 5
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	addr := b.Addrs()[0]
+	connect := v5connect("blocked-sub", true, 0)
+	connect.Properties.ReceiveMaximum = 1
+	s, _ := session(t, addr, connect)
+	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
+		t.Fatalf("SUBACK %#x, want 1", code)
+	}
+	p, _ := session(t, addr, v5connect("blocked-pub", true, 0))
+	for i := 1; i <= 12; i++ {
+		p.pub(uint16(i), "x", 1, false, fmt.Sprint(i), packets.Properties{})
+		if ack := p.expect(packets.Puback); ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK %#x", ack.ReasonCode)
+		}
+	}
+	// One in flight, five waiting, six dropped.
+	testkit.WaitFor(t, 5*time.Second, "6 messages dropped", func() bool { return b.Drops()[reasonMqueueLen] == 6 })
+	var got []string
+	for len(got) < 6 {
+		pk := s.expect(packets.Publish)
+		got = append(got, string(pk.Payload))
+		s.ack(packets.Puback, pk.PacketID)
+	}
+	if !slices.Equal(got, []string{"1", "2", "3", "4", "5", "6"}) {
+		t.Fatalf("delivered %q, want 1 to 6", got)
+	}
+	if extra := publishes(s.ping()); len(extra) > 0 {
+		t.Fatalf("message %q past max_mqueue_len delivered", extra[0].Payload)
+	}
+}
