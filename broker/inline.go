@@ -96,6 +96,10 @@ func (in *Inline) Bind(b *Broker) error {
 	}
 	caps := b.srv.Options.Capabilities
 	high := int(min(int32(caps.MaximumInflight), caps.MaximumClientWritesPending)) / 2
+	if n := b.queue.maxLen; n > 0 {
+		// Past max_mqueue_len, what waits for a subscriber's quota is dropped.
+		high = min(high, n/2)
+	}
 	f := &flowHook{high: max(high, 1), low: max(high/2, 1), congested: map[*mqtt.Client]time.Time{}}
 	if err := b.srv.AddHook(f, nil); err != nil {
 		return fmt.Errorf("broker: flow control: %w", err)
