@@ -8,6 +8,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -105,5 +106,56 @@ allow_anonymous = true
 	}
 	if extra := publishes(s.ping()); len(extra) > 0 {
 		t.Fatalf("message %q past max_mqueue_len delivered", extra[0].Payload)
+	}
+}
+
+// TestSessionExpiryDefault: max_session_expiry had no default, so a session
+// asking for "never" (0xFFFFFFFF) was kept for good, about 69KB each; it is
+// now EMQX's 2h, and the CONNACK tells the client so.
+func TestSessionExpiryDefault(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	_, ack := session(t, b.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
+	if p := ack.Properties; !p.SessionExpiryIntervalFlag || p.SessionExpiryInterval != 7200 {
+		t.Fatalf("CONNACK Session Expiry Interval %d (set %v), want 7200 (2h)", p.SessionExpiryInterval, p.SessionExpiryIntervalFlag)
+	}
+}
+
+// TestRestoredSessionExpiry: a session stored under a longer limit (as
+// "never" was before max_session_expiry had a default) is held to the
+// limit in force when it is restored.
+func TestRestoredSessionExpiry(t *testing.T) {
+	dir := t.TempDir()
+	config := func(limit string) conf.Broker {
+		return brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+listeners = [{ address = "127.0.0.1:0" }]
+max_session_expiry = %q
+[broker.auth]
+allow_anonymous = true
+`, dir, limit))
+	}
+	b1, _ := startBroker(t, config("0s"))
+	c, _ := session(t, b1.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
+	c.conn.Close()
+	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
+		cl, ok := b1.srv.Clients.Get("forever")
+		return ok && cl.Closed()
+	})
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := startBroker(t, config("2h"))
+	cl, ok := b2.srv.Clients.Get("forever")
+	if !ok {
+		t.Fatal("the session was not restored")
+	}
+	if got := cl.Properties.Props.SessionExpiryInterval; got != 7200 {
+		t.Fatalf("restored session expiry %d s, want 7200", got)
 	}
 }

@@ -62,7 +62,9 @@ type Broker struct {
 	// as retained message; 0 means until the publisher's own expiry, if any.
 	MaxMessageExpiry time.Duration `toml:"max_message_expiry"`
 	// MaxSessionExpiry is the longest a disconnected persistent session is
-	// kept (MQTT 3 sessions are kept this long); 0 means no limit.
+	// kept (MQTT 3 sessions are kept this long); 0 means no limit. The
+	// default, 2h, is EMQX's session_expiry_interval: without a bound a
+	// client could make sessions that hold memory for good.
 	MaxSessionExpiry time.Duration `toml:"max_session_expiry"`
 	// MaxTopicLevels bounds the levels of a topic name or filter a client
 	// sends; matching costs grow with the square of the depth.
@@ -107,6 +109,7 @@ func DefaultBroker() Broker {
 		ReceiveMaximum:         1024,
 		RetainAvailable:        true,
 		MaxMessageExpiry:       24 * time.Hour,
+		MaxSessionExpiry:       2 * time.Hour,
 		MaxTopicLevels:         128,
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
