@@ -159,3 +159,12 @@ allow_anonymous = true
 		t.Fatalf("restored session expiry %d s, want 7200", got)
 	}
 }
+
+// TestOfflineSessionHeap: an offline session kept its connection's write
+// queue, max_client_writes_pending pointers (64KB at the default), and cost
+// about 69KB of heap; it costs about 4KB without it.
+func TestOfflineSessionHeap(t *testing.T) {
+	if per := offlineSessionHeap(t, 300); per > 32<<10 {
+		t.Fatalf("%.0f bytes of heap per offline session, want under 32KB", per)
+	}
+}

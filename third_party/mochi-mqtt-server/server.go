@@ -1281,12 +1281,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 	}
 
-	if cl.Net.Conn == nil || cl.Closed() {
+	outbound := cl.outboundQueue() // mqkafka patch: nil once the client stopped
+	if outbound == nil || cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
 	}
 
 	select {
-	case cl.State.outbound <- &out:
+	case outbound <- &out:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
