@@ -73,7 +73,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	if err := srv.AddHook(b.limits, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b.queue = &queueHook{maxLen: cfg.MaxMqueueLen, log: log.With("component", "limits")}
+	b.queue = &queueHook{maxLen: cfg.MaxMqueueLen, maxBytes: int64(cfg.MaxMqueueBytes), log: log.With("component", "limits")}
 	if err := srv.AddHook(b.queue, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

@@ -101,6 +101,10 @@ func (in *Inline) Bind(b *Broker) error {
 		high = min(high, n/2)
 	}
 	f := &flowHook{high: max(high, 1), low: max(high/2, 1), congested: map[*mqtt.Client]time.Time{}}
+	if n := b.queue.maxBytes; n > 0 {
+		// Likewise past max_mqueue_bytes.
+		f.highBytes, f.lowBytes = max(n/2, 1), max(n/4, 1)
+	}
 	if err := b.srv.AddHook(f, nil); err != nil {
 		return fmt.Errorf("broker: flow control: %w", err)
 	}
@@ -173,9 +177,11 @@ func (in *Inline) WaitRoom(ctx context.Context) error {
 type flowHook struct {
 	mqtt.HookBase
 	high, low int
-	n         atomic.Int32 // len(congested), read without the lock
-	mu        sync.Mutex
-	congested map[*mqtt.Client]time.Time // since when, refreshed by each acknowledgement
+	// highBytes and lowBytes are the same for payload bytes; 0: none.
+	highBytes, lowBytes int64
+	n                   atomic.Int32 // len(congested), read without the lock
+	mu                  sync.Mutex
+	congested           map[*mqtt.Client]time.Time // since when, refreshed by each acknowledgement
 }
 
 func (f *flowHook) ID() string { return "mqkafka-bridge-flow" }
@@ -189,7 +195,10 @@ func (f *flowHook) Provides(b byte) bool {
 }
 
 func (f *flowHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if resends > 0 || pk.Origin != mqtt.InlineClientId || cl.Closed() || cl.State.Inflight.Len() < f.high {
+	if resends > 0 || pk.Origin != mqtt.InlineClientId || cl.Closed() {
+		return
+	}
+	if cl.State.Inflight.Len() < f.high && (f.highBytes == 0 || cl.State.Inflight.Bytes() < f.highBytes) {
 		return
 	}
 	f.mu.Lock()
@@ -222,7 +231,7 @@ func (f *flowHook) progress(cl *mqtt.Client) {
 	if _, ok := f.congested[cl]; !ok {
 		return
 	}
-	if cl.State.Inflight.Len() <= f.low {
+	if cl.State.Inflight.Len() <= f.low && (f.lowBytes == 0 || cl.State.Inflight.Bytes() <= f.lowBytes) {
 		f.remove(cl)
 		return
 	}

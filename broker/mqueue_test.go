@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,4 +168,49 @@ func TestOfflineSessionHeap(t *testing.T) {
 	if per := offlineSessionHeap(t, 300); per > 32<<10 {
 		t.Fatalf("%.0f bytes of heap per offline session, want under 32KB", per)
 	}
+}
+
+// TestAttackOfflineQueueBytes: max_mqueue_len messages of max_packet_size
+// are still 1GB a session, so max_mqueue_bytes bounds their payload bytes;
+// the bytes held are given back as messages are acknowledged.
+func TestAttackOfflineQueueBytes(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+max_mqueue_bytes = "1KB"
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	addr := b.Addrs()[0]
+	s, _ := session(t, addr, v5connect("bytes-sub", false, 3600))
+	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
+		t.Fatalf("SUBACK %#x, want 1", code)
+	}
+	s.conn.Close()
+	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
+		cl, ok := b.srv.Clients.Get("bytes-sub")
+		return ok && cl.Closed()
+	})
+	p, _ := session(t, addr, v5connect("bytes-pub", true, 0))
+	payload := strings.Repeat("m", 300)
+	for i := 1; i <= 10; i++ {
+		p.pub(uint16(i), "x", 1, false, payload, packets.Properties{})
+		if ack := p.expect(packets.Puback); ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK %#x", ack.ReasonCode)
+		}
+	}
+	// 3 × 300 bytes fit in 1KB.
+	testkit.WaitFor(t, 5*time.Second, "7 messages dropped", func() bool { return b.Drops()[reasonMqueueBytes] == 7 })
+	s, _ = session(t, addr, v5connect("bytes-sub", false, 3600))
+	for _, pk := range s.collect(3) {
+		s.ack(packets.Puback, pk.PacketID)
+	}
+	if extra := publishes(s.ping()); len(extra) > 0 {
+		t.Fatal("a message past max_mqueue_bytes delivered")
+	}
+	testkit.WaitFor(t, 5*time.Second, "no bytes held once acknowledged", func() bool {
+		cl, ok := b.srv.Clients.Get("bytes-sub")
+		return ok && cl.State.Inflight.Bytes() == 0
+	})
 }

@@ -42,6 +42,10 @@ type Broker struct {
 	// is offline or has no send quota left; more are dropped and counted;
 	// 0 means no limit but max_inflight (EMQX's name).
 	MaxMqueueLen int `toml:"max_mqueue_len"`
+	// MaxMqueueBytes bounds the payload bytes of the QoS 1/2 messages held
+	// for such a session, in flight ones included: max_mqueue_len messages
+	// of max_packet_size are 1GB. 0 means no limit (EMQX has none).
+	MaxMqueueBytes ByteSize `toml:"max_mqueue_bytes"`
 	// MaxClientWritesPending is how many messages may wait to be written to
 	// one connected client; more are dropped and counted.
 	MaxClientWritesPending int `toml:"max_client_writes_pending"`
@@ -106,6 +110,7 @@ func DefaultBroker() Broker {
 		MaxInflight:            8192,
 		MaxClientWritesPending: 8192,
 		MaxMqueueLen:           1000,
+		MaxMqueueBytes:         64 * MB,
 		ReceiveMaximum:         1024,
 		RetainAvailable:        true,
 		MaxMessageExpiry:       24 * time.Hour,
@@ -220,6 +225,9 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxMqueueLen < 0 {
 		bad("broker.max_mqueue_len", "must not be negative (0: no limit but max_inflight)")
+	}
+	if b.MaxMqueueBytes < 0 {
+		bad("broker.max_mqueue_bytes", "must not be negative (0: no limit)")
 	}
 	// Each connected client gets a channel of this capacity up front.
 	if b.MaxClientWritesPending < 1 || b.MaxClientWritesPending > 1<<20 {
