@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -213,4 +214,47 @@ allow_anonymous = true
 		cl, ok := b.srv.Clients.Get("bytes-sub")
 		return ok && cl.State.Inflight.Bytes() == 0
 	})
+}
+
+// TestQueuedMessageHeap: mochi's decoder gives a PUBLISH's topic as a
+// string sharing the packet's read buffer, so each message queued for an
+// offline session (or retained) also kept the whole packet it came in: a
+// 500KB message cost 1MB. It costs its payload now.
+func TestQueuedMessageHeap(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	addr := b.Addrs()[0]
+	s, _ := session(t, addr, v5connect("heap-sub", false, 3600))
+	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
+		t.Fatalf("SUBACK %#x, want 1", code)
+	}
+	s.conn.Close()
+	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
+		cl, ok := b.srv.Clients.Get("heap-sub")
+		return ok && cl.Closed()
+	})
+	p, _ := session(t, addr, v5connect("heap-pub", true, 0))
+	payload := strings.Repeat("m", 500_000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 20
+	for i := 1; i <= n; i++ {
+		p.pub(uint16(i), "x", 1, false, payload, packets.Properties{})
+		if ack := p.expect(packets.Puback); ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK %#x", ack.ReasonCode)
+		}
+	}
+	cl, _ := b.srv.Clients.Get("heap-sub")
+	testkit.WaitFor(t, 5*time.Second, "every message queued", func() bool { return cl.State.Inflight.Len() == n })
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > int64(n*len(payload)*3/2) {
+		t.Fatalf("heap grew %d bytes for %d queued messages of %d bytes", grown, n, len(payload))
+	}
 }

@@ -1052,6 +1052,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
+	// mqkafka patch: the decoder's topic shares the packet's read buffer,
+	// which every copy queued for a subscriber or retained would keep alive.
+	pk.TopicName = strings.Clone(pk.TopicName)
 
 	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
 		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
