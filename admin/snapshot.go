@@ -42,7 +42,7 @@ type BrokerStats struct {
 	Inflight         int64 `json:"inflight"`
 	// Dropped counts publishes the broker did not deliver, by reason:
 	// not_authorized, not_authorized_delivery, max_inflight,
-	// max_client_writes_pending.
+	// max_mqueue_len, max_mqueue_bytes, max_client_writes_pending.
 	Dropped map[string]int64 `json:"dropped"`
 	// Refused counts what clients were refused for exceeding a limit, by
 	// reason (the limit's config key or the cause).

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
+	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -124,5 +126,56 @@ allow_anonymous = true
 	v3.expectClosed(0)
 	if got := b.Refused()[reasonRetained]; got != 4 {
 		t.Fatalf("refused %s = %d, want 4", reasonRetained, got)
+	}
+}
+
+// TestAttackRetainedInline: mochi asks no hook about its inline client's
+// publishes, so a Kafka source's retained records (or a republish action's)
+// went past max_retained_messages. Past it Broker.Publish refuses a retained
+// message for a new topic with an error wrapping conf.ErrInvalidTopic (the
+// source drops it instead of retrying it for good) and counts it; a
+// subscriber then gets only the retained messages within the limit.
+func TestAttackRetainedInline(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+max_retained_messages = 2
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	testkit.WaitFor(t, 5*time.Second, "mochi's $SYS topics retained", func() bool {
+		return b.srv.Topics.Retained.Len() == sysRetained
+	})
+	for i, step := range []struct {
+		topic, payload string
+		refused        bool
+	}{
+		{"k/0", "a", false}, {"k/1", "a", false},
+		{"k/2", "a", true},  // full
+		{"k/0", "b", false}, // replaces
+	} {
+		err := b.Publish(step.topic, []byte(step.payload), true, 1, nil)
+		if step.refused != (err != nil) || (err != nil && !(errors.Is(err, ErrRetainedLimit) && errors.Is(err, conf.ErrInvalidTopic))) {
+			t.Fatalf("step %d: retained publish to %s: %v, want refused %v (ErrRetainedLimit)", i, step.topic, err, step.refused)
+		}
+	}
+	c, _ := session(t, b.Addrs()[0], v5connect("retained-reader", true, 0))
+	if code := c.sub(1, packets.Subscription{Filter: "k/#", Qos: 0}, 0); code != 0 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	var got []string
+	for _, pk := range c.collect(2) {
+		got = append(got, pk.TopicName+"="+string(pk.Payload))
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"k/0=b", "k/1=a"}) {
+		t.Fatalf("retained messages %v, want k/0=b and k/1=a", got)
+	}
+	if extra := publishes(c.ping()); len(extra) > 0 {
+		t.Fatalf("retained message past the limit delivered: %s", extra[0].TopicName)
+	}
+	if got := b.Refused()[reasonRetained]; got != 1 {
+		t.Fatalf("refused %s = %d, want 1", reasonRetained, got)
 	}
 }

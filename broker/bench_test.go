@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
-
 	"testing"
+	"time"
 
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
@@ -103,4 +106,50 @@ func benchClient(b *testing.B, br *Broker, id string) *mqtt.Client {
 	go cl.WriteLoop()
 	b.Cleanup(func() { cl.Stop(nil) })
 	return cl
+}
+
+// BenchmarkOfflineSession is the heap one offline persistent session
+// holds (MQTT 5, Session Expiry "never", no subscriptions or messages).
+func BenchmarkOfflineSession(b *testing.B) {
+	b.ReportMetric(offlineSessionHeap(b, b.N), "heapB/session")
+}
+
+// offlineSessionHeap connects n persistent clients over TCP, lets them go
+// offline and returns the heap grown by then, over n.
+func offlineSessionHeap(tb testing.TB, n int) float64 {
+	cfg := brokerConfig(tb, "[broker]\npersistence = false\nmax_conn_rate = 0\nlisteners = [{address = \"127.0.0.1:0\"}]\n[broker.auth]\nallow_anonymous = true\n")
+	// Logs discarded: kept in memory, they would count as the sessions'.
+	br, err := New(cfg, "test@host", &recorder{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := br.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = br.Close() })
+	addr := br.Addrs()[0]
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		pk := v5connect(fmt.Sprintf("offline-%d", i), false, 0xFFFFFFFF)
+		var buf bytes.Buffer
+		if err := pk.ConnectEncode(&buf); err != nil {
+			tb.Fatal(err)
+		}
+		conn := dial(tb, addr)
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, make([]byte, 4)); err != nil { // CONNACK's first bytes
+			tb.Fatal(err)
+		}
+		conn.Close()
+	}
+	testkit.WaitFor(tb, 10*time.Second, "every session offline", func() bool {
+		return br.srv.Info.Clone().ClientsConnected == 0
+	})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(n)
 }

@@ -41,6 +41,7 @@ type Broker struct {
 	// refused counts what clients were refused, by reason (Refused).
 	refused *refusals
 	limits  *limitsHook
+	queue   *queueHook
 	// pending holds the connections that have not sent CONNECT yet.
 	pending      *pending
 	acceptErrors atomic.Int64
@@ -70,6 +71,10 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	// Before the others, so that nothing spends work on what it refuses.
 	b.limits = newLimitsHook(srv, cfg, b.refused, log.With("component", "limits"))
 	if err := srv.AddHook(b.limits, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.queue = &queueHook{maxLen: cfg.MaxMqueueLen, maxBytes: int64(cfg.MaxMqueueBytes), log: log.With("component", "limits")}
+	if err := srv.AddHook(b.queue, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if b.access, err = newAccessHook(srv, cfg, log.With("component", "auth")); err != nil {

@@ -64,6 +64,9 @@ func routingBroker(t *testing.T) *Broker {
 	cfg := brokerConfig(t, fmt.Sprintf(`[broker]
 data_dir = %q
 listeners = [{ type = "tcp", address = "127.0.0.1:0" }]
+# These tests fill a subscriber's send quota on purpose; the bound on what
+# may wait behind it has its own test (TestAttackOfflineQueue).
+max_mqueue_len = 0
 [broker.auth]
 allow_anonymous = true
 `, t.TempDir()))

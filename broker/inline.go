@@ -21,6 +21,11 @@ var ErrClosed = errors.New("broker: inline publisher closed")
 // max_topic_length.
 var ErrTopicLimit = fmt.Errorf("broker: %w: over the broker's topic limits", conf.ErrInvalidTopic)
 
+// ErrRetainedLimit is returned by retained publishes to a new topic once
+// max_retained_messages topics hold one: like ErrTopicLimit it is final, so
+// a Kafka source drops the message instead of retrying it for good.
+var ErrRetainedLimit = fmt.Errorf("broker: %w: over max_retained_messages", conf.ErrInvalidTopic)
+
 // Publish hands a message to the broker as mochi's inline client. When it
 // returns, the message is routed: queued to every matching subscriber with
 // the subscription's QoS up to qos, stored in the offline sessions of
@@ -32,6 +37,12 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte, us
 	// trusted than a device's.
 	if reason := b.limits.exceeds(topic, false); reason != "" {
 		return fmt.Errorf("%w: %s (%d bytes)", ErrTopicLimit, reason, len(topic))
+	}
+	// Nor does it ask OnRetainCheck: a source's retained records would
+	// otherwise bypass max_retained_messages.
+	if retain && len(payload) > 0 && b.limits.retainedFull(topic) {
+		b.refused.add(reasonRetained)
+		return fmt.Errorf("%w: topic %q", ErrRetainedLimit, topic)
 	}
 	cl, ok := b.srv.Clients.Get(mqtt.InlineClientId)
 	if !ok {
@@ -85,7 +96,15 @@ func (in *Inline) Bind(b *Broker) error {
 	}
 	caps := b.srv.Options.Capabilities
 	high := int(min(int32(caps.MaximumInflight), caps.MaximumClientWritesPending)) / 2
+	if n := b.queue.maxLen; n > 0 {
+		// Past max_mqueue_len, what waits for a subscriber's quota is dropped.
+		high = min(high, n/2)
+	}
 	f := &flowHook{high: max(high, 1), low: max(high/2, 1), congested: map[*mqtt.Client]time.Time{}}
+	if n := b.queue.maxBytes; n > 0 {
+		// Likewise past max_mqueue_bytes.
+		f.highBytes, f.lowBytes = max(n/2, 1), max(n/4, 1)
+	}
 	if err := b.srv.AddHook(f, nil); err != nil {
 		return fmt.Errorf("broker: flow control: %w", err)
 	}
@@ -158,9 +177,11 @@ func (in *Inline) WaitRoom(ctx context.Context) error {
 type flowHook struct {
 	mqtt.HookBase
 	high, low int
-	n         atomic.Int32 // len(congested), read without the lock
-	mu        sync.Mutex
-	congested map[*mqtt.Client]time.Time // since when, refreshed by each acknowledgement
+	// highBytes and lowBytes are the same for payload bytes; 0: none.
+	highBytes, lowBytes int64
+	n                   atomic.Int32 // len(congested), read without the lock
+	mu                  sync.Mutex
+	congested           map[*mqtt.Client]time.Time // since when, refreshed by each acknowledgement
 }
 
 func (f *flowHook) ID() string { return "mqkafka-bridge-flow" }
@@ -174,7 +195,10 @@ func (f *flowHook) Provides(b byte) bool {
 }
 
 func (f *flowHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
-	if resends > 0 || pk.Origin != mqtt.InlineClientId || cl.Closed() || cl.State.Inflight.Len() < f.high {
+	if resends > 0 || pk.Origin != mqtt.InlineClientId || cl.Closed() {
+		return
+	}
+	if cl.State.Inflight.Len() < f.high && (f.highBytes == 0 || cl.State.Inflight.Bytes() < f.highBytes) {
 		return
 	}
 	f.mu.Lock()
@@ -207,7 +231,7 @@ func (f *flowHook) progress(cl *mqtt.Client) {
 	if _, ok := f.congested[cl]; !ok {
 		return
 	}
-	if cl.State.Inflight.Len() <= f.low {
+	if cl.State.Inflight.Len() <= f.low && (f.lowBytes == 0 || cl.State.Inflight.Bytes() <= f.lowBytes) {
 		f.remove(cl)
 		return
 	}

@@ -65,10 +65,7 @@ func (h *limitsHook) Provides(b byte) bool {
 // MQTT 5 QoS 1/2, else closes the connection). Replacing or deleting a
 // retained message is always allowed.
 func (h *limitsHook) OnRetainCheck(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.maxRetained == 0 || h.srv.Topics.Retained.Len() < h.maxRetained+sysRetained {
-		return true
-	}
-	if _, ok := h.srv.Topics.Retained.Get(pk.TopicName); ok {
+	if !h.retainedFull(pk.TopicName) {
 		return true
 	}
 	if h.drain != nil {
@@ -76,6 +73,16 @@ func (h *limitsHook) OnRetainCheck(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	h.refuse(cl, reasonRetained, len(pk.Payload))
 	return false
+}
+
+// retainedFull reports whether a retained message for topic would be one
+// past max_retained_messages.
+func (h *limitsHook) retainedFull(topic string) bool {
+	if h.maxRetained == 0 || h.srv.Topics.Retained.Len() < h.maxRetained+sysRetained {
+		return false
+	}
+	_, ok := h.srv.Topics.Retained.Get(topic)
+	return !ok
 }
 
 // OnSubscriptionCheck refuses a new filter once the client's session holds

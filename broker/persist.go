@@ -450,10 +450,17 @@ func each[T any, P interface {
 	return nil
 }
 
-// StoredClients returns the stored sessions.
+// StoredClients returns the stored sessions, their expiry held to the
+// max_session_expiry in force: one stored under an older, longer limit
+// ("never" before max_session_expiry had a default) would stay for good.
 func (h *storeHook) StoredClients() ([]storage.Client, error) {
 	var out []storage.Client
-	err := each(h, storage.ClientKey, func(c *storage.Client) { out = append(out, *c) })
+	err := each(h, storage.ClientKey, func(c *storage.Client) {
+		if h.srv != nil {
+			c.Properties.SessionExpiryInterval = min(c.Properties.SessionExpiryInterval, h.srv.Options.Capabilities.MaximumSessionExpiryInterval)
+		}
+		out = append(out, *c)
+	})
 	return out, err
 }
 

@@ -38,6 +38,14 @@ type Broker struct {
 	// MaxInflight is how many QoS 1/2 messages a subscriber may have
 	// unacknowledged or queued (while offline); more are dropped and counted.
 	MaxInflight int `toml:"max_inflight"`
+	// MaxMqueueLen is how many QoS 1/2 messages may wait for a session that
+	// is offline or has no send quota left; more are dropped and counted;
+	// 0 means no limit but max_inflight (EMQX's name).
+	MaxMqueueLen int `toml:"max_mqueue_len"`
+	// MaxMqueueBytes bounds the payload bytes of the QoS 1/2 messages held
+	// for such a session, in flight ones included: max_mqueue_len messages
+	// of max_packet_size are 1GB. 0 means no limit (EMQX has none).
+	MaxMqueueBytes ByteSize `toml:"max_mqueue_bytes"`
 	// MaxClientWritesPending is how many messages may wait to be written to
 	// one connected client; more are dropped and counted.
 	MaxClientWritesPending int `toml:"max_client_writes_pending"`
@@ -58,7 +66,9 @@ type Broker struct {
 	// as retained message; 0 means until the publisher's own expiry, if any.
 	MaxMessageExpiry time.Duration `toml:"max_message_expiry"`
 	// MaxSessionExpiry is the longest a disconnected persistent session is
-	// kept (MQTT 3 sessions are kept this long); 0 means no limit.
+	// kept (MQTT 3 sessions are kept this long); 0 means no limit. The
+	// default, 2h, is EMQX's session_expiry_interval: without a bound a
+	// client could make sessions that hold memory for good.
 	MaxSessionExpiry time.Duration `toml:"max_session_expiry"`
 	// MaxTopicLevels bounds the levels of a topic name or filter a client
 	// sends; matching costs grow with the square of the depth.
@@ -99,9 +109,12 @@ func DefaultBroker() Broker {
 		MaxPacketSize:          1 * MB,
 		MaxInflight:            8192,
 		MaxClientWritesPending: 8192,
+		MaxMqueueLen:           1000,
+		MaxMqueueBytes:         64 * MB,
 		ReceiveMaximum:         1024,
 		RetainAvailable:        true,
 		MaxMessageExpiry:       24 * time.Hour,
+		MaxSessionExpiry:       2 * time.Hour,
 		MaxTopicLevels:         128,
 		MaxTopicLength:         4096,
 		MaxClientIDLen:         65535,
@@ -209,6 +222,12 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	}
 	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
 		bad("broker.max_inflight", "must be between 1 and 65535")
+	}
+	if b.MaxMqueueLen < 0 {
+		bad("broker.max_mqueue_len", "must not be negative (0: no limit but max_inflight)")
+	}
+	if b.MaxMqueueBytes < 0 {
+		bad("broker.max_mqueue_bytes", "must not be negative (0: no limit)")
 	}
 	// Each connected client gets a channel of this capacity up front.
 	if b.MaxClientWritesPending < 1 || b.MaxClientWritesPending > 1<<20 {

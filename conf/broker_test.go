@@ -55,8 +55,8 @@ func TestBrokerDefaults(t *testing.T) {
 	want := Broker{
 		Listeners: []Listener{{Type: "tcp", Address: ":1883", Verify: "verify_none"}},
 		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
-		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, IdleTimeout: 15 * time.Second,
-		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000, MaxTopicAlias: 64, MaxSubscriptions: 1000, MaxRetainedMessages: 10000,
+		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, MaxSessionExpiry: 2 * time.Hour, IdleTimeout: 15 * time.Second,
+		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000, MaxTopicAlias: 64, MaxSubscriptions: 1000, MaxRetainedMessages: 10000, MaxMqueueLen: 1000, MaxMqueueBytes: 64 * MB,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg.Broker, want)

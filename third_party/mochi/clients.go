@@ -160,20 +160,20 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases                         // a map of topic aliases
+	stopCause       atomic.Value                         // reason for stopping
+	Inflight        *Inflight                            // a map of in-flight qos messages
+	Subscriptions   *Subscriptions                       // a map of the subscription filters a client maintains
+	disconnected    int64                                // the time the client disconnected in unix time, for calculating expiry
+	outbound        atomic.Pointer[chan *packets.Packet] // queue for pending outbound packets; nil once stopped (mqkafka patch)
+	endOnce         sync.Once                            // only end once
+	isTakenOver     atomic.Bool                          // used to identify orphaned clients
+	packetID        uint32                               // the current highest packetID
+	open            context.Context                      // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc                   // cancel function for open context
+	outboundQty     int32                                // number of messages currently in the outbound queue
+	Keepalive       uint16                               // the number of seconds the connection can wait
+	ServerKeepalive bool                                 // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -188,13 +188,14 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
 		},
 		ops: o,
 	}
+	outbound := make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending)
+	cl.State.outbound.Store(&outbound)
 
 	if c != nil {
 		cl.Net = ClientConnection{
@@ -207,11 +208,22 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
+// outboundQueue is the client's queue of packets to write, nil once the
+// client stopped: an offline session no longer holds its
+// MaximumClientWritesPending slots (mqkafka patch).
+func (cl *Client) outboundQueue() chan *packets.Packet {
+	if q := cl.State.outbound.Load(); q != nil {
+		return *q
+	}
+	return nil
+}
+
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
 func (cl *Client) WriteLoop() {
+	outbound := cl.outboundQueue()
 	for {
 		select {
-		case pk := <-cl.State.outbound:
+		case pk := <-outbound:
 			if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", logString(cl.ID), logPacket(*pk))
@@ -450,6 +462,7 @@ func (cl *Client) Stop(err error) {
 		if cl.State.cancelOpen != nil {
 			cl.State.cancelOpen()
 		}
+		cl.State.outbound.Store(nil) // mqkafka patch: after cancelOpen, see publishToClient
 
 		atomic.StoreInt64(&cl.State.disconnected, time.Now().Unix())
 
@@ -753,7 +766,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		if len(cl.outboundQueue()) == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}

@@ -789,7 +789,7 @@ func TestClientWritePacketBuffer(t *testing.T) {
 	small := packets.TPacketData[packets.Publish].Get(packets.TPublishNoPayload).Packet
 	large := packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
 
-	cl.State.outbound <- small
+	cl.outboundQueue() <- small // mqkafka: the queue is an atomic pointer (an offline session releases it)
 
 	tt := []struct {
 		pks  []*packets.Packet

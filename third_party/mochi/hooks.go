@@ -59,6 +59,7 @@ const (
 	OnTopicCheck        // mqkafka patch
 	OnSubscriptionCheck // mqkafka patch
 	OnRetainCheck       // mqkafka patch
+	OnQueueCheck        // mqkafka patch
 )
 
 var (
@@ -88,6 +89,7 @@ type Hook interface {
 	OnTopicCheck(cl *Client, topic string, filter bool) bool // mqkafka patch
 	OnSubscriptionCheck(cl *Client, filter string) bool      // mqkafka patch
 	OnRetainCheck(cl *Client, pk packets.Packet) bool        // mqkafka patch
+	OnQueueCheck(cl *Client, pk packets.Packet) bool         // mqkafka patch
 	OnSysInfoTick(*system.Info)
 	OnConnect(cl *Client, pk packets.Packet) error
 	OnSessionEstablish(cl *Client, pk packets.Packet)
@@ -755,6 +757,18 @@ func (h *Hooks) OnRetainCheck(cl *Client, pk packets.Packet) bool {
 	return true
 }
 
+// OnQueueCheck is called before a QoS 1/2 message is stored for a client
+// (publishToClient); if any hook returns false, the message is dropped for
+// that client (mqkafka patch: a bound on offline and quota-blocked queues).
+func (h *Hooks) OnQueueCheck(cl *Client, pk packets.Packet) bool {
+	for _, hook := range h.GetAll() {
+		if hook.Provides(OnQueueCheck) && !hook.OnQueueCheck(cl, pk) {
+			return false
+		}
+	}
+	return true
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {
@@ -823,6 +837,11 @@ func (h *HookBase) OnSubscriptionCheck(cl *Client, filter string) bool {
 
 // OnRetainCheck accepts every retained message.
 func (h *HookBase) OnRetainCheck(cl *Client, pk packets.Packet) bool {
+	return true
+}
+
+// OnQueueCheck accepts every message.
+func (h *HookBase) OnQueueCheck(cl *Client, pk packets.Packet) bool {
 	return true
 }
 

@@ -28,6 +28,8 @@ type Inflight struct {
 	waiting   map[uint16]uint64
 	waitSeq   uint64
 	nWaiting  atomic.Int32 // len(waiting), read without the lock
+	// mqkafka patch: the payload bytes of the packets held, read without the lock.
+	size atomic.Int64
 }
 
 // waitingPacket is an entry of Inflight.waitQueue.
@@ -48,8 +50,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	old, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	i.size.Add(int64(len(m.Payload) - len(old.Payload)))
 	return !ok
 }
 
@@ -72,6 +75,12 @@ func (i *Inflight) Len() int {
 	return len(i.internal)
 }
 
+// Waiting is how many stored packets wait for send quota. mqkafka patch.
+func (i *Inflight) Waiting() int { return int(i.nWaiting.Load()) }
+
+// Bytes is the payload bytes of the packets held. mqkafka patch.
+func (i *Inflight) Bytes() int64 { return i.size.Load() }
+
 // Clone returns a new instance of Inflight with the same message data.
 // This is used when transferring inflights from a taken-over session.
 func (i *Inflight) Clone() *Inflight {
@@ -81,6 +90,7 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	c.size.Store(i.size.Load())
 	return c
 }
 
@@ -123,9 +133,10 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
+	old, ok := i.internal[id]
 	delete(i.internal, id)
-	i.unwaitLocked(id) // mqkafka patch
+	i.size.Add(-int64(len(old.Payload))) // mqkafka patch
+	i.unwaitLocked(id)                   // mqkafka patch
 
 	return ok
 }
@@ -134,9 +145,10 @@ func (i *Inflight) Delete(id uint16) bool {
 // quota (it was not waiting for one), gives the unit back. mqkafka patch.
 func (i *Inflight) DeleteSent(id uint16) bool {
 	i.Lock()
-	_, ok := i.internal[id]
+	old, ok := i.internal[id]
 	_, waiting := i.waiting[id]
 	delete(i.internal, id)
+	i.size.Add(-int64(len(old.Payload)))
 	i.unwaitLocked(id)
 	i.Unlock()
 	if ok && !waiting {

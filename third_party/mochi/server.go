@@ -1046,6 +1046,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
+	// mqkafka patch: the decoder's topic shares the packet's read buffer,
+	// which every copy queued for a subscriber or retained would keep alive.
+	pk.TopicName = strings.Clone(pk.TopicName)
 
 	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
 		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
@@ -1246,6 +1249,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			s.Log.Warn("client store quota reached", "client", logString(cl.ID), "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
+		if !s.hooks.OnQueueCheck(cl, out) { // mqkafka patch
+			return out, packets.ErrQuotaExceeded
+		}
 
 		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
 		if err != nil {
@@ -1272,12 +1278,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 	}
 
-	if cl.Net.Conn == nil || cl.Closed() {
+	outbound := cl.outboundQueue() // mqkafka patch: nil once the client stopped
+	if outbound == nil || cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
 	}
 
 	select {
-	case cl.State.outbound <- &out:
+	case outbound <- &out:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
