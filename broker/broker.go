@@ -294,8 +294,7 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err == nil {
 		return pk, nil
 	}
-	now = time.Now().UnixNano()
-	if last := h.lastRefusal.Load(); now-last > int64(time.Second) && h.lastRefusal.CompareAndSwap(last, now) {
+	if logAllowed(&h.lastRefusal) {
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -132,8 +131,7 @@ func (e errBadRetain) Error() string {
 func (r *Republish) drop(c *atomic.Int64, reason, topic string, err error) {
 	c.Add(1)
 	n := r.Counters.Dropped.Add(1)
-	now := time.Now().UnixNano()
-	if last := r.lastLog.Load(); now-last > int64(time.Second) && r.lastLog.CompareAndSwap(last, now) {
+	if logAllowed(&r.lastLog) {
 		r.log.Warn("republish dropped a message", "reason", reason, "topic", topic, "err", err, "dropped_total", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -483,8 +484,7 @@ func (s *Source) drop(reason Reason, topic string, err error) {
 // logRate logs at most once a second per clock, so that a stream of bad
 // messages cannot flood the log.
 func (s *Source) logRate(clock *atomic.Int64, msg string, args ...any) {
-	now := time.Now().UnixNano()
-	if last := clock.Load(); now-last > int64(time.Second) && clock.CompareAndSwap(last, now) {
+	if logx.Allowed(clock) {
 		s.log.Warn(msg, args...)
 	}
 }

@@ -1,6 +1,8 @@
 package producer
 
 import (
+	"github.com/mqkafka/mqkafka/internal/logx"
+
 	"context"
 	"errors"
 	"fmt"
@@ -231,8 +233,7 @@ func (c *Client) onError(p *kafka.Producer, e kafka.Error) {
 	if e.Code() == kafka.ErrAllBrokersDown {
 		c.setStatus(Connecting)
 	}
-	now := time.Now().UnixNano()
-	if last := c.lastErrLog.Load(); now-last > int64(time.Second) && c.lastErrLog.CompareAndSwap(last, now) {
+	if logx.Allowed(&c.lastErrLog) {
 		c.log.Warn("kafka client error", "err", e, "code", e.Code().String())
 	}
 }

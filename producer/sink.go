@@ -34,6 +34,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -350,12 +351,9 @@ func (st *staged) Discard() {
 // warnEvery logs at most one line per second for each key.
 func (s *Sink) warnEvery(key, msg string, args ...any) {
 	v, _ := s.dropLogs.LoadOrStore(key, new(atomic.Int64))
-	last := v.(*atomic.Int64)
-	now := time.Now().UnixNano()
-	if l := last.Load(); now-l < int64(time.Second) || !last.CompareAndSwap(l, now) {
-		return
+	if logx.Allowed(v.(*atomic.Int64)) {
+		s.log.Warn(msg, args...)
 	}
-	s.log.Warn(msg, args...)
 }
 
 // logDrop reports dropped records, at most once a second per reason and topic.

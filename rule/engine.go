@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
+
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // Action receives the records of the rules that name it.
@@ -145,9 +146,7 @@ func (e *Engine) Publish(ctx context.Context, ev *Event) error {
 // logFailure writes at most one line per second per rule, so that a
 // publisher sending bad payloads cannot flood the log.
 func (e *Engine) logFailure(r *Rule, ev *Event, err error) {
-	now := time.Now().UnixNano()
-	last := r.lastFailLog.Load()
-	if now-last < int64(time.Second) || !r.lastFailLog.CompareAndSwap(last, now) {
+	if !logx.Allowed(&r.lastFailLog) {
 		return
 	}
 	log := e.Logger
