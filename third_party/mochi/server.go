@@ -1742,6 +1742,14 @@ func (s *Server) sendLWT(cl *Client) {
 	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 {
 		return
 	}
+	// mqkafka patch: a client taken over has a new connection to its
+	// session, which cancels a delayed will [MQTT-3.1.3-9]. The new client
+	// cancels what is scheduled when it attaches, but the old connection's
+	// read loop may end after that and scheduled its will again.
+	if cl.Properties.Will.WillDelayInterval > 0 && cl.State.isTakenOver.Load() {
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+		return
+	}
 
 	modifiedLWT := s.hooks.OnWill(cl, cl.Properties.Will)
 
