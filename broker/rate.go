@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -154,6 +155,16 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 		c.wait(c.bytes.take(float64(n)), c.rates.bytesDelayed, reasonBytesRate)
 	}
 	return n, err
+}
+
+// CloseWrite half-closes the connection underneath, so that a throttled
+// client still receives the last packet before the close (mqtt.CloseWrite
+// finds the method on the wrapper, not through it).
+func (c *limitedConn) CloseWrite() error {
+	if !mqtt.CloseWrite(c.Conn) {
+		return errors.New("broker: the connection cannot close its writing side")
+	}
+	return nil
 }
 
 func (c *limitedConn) Close() error {

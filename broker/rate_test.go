@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -204,5 +205,39 @@ func TestClientRates(t *testing.T) {
 				t.Fatalf("refused %s = 0, want the pauses counted", tc.reason)
 			}
 		})
+	}
+}
+
+// TestLimitedConnHalfCloses: a rate-limited connection can still close its
+// writing side, so that mochi's linger delivers a last packet (DISCONNECT,
+// refusing CONNACK) before the close instead of a reset.
+func TestLimitedConnHalfCloses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rates := &clientRates{messages: 10, bytes: 1 << 20}
+	lc := rates.wrap(server)
+	defer lc.Close()
+	if _, err := lc.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if !mqtt.CloseWrite(lc) {
+		t.Fatal("a rate-limited connection cannot half-close")
+	}
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("client read %q, %v; want the last bytes then EOF", got, err)
 	}
 }
