@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -216,29 +217,21 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 		validateACLRule(fmt.Sprintf("broker.acl[%d]", i), &b.ACL[i], bad, enum)
 	}
 
+	// within reports path unless lo <= v <= hi.
+	within := func(path string, v, lo, hi int64, msg string) {
+		if v < lo || v > hi {
+			bad(path, msg)
+		}
+	}
 	// MQTT's Remaining Length field ends at 268435455, plus at most 5 header bytes.
-	if b.MaxPacketSize < 16 || b.MaxPacketSize > 268435460 {
-		bad("broker.max_packet_size", "must be between 16 bytes and 256MB (MQTT's limit)")
-	}
-	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
-		bad("broker.max_inflight", "must be between 1 and 65535")
-	}
-	if b.MaxMqueueLen < 0 {
-		bad("broker.max_mqueue_len", "must not be negative (0: no limit but max_inflight)")
-	}
-	if b.MaxMqueueBytes < 0 {
-		bad("broker.max_mqueue_bytes", "must not be negative (0: no limit)")
-	}
+	within("broker.max_packet_size", int64(b.MaxPacketSize), 16, 268435460, "must be between 16 bytes and 256MB (MQTT's limit)")
+	within("broker.max_inflight", int64(b.MaxInflight), 1, 65535, "must be between 1 and 65535")
+	within("broker.max_mqueue_len", int64(b.MaxMqueueLen), 0, math.MaxInt64, "must not be negative (0: no limit but max_inflight)")
+	within("broker.max_mqueue_bytes", int64(b.MaxMqueueBytes), 0, math.MaxInt64, "must not be negative (0: no limit)")
 	// Each connected client gets a channel of this capacity up front.
-	if b.MaxClientWritesPending < 1 || b.MaxClientWritesPending > 1<<20 {
-		bad("broker.max_client_writes_pending", "must be between 1 and 1048576")
-	}
-	if b.ReceiveMaximum < 1 || b.ReceiveMaximum > 65535 {
-		bad("broker.receive_maximum", "must be between 1 and 65535 (MQTT's limit)")
-	}
-	if b.MaxClients < 0 {
-		bad("broker.max_clients", "must not be negative (0 means no limit)")
-	}
+	within("broker.max_client_writes_pending", int64(b.MaxClientWritesPending), 1, 1<<20, "must be between 1 and 1048576")
+	within("broker.receive_maximum", int64(b.ReceiveMaximum), 1, 65535, "must be between 1 and 65535 (MQTT's limit)")
+	within("broker.max_clients", int64(b.MaxClients), 0, math.MaxInt64, "must not be negative (0 means no limit)")
 	if b.IdleTimeout <= 0 {
 		bad("broker.idle_timeout", "must be above 0, e.g. \"15s\" (a socket without CONNECT must not stay open for good)")
 	}
@@ -259,25 +252,13 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	seconds("broker.max_message_expiry", b.MaxMessageExpiry, (1<<32-1)*time.Second)
 	seconds("broker.max_session_expiry", b.MaxSessionExpiry, (1<<32-1)*time.Second)
 	// MQTT strings are at most 65535 bytes.
-	if b.MaxTopicLevels < 1 || b.MaxTopicLevels > 65535 {
-		bad("broker.max_topic_levels", "must be between 1 and 65535")
-	}
-	if b.MaxTopicLength < 1 || b.MaxTopicLength > 65535 {
-		bad("broker.max_topic_length", "must be between 1 and 65535 bytes (MQTT's limit)")
-	}
-	if b.MaxTopicAlias < 0 || b.MaxTopicAlias > 65535 {
-		bad("broker.max_topic_alias", "must be between 0 and 65535")
-	}
-	if b.MaxSubscriptions < 0 {
-		bad("broker.max_subscriptions", "must not be negative (0: no limit)")
-	}
-	if b.MaxRetainedMessages < 0 {
-		bad("broker.max_retained_messages", "must not be negative (0: no limit)")
-	}
+	within("broker.max_topic_levels", int64(b.MaxTopicLevels), 1, 65535, "must be between 1 and 65535")
+	within("broker.max_topic_length", int64(b.MaxTopicLength), 1, 65535, "must be between 1 and 65535 bytes (MQTT's limit)")
+	within("broker.max_topic_alias", int64(b.MaxTopicAlias), 0, 65535, "must be between 0 and 65535")
+	within("broker.max_subscriptions", int64(b.MaxSubscriptions), 0, math.MaxInt64, "must not be negative (0: no limit)")
+	within("broker.max_retained_messages", int64(b.MaxRetainedMessages), 0, math.MaxInt64, "must not be negative (0: no limit)")
 	// A server must accept client ids of 1 to 23 bytes [MQTT-3.1.3-5].
-	if b.MaxClientIDLen < 23 || b.MaxClientIDLen > 65535 {
-		bad("broker.max_clientid_len", "must be between 23 (MQTT's minimum) and 65535 bytes (MQTT's limit)")
-	}
+	within("broker.max_clientid_len", int64(b.MaxClientIDLen), 23, 65535, "must be between 23 (MQTT's minimum) and 65535 bytes (MQTT's limit)")
 	// A packet is read at bytes_rate; one that takes longer than the
 	// keepalive to arrive would be cut off by mochi's read deadline.
 	if b.BytesRate > 0 && float64(b.BytesRate) < float64(b.MaxPacketSize) {
