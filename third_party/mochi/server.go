@@ -1179,9 +1179,12 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
-	if len(subscribers.Shared) > 0 {
+	// mqkafka patch: a hook that selects is asked about every publish, not
+	// only those shared subscriptions match: mqkafka's cluster routes each
+	// publish to other nodes there, and picks a shared group's node.
+	if len(subscribers.Shared) > 0 || s.hooks.Provides(OnSelectSubscribers) {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
-		if len(subscribers.SharedSelected) == 0 {
+		if len(subscribers.SharedSelected) == 0 && len(subscribers.Shared) > 0 {
 			subscribers.SelectShared()
 		}
 		subscribers.MergeSharedSelected()
