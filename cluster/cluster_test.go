@@ -1,0 +1,284 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/mqkafka/mqkafka/broker"
+	"github.com/mqkafka/mqkafka/cluster"
+	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+	"github.com/mqkafka/mqkafka/rule"
+)
+
+// noRules is a broker's rule engine with no rule.
+type noRules struct{}
+
+func (noRules) Matches(string) bool                        { return false }
+func (noRules) Publish(context.Context, *rule.Event) error { return nil }
+
+// member is one node: a broker and its membership, on one kfake.
+type member struct {
+	b    *broker.Broker
+	n    *cluster.Node
+	addr string
+	logs *testkit.SyncBuffer
+	once sync.Once
+}
+
+func nodeConfig(t testing.TB, kafkaAddr, node, extra string) *conf.Config {
+	t.Helper()
+	cfg, err := conf.Parse("test.toml", fmt.Appendf(nil, `
+[broker]
+node = %q
+listeners = [{ address = "127.0.0.1:0" }]
+data_dir = %q
+[broker.auth]
+allow_anonymous = true
+[cluster]
+name = "t"
+connector = "k"
+replication_factor = 1
+partitions = 3
+heartbeat_interval = "200ms"
+node_timeout = "1s"
+%s
+[[connectors]]
+name = "k"
+bootstrap_hosts = %q
+`, node, t.TempDir(), extra, kafkaAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// join starts a broker in the cluster, stopped when the test ends.
+func join(t testing.TB, kafkaAddr, node string) *member {
+	t.Helper()
+	cfg := nodeConfig(t, kafkaAddr, node, "")
+	m := &member{logs: &testkit.SyncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log:\n%s", node, m.logs.String())
+		}
+	})
+	log := slog.New(slog.NewTextHandler(m.logs, nil)).With("node", node)
+	var err error
+	if m.b, err = broker.New(cfg.Broker, node, noRules{}, log); err != nil {
+		t.Fatal(err)
+	}
+	if m.n, err = cluster.New(cluster.Config{Cluster: *cfg.Cluster, Node: node, Connector: cfg.Connectors[0], Version: "test"}, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.b.JoinCluster(m.n); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.n.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.n.Start(m.b); err != nil {
+		t.Fatal(err)
+	}
+	m.addr = m.b.Addrs()[0]
+	t.Cleanup(m.stop)
+	return m
+}
+
+// stop stops the node; it may be called again.
+func (m *member) stop() {
+	m.once.Do(func() {
+		_ = m.b.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m.n.Close(ctx)
+	})
+}
+
+// inbox collects what a subscriber receives.
+type inbox struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (in *inbox) add(p *paho.Publish) {
+	in.mu.Lock()
+	in.got = append(in.got, string(p.Payload))
+	in.mu.Unlock()
+}
+
+func (in *inbox) list() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]string(nil), in.got...)
+}
+
+func subscribe(t testing.TB, c *paho.Client, filter string, qos byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func publish(t testing.TB, c *paho.Client, topic string, qos byte, retain bool, payload string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: []byte(payload)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// routed waits until m routes to want filters of other nodes.
+func routed(t testing.TB, m *member, want int64) {
+	t.Helper()
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d remote routes", want), func() bool { return m.n.Status().Routes == want })
+}
+
+func TestCrossNodePublishInOrder(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	var in inbox
+	sub := testkit.MQTTClient(t, n2.addr, "sub", in.add)
+	subscribe(t, sub, "t/#", 1)
+	routed(t, n1, 1)
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	publish(t, pub, "other/topic", 1, false, "not routed")
+	const n = 300
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprint(i))
+		publish(t, pub, "t/a", 1, false, want[i])
+	}
+	testkit.WaitFor(t, 20*time.Second, "every publish on n2", func() bool { return len(in.list()) >= n })
+	if got := in.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("n2's subscriber got %d messages, out of order or other ones: %v", len(got), got)
+	}
+	if s := n1.n.Status(); s.MessagesOut != n || s.MessagesDropped != 0 {
+		t.Fatalf("n1 sent %d (dropped %d), want %d: a publish no other node subscribes to crossed", s.MessagesOut, s.MessagesDropped, n)
+	}
+	if s := n2.n.Status(); s.MessagesIn != n {
+		t.Fatalf("n2 delivered %d, want %d", s.MessagesIn, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := sub.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"t/#"}}); err != nil {
+		t.Fatal(err)
+	}
+	routed(t, n1, 0)
+}
+
+// retainedOn is what a new subscriber to filter on m gets at once: the
+// retained messages arrive before the PUBACK of a publish made after the
+// SUBACK, on the same connection.
+func retainedOn(t testing.TB, m *member, filter string) []string {
+	t.Helper()
+	var in inbox
+	c := testkit.MQTTClient(t, m.addr, "probe", in.add)
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	subscribe(t, c, filter, 1)
+	publish(t, c, "probe/ping", 1, false, "")
+	return in.list()
+}
+
+func TestRetainedClusterWide(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	publish(t, testkit.MQTTClient(t, n1.addr, "setter", nil), "r/1", 1, true, "kept")
+	testkit.WaitFor(t, 10*time.Second, "the retained message on n2", func() bool {
+		return strings.Join(retainedOn(t, n2, "r/#"), ",") == "kept"
+	})
+	publish(t, testkit.MQTTClient(t, n2.addr, "clearer", nil), "r/1", 1, true, "")
+	testkit.WaitFor(t, 10*time.Second, "the retained message cleared on n1", func() bool {
+		return len(retainedOn(t, n1, "r/#")) == 0
+	})
+
+	// A node that starts later reads the retained messages from Kafka.
+	publish(t, testkit.MQTTClient(t, n1.addr, "setter2", nil), "r/2", 0, true, "again")
+	testkit.WaitFor(t, 10*time.Second, "the second retained message on n2", func() bool {
+		return len(retainedOn(t, n2, "r/#")) == 1
+	})
+	n3 := join(t, kafka, "n3")
+	if got := retainedOn(t, n3, "r/#"); strings.Join(got, ",") != "again" {
+		t.Fatalf("n3 started with retained messages %q, want \"again\"", got)
+	}
+}
+
+func TestSharedSubscriptionAcrossNodes(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	var a, b inbox
+	subscribe(t, testkit.MQTTClient(t, n1.addr, "a", a.add), "$share/g/s/#", 1)
+	subscribe(t, testkit.MQTTClient(t, n2.addr, "b", b.add), "$share/g/s/#", 1)
+	routed(t, n1, 1)
+	routed(t, n2, 1)
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	const n = 200
+	for i := range n {
+		publish(t, pub, "s/x", 1, false, fmt.Sprint(i))
+	}
+	testkit.WaitFor(t, 20*time.Second, "every publish once", func() bool { return len(a.list())+len(b.list()) >= n })
+	seen := map[string]int{}
+	for _, p := range append(a.list(), b.list()...) {
+		seen[p]++
+	}
+	if len(seen) != n || len(a.list())+len(b.list()) != n {
+		t.Fatalf("%d distinct of %d received (%d + %d)", len(seen), n, len(a.list()), len(b.list()))
+	}
+	if len(a.list()) == 0 || len(b.list()) == 0 {
+		t.Fatalf("the group's load was not split: %d on n1, %d on n2", len(a.list()), len(b.list()))
+	}
+}
+
+func TestNodeDownDropsItsRoutes(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	subscribe(t, testkit.MQTTClient(t, n2.addr, "sub", nil), "t/#", 1)
+	routed(t, n1, 1)
+	testkit.WaitFor(t, 10*time.Second, "two nodes up", func() bool {
+		s := n1.n.Status()
+		return len(s.Nodes) == 2 && s.Nodes[0].Status == "up" && s.Nodes[1].Status == "up"
+	})
+	n2.stop()
+	routed(t, n1, 0)
+	s := n1.n.Status()
+	if s.Nodes[1].ID != "n2" || s.Nodes[1].Status != "down" {
+		t.Fatalf("after n2 stopped: %+v", s.Nodes)
+	}
+}
+
+func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	if err := kc.CreateTopic("mqkafka.t.routes", 1, map[string]string{"cleanup.policy": "delete"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodeConfig(t, kafka, "n1", "")
+	n, err := cluster.New(cluster.Config{Cluster: *cfg.Cluster, Node: "n1", Connector: cfg.Connectors[0]}, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer n.Close(ctx)
+	err = n.Load(ctx)
+	if err == nil || !strings.Contains(err.Error(), "mqkafka.t.routes has cleanup.policy=delete, mqkafka needs compact") {
+		t.Fatalf("Load = %v, want the routes topic's policy refused", err)
+	}
+}
+
+var _ = kfake.NumBrokers
