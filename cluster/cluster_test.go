@@ -281,4 +281,55 @@ func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
 	}
 }
 
-var _ = kfake.NumBrokers
+
+// TestKafkaUnreachable: while Kafka is down, local delivery goes on and
+// publishes for other nodes wait; once it is back they arrive, in order,
+// and no node was shown down meanwhile.
+func TestKafkaUnreachable(t *testing.T) {
+	port, dir := testkit.FreePort(t), t.TempDir()
+	startKafka := func() *kfake.Cluster {
+		kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kc
+	}
+	kc := startKafka()
+	kafka := kc.ListenAddrs()[0]
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	var local, remote inbox
+	subscribe(t, testkit.MQTTClient(t, n1.addr, "local", local.add), "t/#", 1)
+	subscribe(t, testkit.MQTTClient(t, n2.addr, "remote", remote.add), "t/#", 1)
+	routed(t, n1, 1)
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+
+	kc.Close()
+	testkit.WaitFor(t, 20*time.Second, "n1 to see Kafka down", func() bool { return n1.n.Status().Kafka == "disconnected" })
+	const n = 50
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprint(i))
+		publish(t, pub, "t/x", 1, false, want[i])
+	}
+	testkit.WaitFor(t, 5*time.Second, "local delivery while Kafka is down", func() bool { return len(local.list()) == n })
+	if got := remote.list(); len(got) != 0 {
+		t.Fatalf("n2 received %d with Kafka down", len(got))
+	}
+	if s := n1.n.Status(); s.Routes != 1 || s.Nodes[1].Status != "up" {
+		t.Fatalf("with Kafka down n1 shows %+v", s)
+	}
+
+	kc = startKafka()
+	defer func() {
+		n1.stop()
+		n2.stop()
+		kc.Close()
+	}()
+	testkit.WaitFor(t, 60*time.Second, "the queued publishes on n2", func() bool { return len(remote.list()) >= n })
+	if got := remote.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("n2 received %v", got)
+	}
+	if s := n1.n.Status(); s.MessagesDropped != 0 || s.Kafka != "connected" {
+		t.Fatalf("after Kafka came back n1 shows %+v", s)
+	}
+}

@@ -63,9 +63,14 @@ type Node struct {
 	mu        sync.Mutex
 	announced map[string]bool // this node's filters as last produced
 	members   map[string]*member
+	// selfHeard is when this run's last heartbeat was sent, as read back.
+	selfHeard time.Time
 
 	started          time.Time
 	in, out, dropped atomic.Int64
+	// reachable is false from librdkafka's "all brokers down" until Kafka
+	// next acknowledges or delivers a record.
+	reachable atomic.Bool
 	lastDropLog      atomic.Int64
 	lastErrLog       atomic.Int64
 
@@ -185,6 +190,7 @@ func (n *Node) Load(ctx context.Context) error {
 		}
 	}
 	n.checkMembers(time.Now())
+	n.reachable.Store(true)
 	n.log.Info("cluster state read", "nodes", len(n.members), "remote_routes", n.routes.size(), "retained", len(n.retained),
 		"partitions", n.partitions)
 	return nil
@@ -431,8 +437,8 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 }
 
 // heard notes a node's heartbeat; its time is the record's, so that a
-// heartbeat read at start counts from when it was sent (clocks of the
-// nodes are assumed within a fraction of node_timeout).
+// heartbeat read at start counts from when it was sent (the nodes' clocks
+// are assumed within a fraction of node_timeout).
 func (n *Node) heard(node string, msg *kafka.Message) {
 	var hb heartbeat
 	if msg.Value == nil || json.Unmarshal(msg.Value, &hb) != nil {
@@ -450,21 +456,40 @@ func (n *Node) heard(node string, msg *kafka.Message) {
 	if m.last.After(now) {
 		m.last = now
 	}
-	n.updateMember(node, m, now)
+	if node == n.cfg.Node && hb.Started.Equal(n.started) {
+		n.selfHeard = m.last
+	}
+	n.updateMember(node, m, n.reference(now))
 }
 
 // checkMembers shows down the nodes silent for node_timeout.
 func (n *Node) checkMembers(now time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	ref := n.reference(now)
 	for node, m := range n.members {
-		n.updateMember(node, m, now)
+		n.updateMember(node, m, ref)
 	}
 }
 
+// reference is the time silences are measured against: this node's own
+// last heartbeat read back, once there is one. While Kafka is unreachable
+// no heartbeat arrives, this node's included, so no node is shown down
+// for it, and publishes keep being routed (and queued) to every node;
+// n.mu held.
+func (n *Node) reference(now time.Time) time.Time {
+	if n.selfHeard.IsZero() {
+		return now
+	}
+	return n.selfHeard
+}
+
 // updateMember routes to a node while it is up; n.mu held.
-func (n *Node) updateMember(node string, m *member, now time.Time) {
-	up := !m.beat.Stopped && now.Sub(m.last) < n.cfg.NodeTimeout
+func (n *Node) updateMember(node string, m *member, ref time.Time) {
+	up := !m.beat.Stopped && ref.Sub(m.last) < n.cfg.NodeTimeout
+	if node == n.cfg.Node {
+		up = true
+	}
 	if up == m.up {
 		return
 	}
@@ -494,6 +519,7 @@ func (n *Node) followMessages() {
 }
 
 func (n *Node) receive(msg *kafka.Message) {
+	n.reachable.Store(true)
 	for _, h := range msg.Headers {
 		if h.Key == "to" && string(h.Value) != n.cfg.Node {
 			_, _ = n.msgsIn.StoreMessage(msg)
@@ -522,6 +548,7 @@ func (n *Node) reports(p *kafka.Producer, acked *atomic.Int64) {
 		switch e := ev.(type) {
 		case *kafka.Message:
 			if e.TopicPartition.Error == nil {
+				n.reachable.Store(true)
 				if acked != nil {
 					acked.Add(1)
 				}
@@ -540,6 +567,9 @@ func (n *Node) reports(p *kafka.Producer, acked *atomic.Int64) {
 }
 
 func (n *Node) logKafkaError(err kafka.Error) {
+	if err.Code() == kafka.ErrAllBrokersDown {
+		n.reachable.Store(false)
+	}
 	if logx.Allowed(&n.lastErrLog) {
 		n.log.Warn("cluster: kafka", "err", err)
 	}
@@ -560,6 +590,9 @@ type Status struct {
 	MessagesDropped int64 `json:"messages_dropped"`
 	// Queued are records waiting for Kafka.
 	Queued int `json:"queued"`
+	// Kafka is "connected", or "disconnected" while librdkafka reaches
+	// none of the brokers: publishes to other nodes wait in the queue.
+	Kafka string `json:"kafka"`
 }
 
 // NodeStatus is one node of the cluster.
@@ -578,7 +611,10 @@ type NodeStatus struct {
 // Status reports the cluster's members and this node's counters.
 func (n *Node) Status() Status {
 	s := Status{Name: n.cfg.Name, Self: n.cfg.Node, Routes: n.routes.size(), MessagesIn: n.in.Load(),
-		MessagesOut: n.out.Load(), MessagesDropped: n.dropped.Load(), Queued: n.state.Len() + n.msgs.Len()}
+		MessagesOut: n.out.Load(), MessagesDropped: n.dropped.Load(), Queued: n.state.Len() + n.msgs.Len(), Kafka: "connected"}
+	if !n.reachable.Load() {
+		s.Kafka = "disconnected"
+	}
 	n.mu.Lock()
 	for id, m := range n.members {
 		st := "down"
