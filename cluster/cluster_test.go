@@ -281,7 +281,6 @@ func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
 	}
 }
 
-
 // TestKafkaUnreachable: while Kafka is down, local delivery goes on and
 // publishes for other nodes wait; once it is back they arrive, in order,
 // and no node was shown down meanwhile.

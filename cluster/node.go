@@ -70,9 +70,9 @@ type Node struct {
 	in, out, dropped atomic.Int64
 	// reachable is false from librdkafka's "all brokers down" until Kafka
 	// next acknowledges or delivers a record.
-	reachable atomic.Bool
-	lastDropLog      atomic.Int64
-	lastErrLog       atomic.Int64
+	reachable   atomic.Bool
+	lastDropLog atomic.Int64
+	lastErrLog  atomic.Int64
 
 	// ctx ends the goroutines in wg, which call the clients, so that
 	// they are done before the clients close; those in clients read what
