@@ -49,6 +49,7 @@ func New(addr, token string, rt Runtime, log *slog.Logger) (*Server, error) {
 	auth("GET /readyz", s.readyz)
 	auth("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
 	auth("GET /api/v1/status", s.status)
+	auth("GET /api/v1/cluster", s.cluster)
 	auth("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, redactedConfig(rt.Config())) })
 	auth("GET /api/v1/{kind}", s.list)
 	auth("GET /api/v1/{kind}/{name}", s.get)
@@ -137,6 +138,16 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, 200, s.snapshot())
+}
+
+// cluster answers the nodes of the cluster, as this node sees them.
+func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
+	c := s.rt.Snapshot().Cluster
+	if c == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: "this node is in no cluster: [cluster] is not set"})
+		return
+	}
+	writeJSON(w, 200, c)
 }
 
 // entries returns a snapshot's entries of kind, keyed by name.
