@@ -19,7 +19,7 @@ import (
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
-	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -27,7 +27,8 @@ import (
 // Publisher takes the publishes that rules read.
 type Publisher interface {
 	Matches(topic string) bool
-	Publish(ctx context.Context, ev *rule.Event) error
+	// Publish hands ev to the rules and returns as w says.
+	Publish(ctx context.Context, w ack.Wait, ev *rule.Event) error
 }
 
 // Broker is the running MQTT broker.
@@ -105,8 +106,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		}
 		b.store = st
 	}
-	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge"),
-		noWait: buffer.NoWait(context.Background())}
+	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge")}
 	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
 	b.acks = h.acks
 	b.access.drain = h.acks.drain
@@ -230,7 +230,6 @@ type bridgeHook struct {
 	mqtt.HookBase
 	pub      Publisher
 	acks     *acks
-	noWait   context.Context // QoS 0: nobody is told, so nothing waits for the disk
 	node     string
 	log      *slog.Logger
 	idPrefix [8]byte
@@ -280,16 +279,17 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	case deferrable:
 		c := h.acks.conn(cl)
 		s := c.reserve(pk.PacketID)
-		if err = h.pub.Publish(s.t.Context(), ev); err != nil {
+		if err = h.pub.Publish(context.Background(), ack.Deferred(s.t), ev); err != nil {
 			c.refuse(s)
 			break
 		}
 		c.settle(s)
 		return pk, mqtt.ErrPubackDeferred
 	case pk.FixedHeader.Qos == 0:
-		err = h.pub.Publish(h.noWait, ev)
+		// Nobody is told, so nothing waits for the disk.
+		err = h.pub.Publish(context.Background(), ack.NoWait(), ev)
 	default:
-		err = h.pub.Publish(context.Background(), ev)
+		err = h.pub.Publish(context.Background(), ack.InCall(), ev)
 	}
 	if err == nil {
 		return pk, nil
@@ -299,19 +299,19 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		switch {
-		case errors.Is(err, buffer.ErrFull):
+		case errors.Is(err, ack.ErrFull):
 			return pk, packets.ErrQuotaExceeded
-		case errors.Is(err, buffer.ErrWriteFailed):
+		case errors.Is(err, ack.ErrWriteFailed):
 			return pk, packets.ErrUnspecifiedError
 		}
 		// 0x83 "valid, but the receiver is not willing to accept it" also
-		// answers buffer.ErrTooLarge: the record of a publish under
+		// answers ack.ErrTooLarge: the record of a publish under
 		// max_packet_size can be over a sink's message.max.bytes; 0x97
 		// would tell the client to try again later, which never helps, and
 		// 0x95 (packet too large) is not a PUBACK reason.
 		return pk, packets.ErrImplementationSpecificError
 	}
-	if pk.FixedHeader.Qos > 0 && errors.Is(err, buffer.ErrWriteFailed) {
+	if pk.FixedHeader.Qos > 0 && errors.Is(err, ack.ErrWriteFailed) {
 		// A 3.1.1 client resends only on a new connection: without one it
 		// would wait for this PUBACK for as long as the disk refuses writes.
 		cl.Stop(errAckFailed)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -73,8 +74,9 @@ func NewRepublish(ruleID string, from []string, c conf.Republish, in *Inline, lo
 
 // Enqueue implements rule.Action. It never refuses the record: a message
 // that cannot be republished is counted and logged, and the publish that
-// triggered the rule is still acknowledged, as in EMQX.
-func (r *Republish) Enqueue(ctx context.Context, rec rule.Record) error {
+// triggered the rule is still acknowledged, as in EMQX. w does not apply:
+// the republished message is a publish of its own, taken in the call.
+func (r *Republish) Enqueue(ctx context.Context, _ ack.Wait, rec rule.Record) error {
 	buf := make([]byte, 0, 128)
 	buf = r.topic.Render(buf, rec)
 	topic := string(buf)

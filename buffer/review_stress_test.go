@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestReviewConcurrentQueues runs appenders, a reader that acks and rewinds,
@@ -50,7 +52,7 @@ func TestReviewConcurrentQueues(t *testing.T) {
 					if i%7 == 0 {
 						r.Value = append(r.Value, make([]byte, 3000)...)
 					}
-					seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
+					seq, err := q.(*Disk).AppendSeq(context.Background(), ack.InCall(), &r)
 					if errors.Is(err, ErrClosed) {
 						return
 					}

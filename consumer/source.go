@@ -16,6 +16,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/producer"
@@ -466,7 +467,7 @@ func (s *Source) runRules(ctx context.Context) {
 		}
 		rl.Metrics.Passed.Add(1)
 		for _, a := range ra.Actions {
-			if err := a.Enqueue(ctx, rec); err != nil {
+			if err := a.Enqueue(ctx, ack.InCall(), rec); err != nil {
 				s.Counters.Failed.Add(1)
 				s.logRate(&s.lastDropLog, "a rule action did not take a Kafka message", "rule", rl.ID, "err", err)
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
@@ -368,7 +369,7 @@ type recordAction struct {
 	recs []string
 }
 
-func (a *recordAction) Enqueue(_ context.Context, r rule.Record) error {
+func (a *recordAction) Enqueue(_ context.Context, _ ack.Wait, r rule.Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, string(a.tpl.Render(nil, r)))

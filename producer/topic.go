@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 )
 
@@ -153,22 +154,23 @@ func (t *topic) partitions() []*partition {
 	return nil
 }
 
-// enqueue appends rec to its partition's queue (or the holding queue) and
-// returns that partition and the record's Seq; a nil partition means the
-// record went to the holding queue or was dropped. rec is copied, not kept.
-func (t *topic) enqueue(ctx context.Context, rec *buffer.Record) (*partition, uint64, error) {
+// enqueue appends rec to its partition's queue (or the holding queue),
+// returning as w says, and returns that partition and the record's Seq; a
+// nil partition means the record went to the holding queue or was dropped.
+// rec is copied, not kept.
+func (t *topic) enqueue(ctx context.Context, w ack.Wait, rec *buffer.Record) (*partition, uint64, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.holding {
 		// Holding ends with one last drain under t.mu: a record must be
-		// readable by then, not merely queued for the WAL.
-		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), *rec)
+		// readable by then, not merely queued for the WAL, whatever w says.
+		return nil, 0, t.hold.Append(ctx, ack.InCall(), *rec)
 	}
 	p := t.pick(rec, rand.Uint64())
 	if p == nil {
 		return nil, 0, nil
 	}
-	seq, err := p.q.AppendSeq(ctx, rec)
+	seq, err := p.q.AppendSeq(ctx, w, rec)
 	return p, seq, err
 }
 
@@ -198,7 +200,7 @@ func (t *topic) pick(rec *buffer.Record, spread uint64) *partition {
 // enqueueSync is enqueue that also waits for Kafka's acknowledgement. While
 // the topic's partitions are not known yet it waits for them first, because
 // a record in the holding queue has no Seq to wait for.
-func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout time.Duration) error {
+func (t *topic) enqueueSync(ctx context.Context, w ack.Wait, rec *buffer.Record, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -208,7 +210,7 @@ func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout tim
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	p, seq, err := t.enqueue(ctx, rec)
+	p, seq, err := t.enqueue(ctx, w, rec)
 	if err != nil || p == nil {
 		return err
 	}
@@ -462,7 +464,7 @@ func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
 		// Only moves append to a partition while its topic holds, so what
 		// follows the queue's last record now is this move's: the partition
 		// holds it back until the move is marked.
-		last, err := p.q.AppendSeq(context.Background(), nil)
+		last, err := p.q.AppendSeq(context.Background(), ack.InCall(), nil)
 		if err != nil {
 			w.err = err
 			w.done <- true
@@ -471,9 +473,9 @@ func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
 		p.moved.Store(last + 1)
 	}
 	done := w.done
-	tk := buffer.NewTicket(func(failed bool) { done <- failed })
-	w.err = p.q.Append(tk.Context(), recs...)
-	if errors.Is(w.err, buffer.ErrFull) {
+	tk := ack.NewTicket(func(failed bool) { done <- failed })
+	w.err = p.q.Append(context.Background(), ack.Deferred(tk), recs...)
+	if errors.Is(w.err, ack.ErrFull) {
 		w.err = nil // the partition's overflow policy counted them
 	}
 	if tk.Release() {

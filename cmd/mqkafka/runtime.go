@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/producer"
@@ -31,8 +32,8 @@ type sinkRun struct {
 type enginePublisher struct{ e atomic.Pointer[rule.Engine] }
 
 func (p *enginePublisher) Matches(topic string) bool { return p.e.Load().Matches(topic) }
-func (p *enginePublisher) Publish(ctx context.Context, ev *rule.Event) error {
-	return p.e.Load().Publish(ctx, ev)
+func (p *enginePublisher) Publish(ctx context.Context, w ack.Wait, ev *rule.Event) error {
+	return p.e.Load().Publish(ctx, w, ev)
 }
 
 // buildSink starts a sink and its concurrent_clients producers; each
