@@ -92,7 +92,7 @@ func TestMetricsAndAuth(t *testing.T) {
 	if got, _ := metric(text, "mqkafka_broker_messages_received_total"); got < 20 {
 		t.Errorf("messages received %v", got)
 	}
-	code, body := call(t, a, "GET", "/api/v1/sinks/s1", "s3cret", "")
+	code, body := call(t, a, "GET", "/api/v1/sinks/s1/status", "s3cret", "")
 	var sink struct {
 		Counters struct{ Success int64 }
 		Status   string
