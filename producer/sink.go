@@ -89,7 +89,7 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	wire, err := conf.MessageMaxBytes(clients[0].cfg.Properties)
+	wire, err := conf.MessageMaxBytes(clients[0].cfg.Conn.Properties)
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
 	}
