@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/connector"
+	"github.com/mqkafka/mqkafka/internal/backoff"
 	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -250,7 +251,7 @@ func (s *Source) Stop(ctx context.Context) error {
 func (s *Source) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.closeConsumer()
-	if !sleep(ctx, s.cfg.StartDelay) {
+	if !backoff.Sleep(ctx, s.cfg.StartDelay) {
 		return
 	}
 	for {
@@ -263,28 +264,13 @@ func (s *Source) run(ctx context.Context) {
 		s.log.Error("kafka source failed; recreating its consumer", "err", err)
 		s.closeConsumer()
 		for s.c == nil {
-			if !sleep(ctx, time.Second) {
+			if !backoff.Sleep(ctx, time.Second) {
 				return
 			}
 			if s.c, err = s.newConsumer(); err != nil {
 				s.log.Error("recreating kafka consumer", "err", err)
 			}
 		}
-	}
-}
-
-// sleep waits d, or less when ctx ends first; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -506,7 +492,7 @@ func (s *Source) retry(ctx context.Context, m *kafka.Message, err error) {
 	if _, err := s.c.SeekPartitions([]kafka.TopicPartition{tp}); err != nil {
 		s.log.Warn("seek after a failed hand-over", "err", err)
 	}
-	sleep(ctx, time.Second)
+	backoff.Sleep(ctx, time.Second)
 }
 
 // rebalance runs inside Poll. Before partitions go, every message handed
