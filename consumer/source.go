@@ -434,7 +434,7 @@ func (s *Source) runRules(ctx context.Context) {
 }
 
 func (s *Source) drop(reason Reason, topic string, err error) {
-	s.Counters.Drop(reason)
+	s.Counters.Drop(reason, 1)
 	s.logRate(&s.lastDropLog, "kafka message dropped", "reason", string(reason), "mqtt_topic", topic,
 		"kafka_topic", s.rec.topic, "partition", s.rec.m.TopicPartition.Partition, "offset", int64(s.rec.m.TopicPartition.Offset),
 		"err", err, "dropped_total", s.Counters.DroppedTotal())
