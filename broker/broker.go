@@ -21,6 +21,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -294,7 +295,7 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err == nil {
 		return pk, nil
 	}
-	if logAllowed(&h.lastRefusal) {
+	if logx.Allowed(&h.lastRefusal) {
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
@@ -366,7 +367,7 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	case "publish packet error":
 		return nil
 	case "client store quota reached", "packet ids exhausted":
-		if !logAllowed(h.lastDrop) {
+		if !logx.Allowed(h.lastDrop) {
 			return nil
 		}
 		r.AddAttrs(slog.String("note", "counted as dropped (max_inflight); logged at most once a second"))

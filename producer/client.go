@@ -176,14 +176,13 @@ var errClientClosed = errors.New("producer closed")
 // and notices are passed on at most once a second per tag.
 func (c *Client) serveLogs(p *kafka.Producer) {
 	defer c.wg.Done()
-	last := map[string]time.Time{}
+	var tags logx.Keyed
 	for ev := range p.Logs() {
 		if ev.Level > 4 {
 			c.log.Debug("librdkafka", "tag", ev.Tag, "msg", ev.Message)
 			continue
 		}
-		if now := time.Now(); now.Sub(last[ev.Tag]) >= time.Second {
-			last[ev.Tag] = now
+		if tags.Allowed(ev.Tag) {
 			level := slog.LevelInfo
 			if ev.Level <= 3 {
 				level = slog.LevelWarn

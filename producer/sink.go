@@ -29,7 +29,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqkafka/mqkafka/buffer"
@@ -65,8 +64,8 @@ type Sink struct {
 	wg     sync.WaitGroup
 
 	scratch  sync.Pool
-	staged   sync.Pool // *staged
-	dropLogs sync.Map  // log key → *atomic.Int64 (last log, unix ns)
+	staged   sync.Pool  // *staged
+	dropLogs logx.Keyed // warnEvery's once a second per key
 }
 
 // SinkEnv is what a sink takes from the process around it.
@@ -350,8 +349,7 @@ func (st *staged) Discard() {
 
 // warnEvery logs at most one line per second for each key.
 func (s *Sink) warnEvery(key, msg string, args ...any) {
-	v, _ := s.dropLogs.LoadOrStore(key, new(atomic.Int64))
-	if logx.Allowed(v.(*atomic.Int64)) {
+	if s.dropLogs.Allowed(key) {
 		s.log.Warn(msg, args...)
 	}
 }
