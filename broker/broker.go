@@ -21,6 +21,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -55,7 +56,7 @@ type Broker struct {
 func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Broker, err error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: capabilities(cfg),
-		Logger:       slog.New(quietHandler{log.Handler(), new(atomic.Int64)}).With("component", "mqtt"),
+		Logger:       log.With("component", "mqtt"),
 		InlineClient: true,
 	})
 	defer func() {
@@ -294,7 +295,7 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if err == nil {
 		return pk, nil
 	}
-	if logAllowed(&h.lastRefusal) {
+	if logx.Allowed(&h.lastRefusal) {
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
@@ -348,35 +349,4 @@ func fillProps(ev *rule.Event, p *packets.Properties) {
 	if len(p.CorrelationData) > 0 {
 		ev.Props = append(ev.Props, rule.Prop{Name: "Correlation-Data", Str: string(bytes.Clone(p.CorrelationData))})
 	}
-}
-
-// quietHandler drops mochi's per-packet error line for publishes the bridge
-// refused: those are counted and logged, rate-limited, by the bridge itself,
-// and mochi's line would print the whole packet once per refused publish.
-// mochi's line per message dropped to a slow subscriber is let through once
-// a second: the drops are counted (Drops), and a slow subscriber would
-// otherwise log as fast as messages arrive.
-type quietHandler struct {
-	slog.Handler
-	lastDrop *atomic.Int64 // shared by the handler's derivatives
-}
-
-func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	switch r.Message {
-	case "publish packet error":
-		return nil
-	case "client store quota reached", "packet ids exhausted":
-		if !logAllowed(h.lastDrop) {
-			return nil
-		}
-		r.AddAttrs(slog.String("note", "counted as dropped (max_inflight); logged at most once a second"))
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(as), h.lastDrop}
-}
-func (h quietHandler) WithGroup(n string) slog.Handler {
-	return quietHandler{h.Handler.WithGroup(n), h.lastDrop}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -133,7 +134,7 @@ func (e errBadRetain) Error() string {
 func (r *Republish) drop(c *atomic.Int64, reason, topic string, err error) {
 	c.Add(1)
 	n := r.Counters.Dropped.Add(1)
-	if logAllowed(&r.lastLog) {
+	if logx.Allowed(&r.lastLog) {
 		r.log.Warn("republish dropped a message", "reason", reason, "topic", topic, "err", err, "dropped_total", n)
 	}
 }

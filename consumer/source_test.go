@@ -17,6 +17,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -441,7 +442,7 @@ func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
 	b := &fakeBroker{}
 	s := startSource(t, addr, sourceConfig("s", "g7", "t7", "m", "${.key}"), b)
 	testkit.WaitFor(t, 20*time.Second, "errors while Kafka is down", func() bool { return s.Counters.KafkaErrors.Load() > 0 })
-	if s.Status() != Connecting {
+	if s.Status() != connector.Connecting {
 		t.Fatalf("status %s while Kafka is down", s.Status())
 	}
 	testkit.NewKafka(t, port, kfake.AllowAutoTopicCreation())
@@ -458,7 +459,7 @@ func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
 		}
 	}
 	testkit.WaitFor(t, 30*time.Second, "10 publishes once the topic exists", func() bool { return b.count() >= 10 })
-	if s.Status() != Connected {
+	if s.Status() != connector.Connected {
 		t.Fatalf("status %s after reading", s.Status())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -223,7 +224,7 @@ func holdSink(t *testing.T, kafkaAddr, dataDir string) (s *Sink, stop func()) {
 	sc.Buffer.Mode = string(buffer.ModeDisk)
 	log := testkit.Logger(t)
 	client, err := NewClient(ClientConfig{
-		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
+		Connector: "k", Conn: connector.Config{BootstrapHosts: kafkaAddr}, RequiredAcks: sc.RequiredAcks,
 		Linger: time.Millisecond, MetadataTimeout: 300 * time.Millisecond,
 	}, log)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -38,8 +39,8 @@ func newTestSinkWith(t *testing.T, kafkaAddr, topic string, props map[string]str
 	}
 	log := testkit.Logger(t)
 	client, err := NewClient(ClientConfig{
-		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
-		Compression: sc.Compression, Linger: sc.MaxLingerTime, Properties: props,
+		Connector: "k", Conn: connector.Config{BootstrapHosts: kafkaAddr, Properties: props}, RequiredAcks: sc.RequiredAcks,
+		Compression: sc.Compression, Linger: sc.MaxLingerTime,
 		MaxInflightBytes: int64(sc.MaxInflightBytes),
 	}, log)
 	if err != nil {

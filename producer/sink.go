@@ -29,7 +29,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqkafka/mqkafka/ack"
@@ -66,8 +65,8 @@ type Sink struct {
 	wg     sync.WaitGroup
 
 	scratch  sync.Pool
-	staged   sync.Pool // *staged
-	dropLogs sync.Map  // log key → *atomic.Int64 (last log, unix ns)
+	staged   sync.Pool  // *staged
+	dropLogs logx.Keyed // warnEvery's once a second per key
 }
 
 // SinkEnv is what a sink takes from the process around it.
@@ -90,7 +89,7 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	wire, err := conf.MessageMaxBytes(clients[0].cfg.Properties)
+	wire, err := conf.MessageMaxBytes(clients[0].cfg.Conn.Properties)
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
 	}
@@ -351,8 +350,7 @@ func (st *staged) Discard() {
 
 // warnEvery logs at most one line per second for each key.
 func (s *Sink) warnEvery(key, msg string, args ...any) {
-	v, _ := s.dropLogs.LoadOrStore(key, new(atomic.Int64))
-	if logx.Allowed(v.(*atomic.Int64)) {
+	if s.dropLogs.Allowed(key) {
 		s.log.Warn(msg, args...)
 	}
 }

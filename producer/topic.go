@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/internal/backoff"
 )
 
 // topic is one Kafka topic of a sink: its partitions and its holding queue.
@@ -220,7 +221,7 @@ func (t *topic) enqueueSync(ctx context.Context, w ack.Wait, rec *buffer.Record,
 // run learns the topic's partitions, moves held records into them and keeps
 // the partition count fresh.
 func (t *topic) run(ctx context.Context) {
-	backoff := 200 * time.Millisecond
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		// librdkafka cannot cancel a metadata request, so its timeout is
 		// also how long a stop may wait for this goroutine.
@@ -230,13 +231,12 @@ func (t *topic) run(ctx context.Context) {
 		if err != nil {
 			t.s.warnEvery("connecting\x00"+t.name, "kafka not reachable; records are kept in the buffer",
 				"topic", t.name, "err", err, "queuing", t.hold.Stats().Records)
-			if !sleep(ctx, backoff) {
+			if !backoff.Sleep(ctx, retry.Next()) {
 				return
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 200 * time.Millisecond
+		retry.Reset()
 		next := t.s.cfg.PartitionCountRefreshInterval
 		if info.Exists {
 			t.kafkaParts.Store(int32(info.Partitions))
@@ -252,7 +252,7 @@ func (t *topic) run(ctx context.Context) {
 		if t.isHolding() {
 			t.release(ctx)
 		}
-		if !sleep(ctx, next) {
+		if !backoff.Sleep(ctx, next) {
 			return
 		}
 	}
@@ -299,6 +299,7 @@ func (t *topic) setPartitions(ctx context.Context, n int) error {
 			q:      q,
 			log:    t.s.log.With("topic", t.name, "partition", id),
 			wake:   make(chan struct{}, 1),
+			retry:  backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second},
 		}
 		parts = append(parts, p)
 		t.s.wg.Add(1)
@@ -418,7 +419,7 @@ func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
 		}
 		t.s.warnEvery("move\x00"+t.name, "cannot move held records into their partition; retrying",
 			"topic", t.name, "partition", failed, "err", err)
-		if !sleep(ctx, time.Second) {
+		if !backoff.Sleep(ctx, time.Second) {
 			return false
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/producer"
 )
@@ -75,7 +76,7 @@ func requireKeptNotDelivered(t *testing.T, a *app, addr, topic string, opts ...k
 	if q := a.sinks[0].sink.Queued(); q.Records != 1 {
 		t.Fatalf("buffer holds %d records, want 1", q.Records)
 	}
-	if s := a.sinks[0].clients[0].Status(); s == producer.Connected {
+	if s := a.sinks[0].clients[0].Status(); s == connector.Connected {
 		t.Fatalf("connector status %s", s)
 	}
 	if d := a.sinks[0].sink.Counters.DroppedTotal(); d != 0 {
@@ -371,7 +372,7 @@ func TestConnectorCheckProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := clientConfig(cfg.Connectors[0], cfg.Sinks[0])
+	cc := producer.NewClientConfig(cfg.Connectors[0], cfg.Sinks[0])
 	if s := fmt.Sprintf("%v %+v %#v", cc, cc, cc); strings.Contains(s, secret) {
 		t.Fatalf("the password shows in %s", s)
 	}

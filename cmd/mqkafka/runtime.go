@@ -13,6 +13,7 @@ import (
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -41,7 +42,7 @@ func (p *enginePublisher) Publish(ctx context.Context, w ack.Wait, ev *rule.Even
 func (a *app) buildSink(s conf.Sink, cn conf.Connector) (*sinkRun, error) {
 	sr := &sinkRun{cfg: s, conn: cn, log: a.log}
 	for no := range max(cn.ConcurrentClients, 1) {
-		cc := clientConfig(cn, s)
+		cc := producer.NewClientConfig(cn, s)
 		cc.ClientNo = no
 		client, err := producer.NewClient(cc, a.log)
 		if err != nil {
@@ -336,9 +337,7 @@ func (a *app) Ready() (bool, string) {
 
 // TestConnector implements admin.Runtime.
 func (a *app) TestConnector(ctx context.Context, cn conf.Connector) error {
-	cc := producer.ClientConfig{Connector: cn.Name, BootstrapHosts: cn.BootstrapHosts, Node: cn.Node(),
-		Conn: producer.ConnectorSettings(cn), MetadataTimeout: cn.MetadataRequestTimeout, Properties: cn.Properties}
-	c, err := producer.NewClient(cc, a.log.With("test", true))
+	c, err := producer.NewClient(producer.NewClientConfig(cn, conf.Sink{}), a.log.With("test", true))
 	if err != nil {
 		return err
 	}
@@ -360,12 +359,12 @@ func (a *app) Snapshot() admin.Snapshot {
 			ConnectionsPending: int64(a.broker.Pending()), AcceptErrors: a.broker.AcceptErrors()}
 		s.Listeners = a.broker.Addrs()
 	}
-	status := map[string]producer.Status{}
+	status := map[string]connector.Status{}
 	for _, cn := range a.cfg.Connectors {
-		status[cn.Name] = producer.Connected
+		status[cn.Name] = connector.Connected
 	}
 	for _, sr := range a.sinks {
-		worst := producer.Connected
+		worst := connector.Connected
 		for _, c := range sr.clients {
 			worst = min(worst, c.Status())
 			status[sr.conn.Name] = min(status[sr.conn.Name], c.Status())
@@ -397,7 +396,7 @@ func ruleSQL(cfg *conf.Config, id string) string {
 	return ""
 }
 
-func sinkStatus(sr *sinkRun, st producer.Status) admin.SinkStatus {
+func sinkStatus(sr *sinkRun, st connector.Status) admin.SinkStatus {
 	c := &sr.sink.Counters
 	out := admin.SinkStatus{Name: sr.cfg.Name, Connector: sr.conn.Name, Status: st.String(), Config: sr.cfg,
 		Counters: admin.SinkCounters{Matched: c.Matched.Load(), Success: c.Success.Load(), Failed: c.Failed.Load(),

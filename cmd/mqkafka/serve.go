@@ -53,24 +53,6 @@ type app struct {
 	wg     sync.WaitGroup
 }
 
-// clientConfig is the librdkafka producer a sink needs. The sink's index is
-// part of the client id, so each sink has its own producer.
-func clientConfig(cn conf.Connector, s conf.Sink) producer.ClientConfig {
-	return producer.ClientConfig{
-		Connector:        cn.Name,
-		BootstrapHosts:   cn.BootstrapHosts,
-		RequiredAcks:     s.RequiredAcks,
-		Compression:      s.Compression,
-		Linger:           s.MaxLingerTime,
-		Node:             cn.Node(),
-		SinkIndex:        cn.SinkIndex(s.Name),
-		Conn:             producer.ConnectorSettings(cn),
-		MetadataTimeout:  cn.MetadataRequestTimeout,
-		MaxInflightBytes: int64(s.MaxInflightBytes),
-		Properties:       cn.Properties,
-	}
-}
-
 // checkConnectors has librdkafka validate every producer configuration.
 func checkConnectors(cfg *conf.Config) []conf.Problem {
 	var ps []conf.Problem
@@ -80,7 +62,7 @@ func checkConnectors(cfg *conf.Config) []conf.Problem {
 			if s.Connector != cn.Name {
 				continue
 			}
-			cc := clientConfig(cn, s)
+			cc := producer.NewClientConfig(cn, s)
 			key := fmt.Sprint(cc)
 			if seen[key] {
 				continue
