@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,11 +54,13 @@ func requireDelivered(t *testing.T, a *App, addr, topic, payload string, opts ..
 	testkit.WaitFor(t, 5*time.Second, "buffer to empty", func() bool { return a.sinks[0].sink.Queued().Records == 0 })
 }
 
-// requireKeptNotDelivered checks that Kafka has nothing, the record stays
-// buffered, the connector is not connected and the broker still accepts.
-func requireKeptNotDelivered(t *testing.T, a *App, addr, topic string, opts ...kgo.Opt) {
+// requireKeptNotDelivered checks that, after several more connection
+// attempts (counted by the cluster's accepts), Kafka has nothing, the record
+// stays buffered, the connector is not connected and the broker still accepts.
+func requireKeptNotDelivered(t *testing.T, a *App, accepts *atomic.Int64, addr, topic string, opts ...kgo.Opt) {
 	t.Helper()
-	time.Sleep(3 * time.Second) // several connection attempts
+	before := accepts.Load()
+	testkit.WaitFor(t, 30*time.Second, "three more connection attempts", func() bool { return accepts.Load() >= before+3 })
 	if recs := testkit.Consume(t, addr, topic, 1, 2*time.Second, opts...); len(recs) != 0 {
 		t.Fatalf("Kafka has %d records, want none", len(recs))
 	}
@@ -150,11 +153,12 @@ func TestSASLMechanisms(t *testing.T) {
 				}
 			})
 			t.Run("wrong password", func(t *testing.T) {
-				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
+				counted, accepts := testkit.CountAccepts()
+				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"), counted)
 				const wrong = "Wr0ng-Pa55word"
 				a, log := startAppLogged(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "sasl-in"), testkit.SASLTable(m.conf, wrong)))
 				publishOne(t, a, "dev-sasl", "never")
-				requireKeptNotDelivered(t, a, addr, "sasl-in", read)
+				requireKeptNotDelivered(t, a, accepts, addr, "sasl-in", read)
 				out := log.String()
 				if strings.Contains(out, wrong) {
 					t.Fatal("the password shows in the log")
@@ -183,10 +187,11 @@ func TestTLSConnector(t *testing.T) {
 	})
 	t.Run("wrong CA", func(t *testing.T) {
 		other := testkit.NewCA(t)
-		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		counted, accepts := testkit.CountAccepts()
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"), counted)
 		a, log := startAppLogged(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(other.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
-		requireKeptNotDelivered(t, a, addr, "tls-in", read)
+		requireKeptNotDelivered(t, a, accepts, addr, "tls-in", read)
 		if !strings.Contains(log.String(), "certificate verify failed") {
 			t.Errorf("the log does not say why:\n%s", log.String())
 		}
@@ -201,11 +206,12 @@ func TestTLSConnector(t *testing.T) {
 	t.Run("host name checked", func(t *testing.T) {
 		// A certificate of the right CA but for another host.
 		otherHost := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, nil, "kafka.invalid").Certificate}}
-		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
+		counted, accepts := testkit.CountAccepts()
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"), counted)
 		readOther := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.Pool(), ServerName: "kafka.invalid"})
 		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
-		requireKeptNotDelivered(t, a, addr, "tls-in", readOther)
+		requireKeptNotDelivered(t, a, accepts, addr, "tls-in", readOther)
 
 		// server_name_indication = "disable" turns the host name check off.
 		_, addr = testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mqkafka/mqkafka/consumer"
@@ -26,6 +28,33 @@ func sourceByName(t testing.TB, a *App, name string) *consumer.Source {
 	}
 	t.Fatalf("no source %s", name)
 	return nil
+}
+
+// latestLookups counts the partitions of topic whose latest offset a client
+// asked kfake for, as a source with offset_reset_policy "latest" does
+// before it reads a partition. kfake handles one request at a time, so a
+// record produced once the count includes its partition lies past that
+// offset.
+func latestLookups(c *kfake.Cluster, topic string) func() int {
+	var mu sync.Mutex
+	seen := map[int32]bool{}
+	c.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rt := range kreq.(*kmsg.ListOffsetsRequest).Topics {
+			for _, rp := range rt.Partitions {
+				if rt.Topic == topic && rp.Timestamp == -1 {
+					seen[rp.Partition] = true
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
 }
 
 // TestSourceToMQTT: 1,000 Kafka records with keys and headers reach an
@@ -91,8 +120,12 @@ mqtt_topic = "bin/json"
 	testkit.Produce(t, addr, recs)
 	testkit.WaitFor(t, 30*time.Second, "1,020 messages", func() bool { return box.Len() >= 1020 })
 	bj := sourceByName(t, a, "binjson")
-	testkit.WaitFor(t, 10*time.Second, "binary records dropped", func() bool { return bj.Counters.Received.Load() == 20 })
-	time.Sleep(200 * time.Millisecond)
+	testkit.WaitFor(t, 10*time.Second, "binary records dropped", func() bool {
+		return bj.Counters.Received.Load() == 20 && bj.Counters.DroppedTotal() == 20
+	})
+	s1 := sourceByName(t, a, "s1")
+	testkit.WaitFor(t, 10*time.Second, "s1's records handed over", func() bool { return s1.Counters.Success.Load() >= 1000 })
+	testkit.Settle(t, a.broker.Addrs()[0], "a/settle", box)
 
 	got := map[string]int{}
 	for _, p := range box.All() {
@@ -151,7 +184,6 @@ mqtt_topic = "bin/json"
 	if got["a"] != 334 || got["b"] != 333 || got["c"] != 333 || got["bin"] != 20 {
 		t.Fatalf("received %v, want a:334 b:333 c:333 bin:20", got)
 	}
-	s1 := sourceByName(t, a, "s1")
 	if c := &s1.Counters; c.Received.Load() != 1000 || c.Success.Load() != 1000 || c.DroppedTotal() != 0 {
 		t.Fatalf("s1 received %d success %d dropped %v", c.Received.Load(), c.Success.Load(), c.Dropped())
 	}
@@ -165,7 +197,8 @@ mqtt_topic = "bin/json"
 // reconnects (within one broker run; mochi queues them in its session).
 func TestSourceOfflinePersistentSession(t *testing.T) {
 	t.Parallel()
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
+	kc, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
+	lookedUp := latestLookups(kc, "src-p")
 	a := startApp(t, testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "p"
@@ -179,7 +212,8 @@ payload_template = "${.value}"
 	mqttAddr := a.broker.Addrs()[0]
 	src := sourceByName(t, a, "p")
 	testkit.WaitFor(t, 20*time.Second, "partitions assigned", func() bool { return src.Counters.Assigned.Load() == 2 })
-	time.Sleep(500 * time.Millisecond) // "latest": the end offsets are looked up after the assignment
+	// "latest": the source starts at the end offsets it looks up after the assignment.
+	testkit.WaitFor(t, 20*time.Second, "the end offsets looked up", func() bool { return lookedUp() == 2 })
 
 	first := &testkit.Inbox{}
 	c := testkit.Subscriber(t, mqttAddr, "persistent", 300, first, 1, "p/#")
@@ -263,7 +297,7 @@ topic = "loop/again"
 	testkit.WaitFor(t, 20*time.Second, "11 messages", func() bool { return box.Len() >= 11 })
 	src := sourceByName(t, a, "x")
 	testkit.WaitFor(t, 10*time.Second, "20 Kafka records", func() bool { return src.Counters.Success.Load() == 20 })
-	time.Sleep(300 * time.Millisecond)
+	testkit.Settle(t, mqttAddr, "rp/settle", box)
 	var rp, out int
 	for _, p := range box.All() {
 		switch {
@@ -329,7 +363,7 @@ payload_template = "${.value}"
 	testkit.WaitFor(t, 20*time.Second, "the backlog handed over", func() bool { return src.Counters.Success.Load() >= 300 })
 	testkit.Subscriber(t, a2.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
 	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return box.Len() >= 600 })
-	time.Sleep(300 * time.Millisecond)
+	testkit.Settle(t, a2.broker.Addrs()[0], "ps/settle", box)
 	seen := map[string]bool{}
 	for _, m := range box.All() {
 		seen[m.Topic] = true

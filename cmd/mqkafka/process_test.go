@@ -216,7 +216,7 @@ payload_template = "${.value}"
 	startProc(t, cfg)
 	testkit.Subscriber(t, mqttAddr, "dev", 600, box, 1, "r/#")
 	testkit.WaitFor(t, 30*time.Second, "the rest", func() bool { return box.Len() >= 1000 })
-	time.Sleep(500 * time.Millisecond)
+	testkit.Settle(t, mqttAddr, "r/settle", box)
 	seen := map[string]int{}
 	for _, m := range box.All() {
 		seen[m.Topic]++

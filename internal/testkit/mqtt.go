@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -83,6 +84,19 @@ func (b *Inbox) Len() int {
 	return len(b.msgs)
 }
 
+// take removes the first publish with payload and tells whether there was one.
+func (b *Inbox) take(payload string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, p := range b.msgs {
+		if string(p.Payload) == payload {
+			b.msgs = append(b.msgs[:i], b.msgs[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // All returns a copy of what arrived so far, in order of arrival.
 func (b *Inbox) All() []*paho.Publish {
 	b.mu.Lock()
@@ -120,4 +134,19 @@ func Subscriber(t testing.TB, addr, id string, expiry uint32, box *Inbox, qos by
 		}
 	}
 	return c
+}
+
+// Settle waits until box's subscriber, connected to the broker at addr and
+// subscribed to topic, got every message the broker queued for it so far:
+// the broker writes to a client in the order it queues, so once a marker
+// published now to topic arrived, everything queued before it did. The
+// marker is taken out of box again.
+func Settle(t testing.TB, addr, topic string, box *Inbox) {
+	t.Helper()
+	marker := fmt.Sprintf("settle-%d", time.Now().UnixNano())
+	c := MQTTClient(t, addr, marker, nil)
+	if resp := Publish(t, c, topic, 1, []byte(marker)); resp.ReasonCode != 0 {
+		t.Fatalf("publish the marker: PUBACK reason %d", resp.ReasonCode)
+	}
+	WaitFor(t, 20*time.Second, "the marker", func() bool { return box.take(marker) })
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +100,32 @@ type PublishedRecord struct {
 	PublishReceivedAt int64             `json:"publish_received_at"`
 	Node              string            `json:"node"`
 	Extra             map[string]string `json:"-"`
+}
+
+// CountAccepts is a kfake option whose listener counts the connections it
+// accepts: a client's connection attempts, the failed ones included.
+func CountAccepts() (kfake.Opt, *atomic.Int64) {
+	n := &atomic.Int64{}
+	return kfake.ListenFn(func(network, address string) (net.Listener, error) {
+		l, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		return countingListener{l, n}, nil
+	}), n
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // Produce writes recs with a real Kafka client; opts add client options
