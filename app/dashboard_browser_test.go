@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -160,7 +160,7 @@ func (b *browser) screenshot(t *testing.T, name string) {
 // background keeps traffic flowing both ways so that the rates, charts and
 // flow edges have something to show: MQTT publishes on t/1 and Kafka
 // records into the source's topic, until the test ends.
-func background(t *testing.T, a *app, kafkaAddr string) {
+func background(t *testing.T, a *App, kafkaAddr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -219,7 +219,7 @@ func TestDashboardBrowser(t *testing.T) {
 	b.wait(t, "sink s1 at 0", `document.querySelector('tr[data-sink="s1"] td.success')?.textContent === '0'`)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "browser-test", nil)
 	for i := range 20 {
-		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"i":%d}`, i))
+		testkit.Publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"i":%d}`, i))
 	}
 	b.wait(t, "sink s1 at 20", `document.querySelector('tr[data-sink="s1"] td.success')?.textContent === '20'`)
 
@@ -263,7 +263,7 @@ func TestDashboardBrowser(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#rule-sql"), `SELECT payload.v AS v, clientid FROM "new/#"`),
 		chromedp.Click(chromedp.CSS(`#rule-form button[type=submit]`)))
 	b.wait(t, "the new rule's page", `location.hash === '#/rules/r_new' && !!document.querySelector('#rule-form #rule-id[readonly]')`)
-	publish(t, c, "new/1", 1, []byte(`{"v":42}`))
+	testkit.Publish(t, c, "new/1", 1, []byte(`{"v":42}`))
 	recs := testkit.Consume(t, kafkaAddr, "dash-new", 1, 20*time.Second)
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), `"v":42`) {
 		t.Fatalf("dash-new holds %v", recs)

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/json"
@@ -35,14 +35,14 @@ topic = "echo/1"
 
 // dashboardApp is a broker with an admin token, sink s1 writing to "dash",
 // rule r1 on t/#, source src1 reading "dash-in" and rule echo on src1.
-func dashboardApp(t *testing.T) (*app, string) {
+func dashboardApp(t *testing.T) (*App, string) {
 	t.Helper()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "dash", "dash-in"), kfake.SeedTopics(1, "dash-new"))
 	return startApp(t, adminConfig(t, addr, `topic = "dash"`)+dashboardTables), addr
 }
 
 // apiJSON calls the admin API with the token and decodes the answer.
-func apiJSON(t *testing.T, a *app, method, path, body string, wantCode int) any {
+func apiJSON(t *testing.T, a *App, method, path, body string, wantCode int) any {
 	t.Helper()
 	code, text := call(t, a, method, path, "s3cret", body)
 	if code != wantCode {
@@ -93,7 +93,7 @@ func TestDashboardAPI(t *testing.T) {
 	a, _ := dashboardApp(t)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dash", nil)
 	for i := range 5 {
-		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
+		testkit.Publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
 	}
 	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return a.sinks[0].sink.Counters.Success.Load() == 5 })
 
