@@ -30,7 +30,6 @@ func TestReviewConcurrentQueues(t *testing.T) {
 		mu       sync.Mutex
 		accepted map[int]uint64
 		acked    uint64
-		maxSeq   uint64
 	}
 	var st [2]state
 	var wg sync.WaitGroup
