@@ -2,7 +2,6 @@ package admin
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 
@@ -72,19 +71,19 @@ func restoreSecrets(entry, cur map[string]any) {
 	}
 }
 
-// entry answers GET /api/v1/{kind}/{name}/entry: the entry with the file's
-// keys, as an edit form needs it (the other GETs show the effective values
-// with Go's field names and every default filled in).
+// entry answers GET /api/v1/{kind}/{name}/entry: the entry as written, in
+// the file or through the API, as an edit form needs it (GET
+// /api/v1/{kind}/{name} shows it with every default filled in).
 func (s *Server) entry(w http.ResponseWriter, r *http.Request) {
 	kind, name := r.PathValue("kind"), r.PathValue("name")
-	if _, _, ok := entriesOf(Snapshot{}, kind); !ok {
+	if _, ok := conf.KindKey(kind); !ok {
 		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: conf.ErrKind.Error()})
 		return
 	}
 	e, err := s.rt.Entry(kind, name)
 	switch {
 	case errors.Is(err, conf.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no %s named %q", kind, name)})
+		notFound(w, kind, name)
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, apiError{Code: "INTERNAL", Message: err.Error()})
 	default:

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,27 +42,51 @@ func New(addr, token string, rt Runtime, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	s := &Server{rt: rt, token: token, log: log.With("component", "admin"), ln: ln, done: make(chan struct{})}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{snap: rt.Snapshot})
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	auth := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.authorized(h)) }
-	auth("GET /readyz", s.readyz)
-	auth("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP)
-	auth("GET /api/v1/status", s.status)
-	auth("GET /api/v1/cluster", s.cluster)
-	auth("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, redactedConfig(rt.Config())) })
-	auth("GET /api/v1/{kind}", s.list)
-	auth("GET /api/v1/{kind}/{name}", s.get)
-	auth("GET /api/v1/{kind}/{name}/entry", s.entry)
-	auth("POST /api/v1/rules/test", s.testRule)
-	auth("POST /api/v1/connectors/{name}/test", s.testConnector)
-	auth("POST /api/v1/{kind}", s.change(true))
-	auth("PUT /api/v1/{kind}/{name}", s.change(false))
-	auth("DELETE /api/v1/{kind}/{name}", s.remove)
-	mux.Handle("GET /", uiHandler())
+	for _, rt := range s.routes() {
+		h := rt.handler
+		if !rt.open {
+			h = s.authorized(h)
+		}
+		mux.Handle(rt.pattern, h)
+	}
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil
+}
+
+// route is one pattern the admin listener answers.
+type route struct {
+	pattern string
+	handler http.Handler
+	open    bool // answered without a token
+}
+
+// routes are every endpoint; /healthz and the dashboard's files need no
+// token. openapi.json documents each of them (TestOpenAPICoversRoutes).
+func (s *Server) routes() []route {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{snap: s.rt.Snapshot})
+	fn := func(pattern string, h http.HandlerFunc) route { return route{pattern: pattern, handler: h} }
+	return []route{
+		{pattern: "GET /healthz", handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) }), open: true},
+		fn("GET /readyz", s.readyz),
+		{pattern: "GET /metrics", handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		fn("GET /api/v1/openapi.json", serveOpenAPI),
+		fn("GET /api/v1/status", s.status),
+		fn("GET /api/v1/cluster", s.cluster),
+		fn("GET /api/v1/rates", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.rates.history()) }),
+		fn("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, redactedConfig(s.rt.Config())) }),
+		fn("GET /api/v1/{kind}", s.list),
+		fn("GET /api/v1/{kind}/{name}", s.get),
+		fn("GET /api/v1/{kind}/{name}/entry", s.entry),
+		fn("GET /api/v1/{kind}/{name}/status", s.entryStatus),
+		fn("POST /api/v1/rules/test", s.testRule),
+		fn("POST /api/v1/connectors/{name}/test", s.testConnector),
+		fn("POST /api/v1/{kind}", s.change(true)),
+		fn("PUT /api/v1/{kind}/{name}", s.change(false)),
+		fn("DELETE /api/v1/{kind}/{name}", s.remove),
+		{pattern: "GET /", handler: uiHandler(), open: true},
+	}
 }
 
 // Addr is the bound address.
@@ -93,7 +118,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) authorized(next http.HandlerFunc) http.Handler {
+func (s *Server) authorized(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -103,7 +128,7 @@ func (s *Server) authorized(next http.HandlerFunc) http.Handler {
 				return
 			}
 		}
-		next(w, r)
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -150,54 +175,104 @@ func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, 200, c)
 }
 
-// entries returns a snapshot's entries of kind, keyed by name.
-func entriesOf(snap Snapshot, kind string) (map[string]any, []any, bool) {
+// statusesOf returns a snapshot's statuses of kind, keyed by name.
+func statusesOf(snap Snapshot, kind string) (map[string]any, bool) {
 	byName := map[string]any{}
-	var list []any
-	add := func(name string, v any) {
-		byName[name] = v
-		list = append(list, v)
-	}
 	switch kind {
 	case "sinks":
 		for _, e := range snap.Sinks {
-			add(e.Name, e)
+			byName[e.Name] = e
 		}
 	case "sources":
 		for _, e := range snap.Sources {
-			add(e.Name, e)
+			byName[e.Name] = e
 		}
 	case "connectors":
 		for _, e := range snap.Connectors {
-			add(e.Name, e)
+			byName[e.Name] = e
 		}
 	case "rules":
 		for _, e := range snap.Rules {
+			byName[e.ID] = e
+		}
+	default:
+		return nil, false
+	}
+	return byName, true
+}
+
+// entriesOf returns the configuration's entries of kind in their file form,
+// with every default filled in and secrets redacted: what a PUT takes back.
+func entriesOf(cfg *conf.Config, kind string) (names []string, forms []any, ok bool) {
+	add := func(name string, v any) {
+		names = append(names, name)
+		forms = append(forms, redact(conf.Form(v)))
+	}
+	switch kind {
+	case "sinks":
+		for _, e := range cfg.Sinks {
+			add(e.Name, e)
+		}
+	case "sources":
+		for _, e := range cfg.Sources {
+			add(e.Name, e)
+		}
+	case "connectors":
+		for _, e := range cfg.Connectors {
+			add(e.Name, e)
+		}
+	case "rules":
+		for _, e := range cfg.Rules {
 			add(e.ID, e)
 		}
 	default:
 		return nil, nil, false
 	}
-	if list == nil {
-		list = []any{}
+	if forms == nil {
+		forms = []any{}
 	}
-	return byName, list, true
+	return names, forms, true
+}
+
+// effectiveEntry is one entry of the configuration in its file form.
+func effectiveEntry(cfg *conf.Config, kind, name string) (any, bool) {
+	names, forms, _ := entriesOf(cfg, kind)
+	if i := slices.Index(names, name); i >= 0 {
+		return forms[i], true
+	}
+	return nil, false
+}
+
+func notFound(w http.ResponseWriter, kind, name string) {
+	writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no %s named %q", kind, name)})
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	_, list, ok := entriesOf(s.snapshot(), r.PathValue("kind"))
+	_, forms, ok := entriesOf(s.rt.Config(), r.PathValue("kind"))
 	if !ok {
 		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: conf.ErrKind.Error()})
 		return
 	}
-	writeJSON(w, 200, list)
+	writeJSON(w, 200, forms)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	byName, _, ok := entriesOf(s.snapshot(), r.PathValue("kind"))
+	e, ok := effectiveEntry(s.rt.Config(), r.PathValue("kind"), r.PathValue("name"))
+	if !ok {
+		notFound(w, r.PathValue("kind"), r.PathValue("name"))
+		return
+	}
+	writeJSON(w, 200, e)
+}
+
+// entryStatus answers one entry's status, counters and rates; a rule's
+// status also exists for the rules sinks' mqtt_topic_filters make
+// ("sink:<name>"), which have no entry.
+func (s *Server) entryStatus(w http.ResponseWriter, r *http.Request) {
+	byName, _ := statusesOf(s.snapshot(), r.PathValue("kind"))
 	e, found := byName[r.PathValue("name")]
-	if !ok || !found {
-		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no %s named %q", r.PathValue("kind"), r.PathValue("name"))})
+	if !found {
+		notFound(w, r.PathValue("kind"), r.PathValue("name"))
 		return
 	}
 	writeJSON(w, 200, e)
@@ -237,26 +312,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func normalize(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = normalize(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = normalize(e)
-		}
-	}
-	return v
-}
-
 func (s *Server) change(create bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		kind := r.PathValue("kind")
@@ -273,7 +328,7 @@ func (s *Server) change(create bool) http.HandlerFunc {
 			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: "the body must be a JSON object, not null"})
 			return
 		}
-		normalize(entry)
+		conf.JSONNumbers(entry)
 		name, _ := entry[key].(string)
 		if !create {
 			if name != "" && name != r.PathValue("name") {
@@ -321,8 +376,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, ch conf.Change, o
 			w.WriteHeader(okCode)
 			return
 		}
-		byName, _, _ := entriesOf(s.snapshot(), ch.Kind)
-		writeJSON(w, okCode, byName[ch.Name])
+		e, _ := effectiveEntry(s.rt.Config(), ch.Kind, ch.Name)
+		writeJSON(w, okCode, e)
 	case errors.As(err, &ce):
 		writeJSON(w, http.StatusBadRequest, badConfig(ce.Problems))
 	case errors.Is(err, conf.ErrNotFound), errors.Is(err, conf.ErrKind):
@@ -356,7 +411,7 @@ func (s *Server) testConnector(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "connected"})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: fmt.Sprintf("no connector named %q", r.PathValue("name"))})
+	notFound(w, "connectors", r.PathValue("name"))
 }
 
 func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {

@@ -50,9 +50,8 @@ type BrokerStats struct {
 	// Refused counts what clients were refused for exceeding a limit, by
 	// reason (the limit's config key or the cause).
 	Refused map[string]int64 `json:"refused"`
-	// ReceivedRate and SentRate are the rates of MessagesReceived and MessagesSent.
-	ReceivedRate Rates `json:"received_rate"`
-	SentRate     Rates `json:"sent_rate"`
+	// Rates are of messages_received and messages_sent.
+	Rates Rates `json:"rates"`
 }
 
 // ConnectorStatus is one Kafka cluster's connection state.
@@ -74,7 +73,8 @@ type SinkStatus struct {
 	Config      conf.Sink         `json:"config"`
 	Counters    SinkCounters      `json:"counters"`
 	Partitions  []PartitionStatus `json:"partitions"`
-	Rates       Rates             `json:"rates"`
+	// Rates are of counters.matched and counters.success.
+	Rates Rates `json:"rates"`
 }
 
 // SinkCounters are a sink's totals since start, named as EMQX's action metrics.
@@ -109,8 +109,9 @@ type SourceStatus struct {
 	Failed   int64            `json:"failed"`
 	Dropped  map[string]int64 `json:"dropped"`
 	Lag      []PartitionLag   `json:"lag"`
-	Rates    Rates            `json:"rates"`
-	Config   any              `json:"config"`
+	// Rates are of received and success.
+	Rates  Rates `json:"rates"`
+	Config any   `json:"config"`
 }
 
 // PartitionLag is a source's consumer lag on one partition.
@@ -129,19 +130,23 @@ type RuleStatus struct {
 	Passed   int64    `json:"passed"`
 	Failed   int64    `json:"failed"`
 	NoResult int64    `json:"no_result"`
-	Rates    Rates    `json:"rates"`
+	// Rates are of matched and passed.
+	Rates Rates `json:"rates"`
 	// From are the MQTT topic filters the rule reads; Sources the Kafka
 	// sources it reads ("$bridges/kafka_consumer:<name>").
 	From    []string `json:"from"`
 	Sources []string `json:"sources"`
 }
 
-// Rates are messages per second over the last 5 seconds and minute.
-type Rates struct {
-	Last5s  float64 `json:"last_5s"`
-	Last1m  float64 `json:"last_1m"`
-	Counter string  `json:"counter"` // which counter the rate is of
+// Rate is a counter's increase per second over the last 5 seconds and the
+// last minute.
+type Rate struct {
+	Last5s float64 `json:"last_5s"`
+	Last1m float64 `json:"last_1m"`
 }
+
+// Rates are an entry's rates, by the name of the counter each is of.
+type Rates map[string]Rate
 
 // Runtime is the running process as the admin API sees it.
 type Runtime interface {

@@ -223,7 +223,60 @@ func TestBrokerRates(t *testing.T) {
 	}
 	s := Snapshot{Time: t0.Add(5 * time.Second), Broker: BrokerStats{MessagesReceived: 500, MessagesSent: 50}}
 	r.fill(&s)
-	if s.Broker.ReceivedRate.Last5s != 100 || s.Broker.SentRate.Last5s != 10 || s.Broker.ReceivedRate.Counter != "messages_received" {
-		t.Fatalf("broker rates %+v %+v", s.Broker.ReceivedRate, s.Broker.SentRate)
+	if s.Broker.Rates["messages_received"].Last5s != 100 || s.Broker.Rates["messages_sent"].Last5s != 10 {
+		t.Fatalf("broker rates %+v", s.Broker.Rates)
+	}
+}
+
+// TestRatesShareOneWindow: at a steady rate every counter along a flow
+// (rule matched and passed, sink matched and success) shows the same rate,
+// and a counter that restarts has no negative rate.
+func TestRatesShareOneWindow(t *testing.T) {
+	var r rates
+	t0 := time.Now()
+	snap := func(i int) Snapshot {
+		n := int64(15 * i)
+		return Snapshot{Time: t0.Add(time.Duration(i) * time.Second),
+			Rules: []RuleStatus{{ID: "r1", Matched: n, Passed: n}, {ID: "new", Matched: int64(i % 3)}},
+			Sinks: []SinkStatus{{Name: "s1", Counters: SinkCounters{Matched: n, Success: n - 15}}}}
+	}
+	for i := range 90 {
+		r.add(sample{at: snap(i).Time, values: counterValues(snap(i))})
+	}
+	s := snap(90)
+	r.fill(&s)
+	for _, got := range []Rate{s.Rules[0].Rates["matched"], s.Rules[0].Rates["passed"], s.Sinks[0].Rates["matched"], s.Sinks[0].Rates["success"]} {
+		if got.Last5s != 15 || got.Last1m != 15 {
+			t.Errorf("rate %+v, want 15/s over 5 s and 1 min; all: %+v %+v", got, s.Rules[0].Rates, s.Sinks[0].Rates)
+		}
+	}
+	if got := s.Rules[1].Rates["matched"]; got.Last5s < 0 || got.Last1m < 0 {
+		t.Errorf("a restarted counter has rate %+v", got)
+	}
+}
+
+// TestRatesKeepFiveMinutes: the server keeps 5 minutes of one-second
+// samples, and serves them so that a reloaded dashboard's charts are full.
+func TestRatesKeepFiveMinutes(t *testing.T) {
+	var r rates
+	t0 := time.Now()
+	for i := range 400 {
+		s := Snapshot{Time: t0.Add(time.Duration(i) * time.Second), Broker: BrokerStats{MessagesReceived: int64(i)}}
+		if i >= 350 {
+			s.Sinks = []SinkStatus{{Name: "late", Counters: SinkCounters{Success: int64(i)}}}
+		}
+		r.add(sample{at: s.Time, values: counterValues(s)})
+	}
+	h := r.history()
+	if len(h.TimesMs) != historyLen || h.TimesMs[0] != t0.Add(99*time.Second).UnixMilli() || h.TimesMs[historyLen-1] != t0.Add(399*time.Second).UnixMilli() {
+		t.Fatalf("history of %d samples from %d to %d", len(h.TimesMs), h.TimesMs[0], h.TimesMs[len(h.TimesMs)-1])
+	}
+	in := h.Counters["broker:messages_received"]
+	if *in[0] != 99 || *in[historyLen-1] != 399 {
+		t.Errorf("broker column %d…%d", *in[0], *in[historyLen-1])
+	}
+	late := h.Counters["sink:late:success"]
+	if late[250] != nil || late[251] == nil || *late[251] != 350 {
+		t.Errorf("a sink added at sample 350: %v %v", late[250], late[251])
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqkafka/mqkafka/internal/backoff"
 )
 
 // connections opens idle MQTT connections and reports what each costs the
@@ -86,7 +88,7 @@ func (r *runner) runConnections(ctx context.Context, name string, target int, re
 	}
 
 	// Hold them a moment, as idle devices would, before measuring.
-	sleepUntil(ctx, time.Now().Add(3*time.Second))
+	backoff.Sleep(ctx, 3*time.Second)
 	rss1, heap1 := r.settledMemory(ctx, mq)
 	got := connected.Load()
 	res.Extra["connected"] = int(got)

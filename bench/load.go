@@ -299,21 +299,6 @@ func (l *load) readAcks(c *mqttConn, free chan<- uint16, w *inflight) error {
 	}
 }
 
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
 // sleeper is one reusable timer: a writer at a fixed rate sleeps before
 // almost every message, and a timer per sleep would be the bench's largest
 // cost at low rates.

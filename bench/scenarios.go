@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/mqkafka/mqkafka/internal/backoff"
 )
 
 // idle is how long a run waits for the far end to make progress before it
@@ -40,7 +42,7 @@ func (r *runner) startMeasure(ctx context.Context, name string, mq *mqSide, k *k
 		go func() {
 			defer m.wg.Done()
 			// A second in, the load is at full speed.
-			if sleepUntil(pctx, time.Now().Add(time.Second)) {
+			if backoff.Sleep(pctx, time.Second) {
 				m.files = mq.profile(pctx, filepath.Join(r.o.Out, "profiles"), name, r.o.ProfileSeconds)
 			}
 		}()

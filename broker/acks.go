@@ -8,7 +8,7 @@ import (
 
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 
-	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // ackWriteTimeout bounds a PUBACK write to a client that stopped reading;
@@ -66,7 +66,7 @@ type connAcks struct {
 
 // ackSlot is one deferred PUBACK: the publish's ticket and where it stands.
 type ackSlot struct {
-	t      *buffer.Ticket
+	t      *ack.Ticket
 	c      *connAcks
 	seq    uint64
 	id     uint16
@@ -80,7 +80,7 @@ func newAcks(limit int, log *slog.Logger) *acks {
 	a := &acks{limit: max(limit, 1), idle: flusherIdle, log: log}
 	a.slots.New = func() any {
 		s := new(ackSlot)
-		s.t = buffer.NewTicket(func(failed bool) { s.c.complete(s, failed) })
+		s.t = ack.NewTicket(func(failed bool) { s.c.complete(s, failed) })
 		return s
 	}
 	return a

@@ -179,10 +179,6 @@ type accessHook struct {
 	lastRefusal atomic.Int64 // unix ns of the last refused CONNECT logged
 }
 
-// logAllowed reports whether a second has passed since it last said yes for
-// last, so that a flood of one kind of event logs one line a second.
-func logAllowed(last *atomic.Int64) bool { return logx.Allowed(last) }
-
 func newAccessHook(srv *mqtt.Server, cfg conf.Broker, log *slog.Logger) (*accessHook, error) {
 	au, err := newAuthenticator(cfg.Auth)
 	if err != nil {
@@ -233,7 +229,7 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		code, reason, why = packets.ErrServerBusy, reasonAuthBusy, "too many CONNECTs wait for a password check"
 	}
 	h.refused.add(reason)
-	if logAllowed(&h.lastRefusal) {
+	if logx.Allowed(&h.lastRefusal) {
 		h.log.Info("client refused: "+why+" (logged at most once a second)", "client", cl.ID,
 			"username", string(pk.Connect.Username), "remote", cl.Net.Remote)
 	}
@@ -270,7 +266,7 @@ func (h *accessHook) boundKeepalive(cl *mqtt.Client) error {
 		return nil
 	}
 	if cl.Properties.ProtocolVersion < 5 && (ka == 0 || want < ka) {
-		if logAllowed(&h.lastRefusal) {
+		if logx.Allowed(&h.lastRefusal) {
 			h.log.Info("MQTT 3 client refused: its keepalive is above max_keepalive (0 means none; logged at most once a second)",
 				"client", cl.ID, "remote", cl.Net.Remote, "keepalive", ka, "max_keepalive", h.maxKeepalive)
 		}
@@ -299,7 +295,7 @@ func (h *accessHook) OnSessionInherit(cl, existing *mqtt.Client) bool {
 		return true
 	}
 	h.refused.add("session_owner")
-	if logAllowed(&h.lastRefusal) {
+	if logx.Allowed(&h.lastRefusal) {
 		h.log.Info("client refused: its client id belongs to another user's session (logged at most once a second)",
 			"client", cl.ID, "username", string(cl.Properties.Username), "remote", cl.Net.Remote)
 	}
@@ -318,7 +314,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 			h.drain(cl)
 		}
 		h.denied.Add(1)
-		if logAllowed(&h.lastDenial) {
+		if logx.Allowed(&h.lastDenial) {
 			h.log.Warn("publish denied by ACL (logged at most once a second)", "client", cl.ID,
 				"username", string(cl.Properties.Username), "topic", topic)
 		}

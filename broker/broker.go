@@ -19,15 +19,17 @@ import (
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
-	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
 // Publisher takes the publishes that rules read.
 type Publisher interface {
 	Matches(topic string) bool
-	Publish(ctx context.Context, ev *rule.Event) error
+	// Publish hands ev to the rules and returns as w says.
+	Publish(ctx context.Context, w ack.Wait, ev *rule.Event) error
 }
 
 // Broker is the running MQTT broker.
@@ -57,7 +59,7 @@ type Broker struct {
 func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Broker, err error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: capabilities(cfg),
-		Logger:       slog.New(quietHandler{log.Handler(), new(atomic.Int64)}).With("component", "mqtt"),
+		Logger:       log.With("component", "mqtt"),
 		InlineClient: true,
 	})
 	defer func() {
@@ -108,8 +110,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 		}
 		b.store = st
 	}
-	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge"),
-		noWait: buffer.NoWait(context.Background())}
+	h := &bridgeHook{pub: pub, node: node, log: log.With("component", "bridge")}
 	h.acks = newAcks(cfg.ReceiveMaximum, h.log)
 	b.acks = h.acks
 	b.access.drain = h.acks.drain
@@ -234,7 +235,6 @@ type bridgeHook struct {
 	mqtt.HookBase
 	pub      Publisher
 	acks     *acks
-	noWait   context.Context // QoS 0: nobody is told, so nothing waits for the disk
 	node     string
 	log      *slog.Logger
 	idPrefix [8]byte
@@ -286,38 +286,39 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	case deferrable:
 		c := h.acks.conn(cl)
 		s := c.reserve(pk.PacketID)
-		if err = h.pub.Publish(s.t.Context(), ev); err != nil {
+		if err = h.pub.Publish(context.Background(), ack.Deferred(s.t), ev); err != nil {
 			c.refuse(s)
 			break
 		}
 		c.settle(s)
 		return pk, mqtt.ErrPubackDeferred
 	case pk.FixedHeader.Qos == 0:
-		err = h.pub.Publish(h.noWait, ev)
+		// Nobody is told, so nothing waits for the disk.
+		err = h.pub.Publish(context.Background(), ack.NoWait(), ev)
 	default:
-		err = h.pub.Publish(context.Background(), ev)
+		err = h.pub.Publish(context.Background(), ack.InCall(), ev)
 	}
 	if err == nil {
 		return pk, nil
 	}
-	if logAllowed(&h.lastRefusal) {
+	if logx.Allowed(&h.lastRefusal) {
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		switch {
-		case errors.Is(err, buffer.ErrFull):
+		case errors.Is(err, ack.ErrFull):
 			return pk, packets.ErrQuotaExceeded
-		case errors.Is(err, buffer.ErrWriteFailed):
+		case errors.Is(err, ack.ErrWriteFailed):
 			return pk, packets.ErrUnspecifiedError
 		}
 		// 0x83 "valid, but the receiver is not willing to accept it" also
-		// answers buffer.ErrTooLarge: the record of a publish under
+		// answers ack.ErrTooLarge: the record of a publish under
 		// max_packet_size can be over a sink's message.max.bytes; 0x97
 		// would tell the client to try again later, which never helps, and
 		// 0x95 (packet too large) is not a PUBACK reason.
 		return pk, packets.ErrImplementationSpecificError
 	}
-	if pk.FixedHeader.Qos > 0 && errors.Is(err, buffer.ErrWriteFailed) {
+	if pk.FixedHeader.Qos > 0 && errors.Is(err, ack.ErrWriteFailed) {
 		// A 3.1.1 client resends only on a new connection: without one it
 		// would wait for this PUBACK for as long as the disk refuses writes.
 		cl.Stop(errAckFailed)
@@ -354,35 +355,4 @@ func fillProps(ev *rule.Event, p *packets.Properties) {
 	if len(p.CorrelationData) > 0 {
 		ev.Props = append(ev.Props, rule.Prop{Name: "Correlation-Data", Str: string(bytes.Clone(p.CorrelationData))})
 	}
-}
-
-// quietHandler drops mochi's per-packet error line for publishes the bridge
-// refused: those are counted and logged, rate-limited, by the bridge itself,
-// and mochi's line would print the whole packet once per refused publish.
-// mochi's line per message dropped to a slow subscriber is let through once
-// a second: the drops are counted (Drops), and a slow subscriber would
-// otherwise log as fast as messages arrive.
-type quietHandler struct {
-	slog.Handler
-	lastDrop *atomic.Int64 // shared by the handler's derivatives
-}
-
-func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	switch r.Message {
-	case "publish packet error":
-		return nil
-	case "client store quota reached", "packet ids exhausted":
-		if !logAllowed(h.lastDrop) {
-			return nil
-		}
-		r.AddAttrs(slog.String("note", "counted as dropped (max_inflight); logged at most once a second"))
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return quietHandler{h.Handler.WithAttrs(as), h.lastDrop}
-}
-func (h quietHandler) WithGroup(n string) slog.Handler {
-	return quietHandler{h.Handler.WithGroup(n), h.lastDrop}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
@@ -32,7 +33,7 @@ type recorder struct {
 
 func (r *recorder) Matches(string) bool { return true }
 
-func (r *recorder) Publish(_ context.Context, ev *rule.Event) error {
+func (r *recorder) Publish(_ context.Context, _ ack.Wait, ev *rule.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.topics = append(r.topics, ev.Topic)

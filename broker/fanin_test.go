@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -19,8 +20,8 @@ import (
 // noRules is a Publisher no topic matches: the broker only routes MQTT.
 type noRules struct{}
 
-func (noRules) Matches(string) bool                        { return false }
-func (noRules) Publish(context.Context, *rule.Event) error { return nil }
+func (noRules) Matches(string) bool                                  { return false }
+func (noRules) Publish(context.Context, ack.Wait, *rule.Event) error { return nil }
 
 // TestFanInQoS1Subscriber: many connections publish QoS 1 to one QoS 1
 // subscriber, which must get every message. mochi v2.7.9 stalled such a

@@ -10,6 +10,7 @@ import (
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // Refusal reasons of limitsHook, named after their config keys.
@@ -170,7 +171,7 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // id or topic, which can be 64KB.
 func (h *limitsHook) refuse(cl *mqtt.Client, reason string, n int) {
 	h.refused.add(reason)
-	if logAllowed(&h.lastLog) {
+	if logx.Allowed(&h.lastLog) {
 		h.log.Info("refused: over a limit (logged at most once a second)", "limit", reason,
 			"bytes", n, "remote", cl.Net.Remote, "protocol", cl.Properties.ProtocolVersion)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/mqkafka/mqkafka/third_party/mochi/listeners"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // newListener builds one configured listener; a nil cr accepts at any rate.
@@ -105,14 +106,14 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 func (l *listener) acceptError(err error) {
 	if err == nil {
 		l.failed.Store(nil)
-		if logAllowed(&l.lastRecovery) {
+		if logx.Allowed(&l.lastRecovery) {
 			l.log.Info("MQTT listener accepts connections again (logged at most once a second)")
 		}
 		return
 	}
 	l.acceptErrors.Add(1)
 	l.failed.Store(&acceptFailure{at: time.Now(), err: err})
-	if logAllowed(&l.lastLog) {
+	if logx.Allowed(&l.lastLog) {
 		l.log.Warn("MQTT listener cannot accept connections, retrying (logged at most once a second)", "err", err)
 	}
 }
@@ -222,7 +223,7 @@ type httpErrorLog struct {
 }
 
 func (w *httpErrorLog) Write(p []byte) (int, error) {
-	if logAllowed(&w.last) {
+	if logx.Allowed(&w.last) {
 		w.log.Warn("websocket listener: "+strings.TrimSpace(string(p)), "note", "logged at most once a second")
 	}
 	return len(p), nil

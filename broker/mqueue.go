@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/mqkafka/mqkafka/internal/logx"
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
@@ -56,7 +57,7 @@ func (h *queueHook) OnQueueCheck(cl *mqtt.Client, pk packets.Packet) bool {
 	default:
 		return true
 	}
-	if logAllowed(&h.lastLog) {
+	if logx.Allowed(&h.lastLog) {
 		h.log.Warn("message dropped: the session's queue is full (logged at most once a second)",
 			"limit", reason, "queued", queued, "bytes", cl.State.Inflight.Bytes(), "offline", offline)
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/mqkafka/mqkafka/third_party/mochi/system"
 	"go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // StoreDir is where a data dir keeps the broker's sessions, subscriptions,
@@ -252,7 +254,7 @@ func (h *storeHook) writeFailed(key string, err error) {
 	if len(key) > 100 {
 		key = key[:100] + "…"
 	}
-	if logAllowed(&h.lastErr) {
+	if logx.Allowed(&h.lastErr) {
 		h.log.Error("session store: write failed; sessions may not survive a restart", "key", key, "err", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/internal/logx"
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
@@ -83,7 +84,7 @@ func (r *connRate) throttle(done <-chan struct{}) bool {
 		return true
 	}
 	r.delayed.Add(1)
-	if logAllowed(&r.lastLog) {
+	if logx.Allowed(&r.lastLog) {
 		r.log.Info("accepting paused: connections arrive above max_conn_rate (logged at most once a second)", "wait", d)
 	}
 	return pause(d, done)
@@ -177,7 +178,7 @@ func (c *limitedConn) wait(d time.Duration, delayed *atomic.Int64, limit string)
 		return
 	}
 	delayed.Add(1)
-	if logAllowed(&c.rates.lastLog) {
+	if logx.Allowed(&c.rates.lastLog) {
 		c.rates.log.Info("client paused: it sends above a rate limit (logged at most once a second)",
 			"limit", limit, "remote", c.RemoteAddr().String(), "wait", d)
 	}

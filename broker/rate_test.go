@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -26,7 +27,7 @@ type stamps struct {
 
 func (s *stamps) Matches(string) bool { return true }
 
-func (s *stamps) Publish(_ context.Context, ev *rule.Event) error {
+func (s *stamps) Publish(_ context.Context, _ ack.Wait, ev *rule.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.at == nil {

@@ -8,7 +8,9 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -73,8 +75,9 @@ func NewRepublish(ruleID string, from []string, c conf.Republish, in *Inline, lo
 
 // Enqueue implements rule.Action. It never refuses the record: a message
 // that cannot be republished is counted and logged, and the publish that
-// triggered the rule is still acknowledged, as in EMQX.
-func (r *Republish) Enqueue(ctx context.Context, rec rule.Record) error {
+// triggered the rule is still acknowledged, as in EMQX. w does not apply:
+// the republished message is a publish of its own, taken in the call.
+func (r *Republish) Enqueue(ctx context.Context, _ ack.Wait, rec rule.Record) error {
 	buf := make([]byte, 0, 128)
 	buf = r.topic.Render(buf, rec)
 	topic := string(buf)
@@ -131,7 +134,7 @@ func (e errBadRetain) Error() string {
 func (r *Republish) drop(c *atomic.Int64, reason, topic string, err error) {
 	c.Add(1)
 	n := r.Counters.Dropped.Add(1)
-	if logAllowed(&r.lastLog) {
+	if logx.Allowed(&r.lastLog) {
 		r.log.Warn("republish dropped a message", "reason", reason, "topic", topic, "err", err, "dropped_total", n)
 	}
 }

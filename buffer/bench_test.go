@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // drainer reads and acknowledges everything, as a producer that keeps up.
@@ -81,7 +83,7 @@ func benchAppend(b *testing.B, mode Mode, fsync Fsync, appenders, size int) {
 			l := make([]time.Duration, 0, b.N/appenders+1)
 			for next.Add(1) <= int64(b.N) {
 				t0 := time.Now()
-				if err := q.Append(context.Background(), Record{Value: value}); err != nil {
+				if err := q.Append(context.Background(), ack.InCall(), Record{Value: value}); err != nil {
 					b.Error(err)
 					return
 				}
@@ -127,7 +129,7 @@ func BenchmarkReplay(b *testing.B) {
 			}
 			n := int(total / int64(size))
 			for i := 0; i < n; i += len(batch) {
-				if err := q.Append(context.Background(), batch[:min(len(batch), n-i)]...); err != nil {
+				if err := q.Append(context.Background(), ack.InCall(), batch[:min(len(batch), n-i)]...); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -207,10 +209,10 @@ func benchTicketAppend(b *testing.B, mode Mode, conns, window int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			free := make(chan *Ticket, window)
+			free := make(chan *ack.Ticket, window)
 			for range window {
-				var t *Ticket
-				t = NewTicket(func(failed bool) {
+				var t *ack.Ticket
+				t = ack.NewTicket(func(failed bool) {
 					if failed {
 						b.Error("append failed")
 					}
@@ -222,7 +224,7 @@ func benchTicketAppend(b *testing.B, mode Mode, conns, window int) {
 			for i := a; next.Add(1) <= int64(b.N); i++ {
 				t := <-free
 				t.Reset()
-				if _, err := qs[i%len(qs)].AppendSeq(t.Context(), r); err != nil {
+				if _, err := qs[i%len(qs)].AppendSeq(context.Background(), ack.Deferred(t), r); err != nil {
 					b.Error(err)
 					return
 				}

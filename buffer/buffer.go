@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // Mode is how a queue keeps its entries.
@@ -71,14 +73,6 @@ const (
 	ReasonKafkaError   Reason = "kafka_error"
 )
 
-// ErrFull is returned by Append when the queue refused the records (drop_new,
-// or block after its timeout); the records were counted as dropped.
-var ErrFull = errors.New("buffer: queue full")
-
-// ErrTooLarge refuses a record larger than its sink can send (Kafka's
-// message.max.bytes); it was counted as dropped (too_large).
-var ErrTooLarge = errors.New("record too large for its sink")
-
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("buffer: queue closed")
 
@@ -130,14 +124,16 @@ type Stats struct {
 // Queue is a FIFO of records for one (sink, topic, partition). Append may be
 // called from many goroutines; Read, Rewind and Ack from one reader.
 type Queue interface {
-	// Append adds records at the tail. When it returns nil they are kept as
-	// the mode promises (for disk: written and synced per the fsync policy).
-	Append(ctx context.Context, recs ...Record) error
+	// Append adds records at the tail and returns as w says; ctx bounds a
+	// wait for room (overflow = "block"). It refuses them with ack.ErrFull
+	// (counted as dropped), ack.ErrWriteFailed while a disk queue cannot
+	// write, or ErrClosed.
+	Append(ctx context.Context, w ack.Wait, recs ...Record) error
 	// AppendSeq appends one record, which it copies, and returns its Seq;
 	// a nil rec appends nothing and returns the Seq of the queue's last
 	// record. Taking a pointer spares the per-call slice a variadic Append
 	// costs through the interface (it escapes, so every publish allocated one).
-	AppendSeq(ctx context.Context, rec *Record) (uint64, error)
+	AppendSeq(ctx context.Context, w ack.Wait, rec *Record) (uint64, error)
 	// Read appends entries from the cursor to dst, at most maxBytes of them
 	// but at least one, and advances the cursor.
 	Read(dst []Entry, maxBytes int) ([]Entry, error)

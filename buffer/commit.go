@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // Committer writes the pending groups of several disk queues in rounds: all
@@ -126,7 +128,7 @@ func (c *Committer) gather() {
 // toldTicket is a ticket of a round's append with the outcome to tell it.
 type toldTicket struct {
 	order uint64
-	t     *Ticket
+	t     *ack.Ticket
 	err   error
 }
 
@@ -151,7 +153,7 @@ func (c *Committer) tell(writes []groupWrite, told []toldTicket) []toldTicket {
 	}
 	slices.SortFunc(told, func(a, b toldTicket) int { return cmp.Compare(b.order, a.order) })
 	for i := range told {
-		told[i].t.finish(told[i].err)
+		told[i].t.Done(told[i].err)
 	}
 	for i := range writes {
 		w := &writes[i]

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"unsafe"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // The disk queue in brief (one file per concern):
@@ -22,10 +24,10 @@ import (
 //   - diskwrite.go: group commit. Appenders add their encoded records to the
 //     pending group and wake the queue's Committer (its own, or the sink's,
 //     see commit.go), which writes the group with one positional write and
-//     (FsyncBatch) one fsync. An append under a Ticket does not wait: the
-//     committer reports to the ticket instead (see ticket.go). A failed
-//     write is cut off the file and refused to its appenders; the queue
-//     refuses appends until the disk takes writes again (see maintain.go).
+//     (FsyncBatch) one fsync. An ack.Deferred append does not wait: the
+//     committer tells its ticket instead. A failed write is cut off the
+//     file and refused to its appenders; the queue refuses appends until
+//     the disk takes writes again (see maintain.go).
 //   - diskread.go: reads, from the read cache (recent records, within the
 //     shared CacheBudget) or with positional reads of the segment files;
 //     acknowledgement; overflow.
@@ -48,10 +50,6 @@ const ReasonCorrupt Reason = "corrupt"
 
 // ErrCorrupt is returned by Read for a log entry that fails its checksum.
 var ErrCorrupt = errors.New("buffer: corrupt entry")
-
-// ErrWriteFailed wraps the cause of a failed disk write (a full disk, an I/O
-// error): Append refuses records with it until the queue could write again.
-var ErrWriteFailed = errors.New("buffer: disk write failed")
 
 const (
 	defaultSegmentBytes  = 10 << 20
@@ -263,20 +261,20 @@ func (d *Disk) pushScanned(seq uint64, data []byte) {
 }
 
 // Append implements Queue.
-func (d *Disk) Append(ctx context.Context, recs ...Record) error {
-	_, err := d.append(ctx, recs)
+func (d *Disk) Append(ctx context.Context, w ack.Wait, recs ...Record) error {
+	_, err := d.append(ctx, w, recs)
 	return err
 }
 
 // AppendSeq implements Queue.
-func (d *Disk) AppendSeq(ctx context.Context, rec *Record) (uint64, error) {
+func (d *Disk) AppendSeq(ctx context.Context, w ack.Wait, rec *Record) (uint64, error) {
 	if rec == nil {
-		return d.append(ctx, nil)
+		return d.append(ctx, w, nil)
 	}
-	return d.append(ctx, unsafe.Slice(rec, 1))
+	return d.append(ctx, w, unsafe.Slice(rec, 1))
 }
 
-func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
+func (d *Disk) append(ctx context.Context, w ack.Wait, recs []Record) (uint64, error) {
 	size := int64(0)
 	tooLarge := false
 	for i := range recs {
@@ -288,7 +286,7 @@ func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 	if tooLarge && !d.closed {
 		d.mu.Unlock()
 		d.opts.OnDrop(ReasonTooLarge, len(recs))
-		return 0, ErrFull
+		return 0, ack.ErrFull
 	}
 	if err := d.makeRoomLocked(ctx, size, len(recs)); err != nil {
 		d.mu.Unlock()
@@ -321,14 +319,13 @@ func (d *Disk) append(ctx context.Context, recs []Record) (uint64, error) {
 	d.bytes += size
 	d.live += int64(len(recs))
 	last := d.nextSeq - 1
-	t, noWait := waitOf(ctx)
-	if t != nil {
-		t.hold()
+	if t := w.Ticket(); t != nil {
+		t.Hold()
 		g.buf.tickets = append(g.buf.tickets, t)
 		g.buf.orders = append(g.buf.orders, order)
 	}
 	d.mu.Unlock()
-	if t != nil || noWait {
+	if !w.InCall() {
 		return last, nil
 	}
 	<-g.done

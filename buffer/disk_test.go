@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -100,7 +101,7 @@ func TestRecordFieldsSurviveDisk(t *testing.T) {
 				{Key: []byte("k"), Value: []byte("v"), Headers: []Header{{Key: "a", Value: []byte("1")}, {Key: "", Value: nil}, {Key: "c", Value: []byte{}}}, Time: 3},
 			}
 			q := open(t, mode, dir, Options{})
-			if err := q.Append(context.Background(), recs...); err != nil {
+			if err := q.Append(context.Background(), ack.InCall(), recs...); err != nil {
 				t.Fatal(err)
 			}
 			q.Close()
@@ -143,7 +144,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 			defer wg.Done()
 			for i := range 25 {
 				v := a*1000 + i
-				if err := q.Append(context.Background(), rec(v)); err == nil {
+				if err := q.Append(context.Background(), ack.InCall(), rec(v)); err == nil {
 					mu.Lock()
 					accepted[v] = true
 					mu.Unlock()
@@ -461,7 +462,7 @@ func TestCloseWhileAppending(t *testing.T) {
 					defer wg.Done()
 					for i := 0; ; i++ {
 						v := a*100000 + i
-						err := q.Append(context.Background(), rec(v))
+						err := q.Append(context.Background(), ack.InCall(), rec(v))
 						if errors.Is(err, ErrClosed) {
 							return
 						}

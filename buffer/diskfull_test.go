@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // TestDiskFullRecovers fills a real (tmpfs) file system under a disk queue:
-// appends are refused with ErrWriteFailed and the queue says so, and once
+// appends are refused with ack.ErrWriteFailed and the queue says so, and once
 // space is freed the same queue accepts again, without a reopen. Every
 // accepted record is delivered once, in order, also after a crash and
 // reopen (a partial write was cut, not left behind).
@@ -26,7 +27,7 @@ func TestDiskFullRecovers(t *testing.T) {
 	ctx := context.Background()
 	v := 0
 	for ; v < 200; v++ {
-		if err := q.Append(ctx, rec(v)); err != nil {
+		if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
 			t.Fatal(err)
 		}
 		accepted = append(accepted, v)
@@ -34,17 +35,17 @@ func TestDiskFullRecovers(t *testing.T) {
 	filler := testkit.Fill(t, root)
 	var failure error
 	for ; v < 100000 && failure == nil; v++ {
-		if failure = q.Append(ctx, rec(v)); failure == nil {
+		if failure = q.Append(ctx, ack.InCall(), rec(v)); failure == nil {
 			accepted = append(accepted, v)
 		}
 	}
-	if !errors.Is(failure, ErrWriteFailed) {
+	if !errors.Is(failure, ack.ErrWriteFailed) {
 		t.Fatalf("after %d appends on a full disk: %v", len(accepted), failure)
 	}
-	if err := q.Stats().Err; !errors.Is(err, ErrWriteFailed) {
+	if err := q.Stats().Err; !errors.Is(err, ack.ErrWriteFailed) {
 		t.Fatalf("stats do not report the failure: %v", err)
 	}
-	if err := q.Append(ctx, rec(v)); !errors.Is(err, ErrWriteFailed) {
+	if err := q.Append(ctx, ack.InCall(), rec(v)); !errors.Is(err, ack.ErrWriteFailed) {
 		t.Fatalf("append while the disk is full: %v", err)
 	}
 	v++
@@ -54,7 +55,7 @@ func TestDiskFullRecovers(t *testing.T) {
 	}
 	testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
 		v++
-		if q.Append(ctx, rec(v)) == nil {
+		if q.Append(ctx, ack.InCall(), rec(v)) == nil {
 			accepted = append(accepted, v)
 			return true
 		}
@@ -65,7 +66,7 @@ func TestDiskFullRecovers(t *testing.T) {
 	}
 	for range 100 {
 		v++
-		if err := q.Append(ctx, rec(v)); err != nil {
+		if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
 			t.Fatalf("append after recovery: %v", err)
 		}
 		accepted = append(accepted, v)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // group is one group commit: the records of every Append that arrived while
@@ -20,9 +22,9 @@ type group struct {
 // wbuf is a group's write buffer: its frames as they go to the file.
 type wbuf struct {
 	frames  []byte
-	lens    []int32   // each frame's length, header included
-	tickets []*Ticket // appends waiting under a ticket, one entry per append
-	orders  []uint64  // each ticket's append in the Committer's count
+	lens    []int32       // each frame's length, header included
+	tickets []*ack.Ticket // Deferred appends, one entry per append
+	orders  []uint64      // each ticket's append in the Committer's count
 }
 
 // keepBufBytes bounds the write buffer a queue keeps between groups; a
@@ -103,7 +105,7 @@ func (w *groupWrite) settle() error {
 // release tells a finished group's tickets and keeps its buffer for reuse.
 func (d *Disk) release(buf *wbuf, err error) {
 	for _, t := range buf.tickets {
-		t.finish(err)
+		t.Done(err)
 	}
 	d.recycle(buf)
 }
@@ -148,8 +150,8 @@ func (d *Disk) finishLocked(g *group, err error) {
 // refuses appends until the maintainer sees that the disk takes writes
 // again. It returns the pending group it failed, if any.
 func (d *Disk) failLocked(err error, g *group) *group {
-	if !errors.Is(err, ErrWriteFailed) {
-		err = fmt.Errorf("%w: %w", ErrWriteFailed, err)
+	if !errors.Is(err, ack.ErrWriteFailed) {
+		err = fmt.Errorf("%w: %w", ack.ErrWriteFailed, err)
 	}
 	d.err = err
 	if !d.failing {

@@ -1,6 +1,10 @@
 package buffer
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/mqkafka/mqkafka/ack"
+)
 
 // A hybrid queue is a disk queue whose newest entries are not yet written:
 // Seqs (queued, nextSeq) live only in the read cache. When they exceed
@@ -79,7 +83,7 @@ func (d *Disk) spillLocked(all bool) error {
 		// The entries stay in memory; appends are refused until the disk
 		// takes writes again (the memory part would outgrow its limit).
 		d.seg.unwrite(start)
-		d.err = fmt.Errorf("%w: %w", ErrWriteFailed, err)
+		d.err = fmt.Errorf("%w: %w", ack.ErrWriteFailed, err)
 		if !d.failing {
 			d.failing = true
 			d.backoff = 0

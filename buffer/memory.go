@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"unsafe"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // slot is a queue position; evicted entries stay as tombstones until the
@@ -37,14 +39,15 @@ func NewMemory(opts Options) *Memory {
 	return &Memory{opts: opts, ready: make(chan struct{}, 1), room: make(chan struct{}), nextSeq: 1}
 }
 
-// Append implements Queue.
-func (m *Memory) Append(ctx context.Context, recs ...Record) error {
+// Append implements Queue. Its records are kept once they are queued, so it
+// returns then whatever w says, and never holds a ticket.
+func (m *Memory) Append(ctx context.Context, _ ack.Wait, recs ...Record) error {
 	_, err := m.append(ctx, recs)
 	return err
 }
 
-// AppendSeq implements Queue.
-func (m *Memory) AppendSeq(ctx context.Context, rec *Record) (uint64, error) {
+// AppendSeq implements Queue, as Append does.
+func (m *Memory) AppendSeq(ctx context.Context, _ ack.Wait, rec *Record) (uint64, error) {
 	if rec == nil {
 		return m.append(ctx, nil)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestDiskMemoryBounded opens 64 disk partitions sharing one committer and
@@ -53,7 +55,7 @@ func TestDiskMemoryBounded(t *testing.T) {
 			for i := range perPart * parts / 8 {
 				q := qs[(a+i)%parts]
 				r := Record{Key: []byte("k"), Value: value, Time: int64(i)}
-				if err := q.Append(context.Background(), r); err != nil {
+				if err := q.Append(context.Background(), ack.InCall(), r); err != nil {
 					t.Errorf("append: %v", err)
 					return
 				}

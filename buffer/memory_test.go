@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestMemoryOverloadSheds: while memory is short every append sheds the
@@ -15,7 +17,7 @@ func TestMemoryOverloadSheds(t *testing.T) {
 	ctx := context.Background()
 	rec := Record{Value: make([]byte, 100)}
 	for range 5 {
-		if err := m.Append(ctx, rec); err != nil {
+		if err := m.Append(ctx, ack.InCall(), rec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -25,7 +27,7 @@ func TestMemoryOverloadSheds(t *testing.T) {
 	}
 	overloaded.Store(true)
 	for range 10 {
-		if err := m.Append(ctx, rec); err != nil {
+		if err := m.Append(ctx, ack.InCall(), rec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -34,7 +36,7 @@ func TestMemoryOverloadSheds(t *testing.T) {
 		t.Fatalf("stats %+v, dropped %v", st, dropped)
 	}
 	overloaded.Store(false)
-	if err := m.Append(ctx, rec); err != nil {
+	if err := m.Append(ctx, ack.InCall(), rec); err != nil {
 		t.Fatal(err)
 	}
 	if st := m.Stats(); st.Records != 6 || dropped[ReasonOverload] != 10 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // overflowQueue is what the overflow policy needs of a queue; the queue's
@@ -28,7 +30,7 @@ func makeRoom(ctx context.Context, opts *Options, mu *sync.Mutex, q overflowQueu
 	}
 	if size > limit {
 		opts.OnDrop(ReasonTooLarge, n)
-		return ErrFull
+		return ack.ErrFull
 	}
 	switch opts.Overflow {
 	case DropNew:
@@ -40,7 +42,7 @@ func makeRoom(ctx context.Context, opts *Options, mu *sync.Mutex, q overflowQueu
 		}
 	}
 	opts.OnDrop(ReasonQueueFull, n)
-	return ErrFull
+	return ack.ErrFull
 }
 
 // waitRoom blocks until size bytes fit, ctx ends or BlockTimeout passes;
@@ -67,11 +69,11 @@ func waitRoom(ctx context.Context, opts *Options, mu *sync.Mutex, q overflowQueu
 		case <-ctx.Done():
 			mu.Lock()
 			opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
+			return ack.ErrFull
 		case <-timeout:
 			mu.Lock()
 			opts.OnDrop(ReasonQueueFull, n)
-			return ErrFull
+			return ack.ErrFull
 		}
 	}
 }

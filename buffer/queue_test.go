@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // drops counts OnDrop calls by reason.
@@ -77,7 +79,7 @@ func valueOf(t testing.TB, e Entry) int {
 func appendN(t testing.TB, q Queue, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
-		if err := q.Append(context.Background(), rec(i)); err != nil {
+		if err := q.Append(context.Background(), ack.InCall(), rec(i)); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
 	}
@@ -176,7 +178,7 @@ func TestReadyAndClosed(t *testing.T) {
 			if err := q.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := q.Append(context.Background(), rec(1)); !errors.Is(err, ErrClosed) {
+			if err := q.Append(context.Background(), ack.InCall(), rec(1)); !errors.Is(err, ErrClosed) {
 				t.Fatalf("append after close: %v", err)
 			}
 		})
@@ -200,7 +202,7 @@ func TestConcurrentAppenders(t *testing.T) {
 						v := make([]byte, 8)
 						binary.BigEndian.PutUint32(v, uint32(a))
 						binary.BigEndian.PutUint32(v[4:], uint32(i))
-						if err := q.Append(context.Background(), Record{Value: v}); err != nil {
+						if err := q.Append(context.Background(), ack.InCall(), Record{Value: v}); err != nil {
 							t.Errorf("append: %v", err)
 							return
 						}
@@ -272,7 +274,7 @@ func TestOverflowDropOldest(t *testing.T) {
 				t.Fatalf("after rewind got %v, want %v", values(t, got), want)
 			}
 			// Everything in flight: a new record cannot make room.
-			if err := q.Append(context.Background(), rec(15)); !errors.Is(err, ErrFull) {
+			if err := q.Append(context.Background(), ack.InCall(), rec(15)); !errors.Is(err, ack.ErrFull) {
 				t.Fatalf("append with all in flight: %v", err)
 			}
 			q.Ack(got[len(got)-1].Seq)
@@ -285,7 +287,7 @@ func TestOverflowDropOldest(t *testing.T) {
 			}
 			// A record larger than the limit.
 			big := Record{Value: make([]byte, 11*sz)}
-			if err := q.Append(context.Background(), big); !errors.Is(err, ErrFull) || dr.get(ReasonTooLarge) != 1 {
+			if err := q.Append(context.Background(), ack.InCall(), big); !errors.Is(err, ack.ErrFull) || dr.get(ReasonTooLarge) != 1 {
 				t.Fatalf("too large: %v, drops %v", err, dr.n)
 			}
 		})
@@ -301,11 +303,11 @@ func TestOverflowDropNew(t *testing.T) {
 			defer q.Close()
 			accepted := 0
 			for i := range 15 {
-				err := q.Append(context.Background(), rec(i))
+				err := q.Append(context.Background(), ack.InCall(), rec(i))
 				switch {
 				case err == nil:
 					accepted++
-				case !errors.Is(err, ErrFull):
+				case !errors.Is(err, ack.ErrFull):
 					t.Fatal(err)
 				}
 			}
@@ -332,7 +334,7 @@ func TestOverflowBlock(t *testing.T) {
 			var unblocked atomic.Bool
 			errc := make(chan error, 1)
 			go func() {
-				err := q.Append(context.Background(), rec(4))
+				err := q.Append(context.Background(), ack.InCall(), rec(4))
 				unblocked.Store(true)
 				errc <- err
 			}()
@@ -352,7 +354,7 @@ func TestOverflowBlock(t *testing.T) {
 			defer q2.Close()
 			appendN(t, q2, 0, 4)
 			start := time.Now()
-			if err := q2.Append(context.Background(), rec(4)); !errors.Is(err, ErrFull) {
+			if err := q2.Append(context.Background(), ack.InCall(), rec(4)); !errors.Is(err, ack.ErrFull) {
 				t.Fatalf("append after timeout: %v", err)
 			}
 			if time.Since(start) < 40*time.Millisecond || dr.get(ReasonQueueFull) != 1 {
@@ -360,7 +362,7 @@ func TestOverflowBlock(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 			defer cancel()
-			if err := q2.Append(ctx, rec(5)); !errors.Is(err, ErrFull) || dr.get(ReasonQueueFull) != 2 {
+			if err := q2.Append(ctx, ack.InCall(), rec(5)); !errors.Is(err, ack.ErrFull) || dr.get(ReasonQueueFull) != 2 {
 				t.Fatalf("append with cancelled ctx: %v", err)
 			}
 			if got := drain(t, q2, 1<<20); len(got)+dr.get(ReasonQueueFull) != 6 {

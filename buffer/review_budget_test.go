@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestReviewBudgetReturned: queues sharing a CacheBudget give all of it
@@ -29,7 +31,7 @@ func TestReviewBudgetReturned(t *testing.T) {
 				if rnd.IntN(10) == 0 {
 					r.Value = append(r.Value, make([]byte, rnd.IntN(3000))...)
 				}
-				if err := q.Append(NoWait(context.Background()), r); err != nil {
+				if err := q.Append(context.Background(), ack.NoWait(), r); err != nil {
 					t.Errorf("append: %v", err)
 					return
 				}

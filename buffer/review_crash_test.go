@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 func copyDir(t *testing.T, src, dst string) {
@@ -69,7 +71,7 @@ func TestReviewTornTailEveryByte(t *testing.T) {
 					last = es[len(es)-1].Seq
 				}
 				r := rec(1000)
-				seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
+				seq, err := q.(*Disk).AppendSeq(context.Background(), ack.InCall(), &r)
 				if err != nil || seq <= last {
 					t.Fatalf("cut %d: append after reopen: seq %d (last %d), %v", cut, seq, last, err)
 				}

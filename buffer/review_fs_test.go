@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -30,14 +31,14 @@ func TestReviewDirSyncedAfterFailedFirstWrite(t *testing.T) {
 		defer d.seg.mu.Unlock()
 		return d.seg.segs[len(d.seg.segs)-1].size < d.seg.segBytes
 	}() {
-		if err := q.Append(ctx, rec(v)); err != nil {
+		if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
 			t.Fatal(err)
 		}
 		v++
 	}
 	filler := testkit.Fill(t, root)
 	before, _ := listSegments(dir)
-	if err := q.Append(ctx, rec(v)); err == nil {
+	if err := q.Append(ctx, ack.InCall(), rec(v)); err == nil {
 		t.Fatal("append on a full disk succeeded")
 	}
 	if after, _ := listSegments(dir); len(after) != len(before)+1 {
@@ -45,7 +46,7 @@ func TestReviewDirSyncedAfterFailedFirstWrite(t *testing.T) {
 	}
 	os.Remove(filler)
 	testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
-		return q.Append(ctx, rec(v)) == nil
+		return q.Append(ctx, ack.InCall(), rec(v)) == nil
 	})
 	d.mu.Lock()
 	dirty := d.dirDirty

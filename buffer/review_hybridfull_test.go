@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -27,15 +28,15 @@ func TestReviewHybridDiskFull(t *testing.T) {
 		var accepted []int
 		v := 0
 		for ; v < 30; v++ {
-			if err := q.Append(ctx, rec(v)); err != nil {
+			if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
 				t.Fatal(err)
 			}
 			accepted = append(accepted, v)
 		}
 		filler := testkit.Fill(t, root)
 		for ; v < 1000; v++ {
-			if err := q.Append(ctx, rec(v)); err != nil {
-				if !errors.Is(err, ErrWriteFailed) {
+			if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
+				if !errors.Is(err, ack.ErrWriteFailed) {
 					t.Fatal(err)
 				}
 				break
@@ -57,7 +58,7 @@ func TestReviewHybridDiskFull(t *testing.T) {
 		os.Remove(filler)
 		testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
 			v++
-			if q.Append(ctx, rec(v)) == nil {
+			if q.Append(ctx, ack.InCall(), rec(v)) == nil {
 				accepted = append(accepted, v)
 				return true
 			}
@@ -65,7 +66,7 @@ func TestReviewHybridDiskFull(t *testing.T) {
 		})
 		for range 40 {
 			v++
-			if err := q.Append(ctx, rec(v)); err != nil {
+			if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
 				t.Fatal(err)
 			}
 			accepted = append(accepted, v)

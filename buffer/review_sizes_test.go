@@ -3,6 +3,8 @@ package buffer
 import (
 	"context"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestReviewEntrySizes: records larger than the read batch, the cache
@@ -22,7 +24,7 @@ func TestReviewEntrySizes(t *testing.T) {
 				if i%5 == 0 {
 					r.Value = append(r.Value, make([]byte, 5000*(i%3))...)
 				}
-				if err := q.Append(context.Background(), r); err != nil {
+				if err := q.Append(context.Background(), ack.InCall(), r); err != nil {
 					t.Fatal(err)
 				}
 				want = append(want, i)

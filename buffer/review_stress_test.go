@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // TestReviewConcurrentQueues runs appenders, a reader that acks and rewinds,
@@ -28,7 +30,6 @@ func TestReviewConcurrentQueues(t *testing.T) {
 		mu       sync.Mutex
 		accepted map[int]uint64
 		acked    uint64
-		maxSeq   uint64
 	}
 	var st [2]state
 	var wg sync.WaitGroup
@@ -50,7 +51,7 @@ func TestReviewConcurrentQueues(t *testing.T) {
 					if i%7 == 0 {
 						r.Value = append(r.Value, make([]byte, 3000)...)
 					}
-					seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
+					seq, err := q.(*Disk).AppendSeq(context.Background(), ack.InCall(), &r)
 					if errors.Is(err, ErrClosed) {
 						return
 					}

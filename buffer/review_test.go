@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tidwall/wal"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // writeAckFile sets the ack file of dir to ack, as a lagging save left it.
@@ -150,7 +152,7 @@ func TestReviewOneEntryReadIsBounded(t *testing.T) {
 	for i := range 32 {
 		r := rec(i)
 		r.Value = append(r.Value, make([]byte, big)...)
-		if err := q.Append(context.Background(), r); err != nil {
+		if err := q.Append(context.Background(), ack.InCall(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -203,7 +205,7 @@ func TestReviewSeqNotReusedAfterEmptyTail(t *testing.T) {
 	q = open(t, ModeDisk, dir, opts)
 	defer q.Close()
 	r := rec(100)
-	seq, err := q.(*Disk).AppendSeq(context.Background(), &r)
+	seq, err := q.(*Disk).AppendSeq(context.Background(), ack.InCall(), &r)
 	if err != nil {
 		t.Fatal(err)
 	}

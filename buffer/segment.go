@@ -206,16 +206,6 @@ func scanSegment(path string, s *segment, verify bool, from uint64, fn scanFn, b
 	return fi.Size(), nil
 }
 
-// first is the Seq of the oldest entry on disk, or 0 when there is none.
-func (l *segLog) first() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.segs) == 0 {
-		return 0
-	}
-	return l.segs[0].first
-}
-
 // next is the Seq after the newest entry on disk, or 0 when there is none.
 func (l *segLog) next() uint64 {
 	l.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -41,7 +42,7 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 			for i := range 50 {
 				v := a*1000 + i
 				var seq uint64 // set before Release, so before onDone runs
-				tk := NewTicket(func(failed bool) {
+				tk := ack.NewTicket(func(failed bool) {
 					checkSynced(seq)
 					mu.Lock()
 					defer mu.Unlock()
@@ -49,7 +50,7 @@ func TestTicketReportsAfterWrite(t *testing.T) {
 					durable[v] = !failed
 				})
 				r := rec(v)
-				seq, err := q.AppendSeq(tk.Context(), &r)
+				seq, err := q.AppendSeq(context.Background(), ack.Deferred(tk), &r)
 				if err != nil {
 					t.Errorf("append %d: %v", v, err)
 				}
@@ -99,9 +100,9 @@ func TestTicketReportsFailure(t *testing.T) {
 	d.seg.mu.Unlock()
 
 	result := make(chan bool, 1)
-	tk := NewTicket(func(failed bool) { result <- failed })
+	tk := ack.NewTicket(func(failed bool) { result <- failed })
 	r := rec(1)
-	if _, err := q.AppendSeq(tk.Context(), &r); err != nil {
+	if _, err := q.AppendSeq(context.Background(), ack.Deferred(tk), &r); err != nil {
 		t.Fatalf("append: %v", err)
 	}
 	// The write may fail before the release: then the ticket says so itself.
@@ -119,7 +120,7 @@ func TestTicketReportsFailure(t *testing.T) {
 			t.Fatal("ticket never reported")
 		}
 	}
-	if err := q.Append(context.Background(), rec(2)); !errors.Is(err, ErrWriteFailed) {
+	if err := q.Append(context.Background(), ack.InCall(), rec(2)); !errors.Is(err, ack.ErrWriteFailed) {
 		t.Fatalf("append after a failed write: %v", err)
 	}
 }
@@ -129,16 +130,16 @@ func TestTicketReportsFailure(t *testing.T) {
 func TestNoWaitKeepsRecords(t *testing.T) {
 	dir := t.TempDir()
 	q := open(t, ModeDisk, dir, Options{})
-	ctx := NoWait(context.Background())
+	ctx := context.Background()
 	for i := range 100 {
-		if err := q.Append(ctx, rec(i)); err != nil {
+		if err := q.Append(ctx, ack.NoWait(), rec(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Append(ctx, rec(100)); !errors.Is(err, ErrClosed) {
+	if err := q.Append(ctx, ack.NoWait(), rec(100)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}
 	q = open(t, ModeDisk, dir, Options{})
@@ -185,7 +186,7 @@ func TestSharedCommitter(t *testing.T) {
 					mu.Unlock()
 				}
 				if a%2 == 0 {
-					if err := qs[qi].Append(context.Background(), rec(v)); err == nil {
+					if err := qs[qi].Append(context.Background(), ack.InCall(), rec(v)); err == nil {
 						keep()
 					} else if !errors.Is(err, ErrClosed) {
 						t.Errorf("append: %v", err)
@@ -193,14 +194,14 @@ func TestSharedCommitter(t *testing.T) {
 					continue
 				}
 				tickets.Add(1)
-				tk := NewTicket(func(failed bool) {
+				tk := ack.NewTicket(func(failed bool) {
 					if !failed {
 						keep()
 					}
 					tickets.Done()
 				})
 				r := rec(v)
-				_, err := qs[qi].AppendSeq(tk.Context(), &r)
+				_, err := qs[qi].AppendSeq(context.Background(), ack.Deferred(tk), &r)
 				if err != nil && !errors.Is(err, ErrClosed) {
 					t.Errorf("append: %v", err)
 				}
@@ -260,13 +261,13 @@ func TestRoundTellsNewestFirst(t *testing.T) {
 	var mu sync.Mutex
 	var told []int
 	for i, qi := range []int{0, 1, 0, 1, 1, 0} {
-		tk := NewTicket(func(bool) {
+		tk := ack.NewTicket(func(bool) {
 			mu.Lock()
 			told = append(told, i)
 			mu.Unlock()
 		})
 		r := rec(i)
-		if _, err := qs[qi].AppendSeq(tk.Context(), &r); err != nil {
+		if _, err := qs[qi].AppendSeq(context.Background(), ack.Deferred(tk), &r); err != nil {
 			t.Fatal(err)
 		}
 		if tk.Release() {

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/broker"
 	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
@@ -22,8 +23,8 @@ import (
 // noRules is a broker's rule engine with no rule.
 type noRules struct{}
 
-func (noRules) Matches(string) bool                        { return false }
-func (noRules) Publish(context.Context, *rule.Event) error { return nil }
+func (noRules) Matches(string) bool                                  { return false }
+func (noRules) Publish(context.Context, ack.Wait, *rule.Event) error { return nil }
 
 // member is one node: a broker and its membership, on one kfake.
 type member struct {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/mqkafka/mqkafka/producer"
+	"github.com/mqkafka/mqkafka/connector"
 )
 
 // The internal topics, after the cluster's prefix mqkafka.<name>.
@@ -28,22 +28,12 @@ var stateTopics = []string{topicNodes, topicRoutes, topicRetained}
 // SASL and socket settings as the sinks get them, role's own settings,
 // then [connectors.properties] over everything.
 func (n *Node) clientConfig(role string, own kafka.ConfigMap) kafka.ConfigMap {
-	cn := n.cfg.Connector
-	id := cn.Name + ":cluster:" + n.cfg.Node + ":" + role
-	if cn.ClientIDPrefix != "" {
-		id = cn.ClientIDPrefix + ":" + id
-	}
-	cm := producer.ConnectorProperties(cn, id)
-	cm["bootstrap.servers"] = cn.BootstrapHosts
-	cm["enable.metrics.push"] = false
-	cm["go.logs.channel.enable"] = true
+	cc := connector.Settings(n.cfg.Connector)
+	cm := kafka.ConfigMap{"enable.metrics.push": false, "go.logs.channel.enable": true}
 	for k, v := range own {
 		cm[k] = v
 	}
-	for k, v := range cn.Properties {
-		cm[k] = v
-	}
-	return cm
+	return cc.ConfigMap(cc.ClusterID(n.cfg.Connector.Name, n.cfg.Node, role), cm)
 }
 
 // producerConfig is an idempotent producer, so that what one node sends to

@@ -258,7 +258,7 @@ func ValidTopicName(t string) error {
 		return fmt.Errorf("invalid Kafka topic name %q", t)
 	}
 	if len(t) > 249 {
-		return fmt.Errorf("Kafka topic name longer than 249 characters")
+		return errors.New("invalid Kafka topic name: longer than 249 characters")
 	}
 	for i := 0; i < len(t); i++ {
 		c := t[i]

@@ -139,8 +139,14 @@ func (Secret) String() string { return redacted }
 // GoString implements fmt.GoStringer.
 func (Secret) GoString() string { return strconv.Quote(redacted) }
 
-// MarshalText implements encoding.TextMarshaler (JSON, TOML, slog).
-func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+// MarshalText implements encoding.TextMarshaler (JSON, TOML, slog). An
+// unset secret stays empty, so that a written-out entry reads back unset.
+func (s Secret) MarshalText() ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return []byte(redacted), nil
+}
 
 // filePrefix marks a password read from a file, as EMQX writes it.
 const filePrefix = "file://"

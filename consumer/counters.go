@@ -3,6 +3,8 @@ package consumer
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/mqkafka/mqkafka/internal/tally"
 )
 
 // Reason is why a Kafka message was not published to MQTT.
@@ -18,8 +20,6 @@ const (
 	ReasonInvalidTopic Reason = "invalid_topic"
 )
 
-var reasons = [...]Reason{ReasonInvalidUTF8, ReasonInvalidTopic}
-
 // Partition names one Kafka partition.
 type Partition struct {
 	Topic     string
@@ -27,52 +27,21 @@ type Partition struct {
 }
 
 // Counters are one source's counters, named as EMQX's source metrics.
+// Success counts messages handed to the broker and the rules; Failed counts
+// messages the broker or a rule action did not take (a message the broker
+// did not take is read again).
 type Counters struct {
-	Received atomic.Int64 // messages read from Kafka
-	Success  atomic.Int64 // messages handed to the broker and the rules
-	// Failed counts messages the broker or a rule action did not take;
-	// a message the broker did not take is read again.
-	Failed      atomic.Int64
+	tally.Counters[Reason]
+	Received    atomic.Int64 // messages read from Kafka
 	KafkaErrors atomic.Int64 // client errors: Kafka down, topic missing, …
 	Rebalances  atomic.Int64 // partition assignments received
 	Assigned    atomic.Int32 // partitions assigned now
 	// AbandonedCloses counts consumers whose Close did not end within
 	// closeTimeout and that were left to librdkafka.
 	AbandonedCloses atomic.Int64
-	dropped         [len(reasons)]atomic.Int64
 
 	mu  sync.Mutex
 	lag map[Partition]int64
-}
-
-// Drop counts a message dropped for reason.
-func (c *Counters) Drop(reason Reason) {
-	for i, r := range reasons {
-		if r == reason {
-			c.dropped[i].Add(1)
-			return
-		}
-	}
-}
-
-// Dropped returns the drop counts by reason, omitting zeros.
-func (c *Counters) Dropped() map[Reason]int64 {
-	m := map[Reason]int64{}
-	for i, r := range reasons {
-		if n := c.dropped[i].Load(); n > 0 {
-			m[r] = n
-		}
-	}
-	return m
-}
-
-// DroppedTotal is the sum of all drops.
-func (c *Counters) DroppedTotal() int64 {
-	var n int64
-	for i := range c.dropped {
-		n += c.dropped[i].Load()
-	}
-	return n
 }
 
 // Lag returns the consumer lag of each assigned partition whose position

@@ -16,9 +16,11 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
+	"github.com/mqkafka/mqkafka/internal/backoff"
 	"github.com/mqkafka/mqkafka/internal/logx"
-	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
 )
 
@@ -46,22 +48,6 @@ type Env struct {
 	// Node is the broker's node name, part of the Kafka client id.
 	Node string
 	Log  *slog.Logger
-}
-
-// Status is a source's connection state, as EMQX reports it.
-type Status int32
-
-// Source states.
-const (
-	Connecting Status = 1
-	Connected  Status = 2
-)
-
-func (s Status) String() string {
-	if s == Connected {
-		return "connected"
-	}
-	return "connecting"
 }
 
 type mapping struct {
@@ -128,7 +114,7 @@ func New(cfg conf.Source, cn conf.Connector, env Env) (*Source, error) {
 
 		closeWait: closeTimeout,
 	}
-	s.status.Store(int32(Connecting))
+	s.status.Store(int32(connector.Connecting))
 	for _, m := range cfg.TopicMapping {
 		mp := &mapping{qos: byte(m.QoS), retain: m.Retain}
 		var err error
@@ -157,10 +143,10 @@ func New(cfg conf.Source, cn conf.Connector, env Env) (*Source, error) {
 func (s *Source) Name() string { return s.cfg.Name }
 
 // Status reports whether the consumer has reached Kafka.
-func (s *Source) Status() Status { return Status(s.status.Load()) }
+func (s *Source) Status() connector.Status { return connector.Status(s.status.Load()) }
 
-func (s *Source) setStatus(st Status) {
-	if old := Status(s.status.Swap(int32(st))); old != st {
+func (s *Source) setStatus(st connector.Status) {
+	if old := connector.Status(s.status.Swap(int32(st))); old != st {
 		s.log.Info("kafka source status", "status", st.String(), "was", old.String())
 	}
 }
@@ -169,13 +155,8 @@ func (s *Source) setStatus(st Status) {
 // connector's TLS, SASL and socket settings as the sinks get them, the
 // consumer's own settings, then [connectors.properties] over everything.
 func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMap, error) {
-	id := cn.Name + ":ingress:" + node + ":" + s.Name
-	if cn.ClientIDPrefix != "" {
-		id = cn.ClientIDPrefix + ":" + id
-	}
-	cm := producer.ConnectorProperties(cn, id)
-	for k, v := range (kafka.ConfigMap{
-		"bootstrap.servers": cn.BootstrapHosts,
+	cc := connector.Settings(cn)
+	return cc.ConfigMap(cc.IngressID(cn.Name, node, s.Name), kafka.ConfigMap{
 		"group.id":          s.Group(),
 		"auto.offset.reset": s.OffsetResetPolicy,
 		// librdkafka commits in the background, but only offsets stored
@@ -193,13 +174,7 @@ func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMa
 		"topic.metadata.refresh.interval.ms": 10000,
 		"enable.metrics.push":                false,
 		"go.logs.channel.enable":             true,
-	}) {
-		cm[k] = v
-	}
-	for k, v := range cn.Properties {
-		cm[k] = v
-	}
-	return cm, nil
+	}), nil
 }
 
 func (s *Source) newConsumer() (*kafka.Consumer, error) {
@@ -277,7 +252,7 @@ func (s *Source) Stop(ctx context.Context) error {
 func (s *Source) run(ctx context.Context) {
 	defer close(s.done)
 	defer s.closeConsumer()
-	if !sleep(ctx, s.cfg.StartDelay) {
+	if !backoff.Sleep(ctx, s.cfg.StartDelay) {
 		return
 	}
 	for {
@@ -290,28 +265,13 @@ func (s *Source) run(ctx context.Context) {
 		s.log.Error("kafka source failed; recreating its consumer", "err", err)
 		s.closeConsumer()
 		for s.c == nil {
-			if !sleep(ctx, time.Second) {
+			if !backoff.Sleep(ctx, time.Second) {
 				return
 			}
 			if s.c, err = s.newConsumer(); err != nil {
 				s.log.Error("recreating kafka consumer", "err", err)
 			}
 		}
-	}
-}
-
-// sleep waits d, or less when ctx ends first; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -370,7 +330,7 @@ func (s *Source) consume(ctx context.Context) error {
 // broker did not take it: its offset is not stored.
 func (s *Source) handle(ctx context.Context, m *kafka.Message) error {
 	s.Counters.Received.Add(1)
-	s.setStatus(Connected)
+	s.setStatus(connector.Connected)
 	if err := s.env.Broker.WaitRoom(ctx); err != nil {
 		return err
 	}
@@ -466,7 +426,7 @@ func (s *Source) runRules(ctx context.Context) {
 		}
 		rl.Metrics.Passed.Add(1)
 		for _, a := range ra.Actions {
-			if err := a.Enqueue(ctx, rec); err != nil {
+			if err := a.Enqueue(ctx, ack.InCall(), rec); err != nil {
 				s.Counters.Failed.Add(1)
 				s.logRate(&s.lastDropLog, "a rule action did not take a Kafka message", "rule", rl.ID, "err", err)
 			}
@@ -475,7 +435,7 @@ func (s *Source) runRules(ctx context.Context) {
 }
 
 func (s *Source) drop(reason Reason, topic string, err error) {
-	s.Counters.Drop(reason)
+	s.Counters.Drop(reason, 1)
 	s.logRate(&s.lastDropLog, "kafka message dropped", "reason", string(reason), "mqtt_topic", topic,
 		"kafka_topic", s.rec.topic, "partition", s.rec.m.TopicPartition.Partition, "offset", int64(s.rec.m.TopicPartition.Offset),
 		"err", err, "dropped_total", s.Counters.DroppedTotal())
@@ -493,7 +453,7 @@ func (s *Source) kafkaError(err error) {
 	s.Counters.KafkaErrors.Add(1)
 	var ke kafka.Error
 	if errors.As(err, &ke) && (ke.Code() == kafka.ErrAllBrokersDown || ke.Code() == kafka.ErrTransport) {
-		s.setStatus(Connecting)
+		s.setStatus(connector.Connecting)
 	}
 	s.logRate(&s.lastErrLog, "kafka source error", "err", err, "errors_total", s.Counters.KafkaErrors.Load())
 }
@@ -533,7 +493,7 @@ func (s *Source) retry(ctx context.Context, m *kafka.Message, err error) {
 	if _, err := s.c.SeekPartitions([]kafka.TopicPartition{tp}); err != nil {
 		s.log.Warn("seek after a failed hand-over", "err", err)
 	}
-	sleep(ctx, time.Second)
+	backoff.Sleep(ctx, time.Second)
 }
 
 // rebalance runs inside Poll. Before partitions go, every message handed
@@ -549,7 +509,7 @@ func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	case kafka.AssignedPartitions:
 		s.Counters.Rebalances.Add(1)
 		s.Counters.Assigned.Add(int32(len(e.Partitions)))
-		s.setStatus(Connected)
+		s.setStatus(connector.Connected)
 		s.log.Info("kafka partitions assigned", "partitions", partitionNames(e.Partitions))
 	case kafka.RevokedPartitions:
 		s.Counters.Assigned.Add(-int32(len(e.Partitions)))

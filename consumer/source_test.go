@@ -15,7 +15,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -131,6 +133,43 @@ func startSource(t testing.TB, addr string, cfg conf.Source, b Broker, rules ...
 	return s
 }
 
+// committed returns group's committed offsets on topic, summed over its
+// partitions: the topic's record count once the group has handed over,
+// stored and committed every record (offsets start at 0, one a record).
+func committed(t testing.TB, cl *kgo.Client, group, topic string) int64 {
+	t.Helper()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = group
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("offset fetch: %v", err)
+	}
+	var sum int64
+	for _, g := range resp.Groups {
+		for _, tp := range g.Topics {
+			for _, p := range tp.Partitions {
+				if tp.Topic == topic && p.Offset > 0 {
+					sum += p.Offset
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// client is a Kafka client for the test's own requests.
+func client(t testing.TB, addr string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
 func stop(t testing.TB, s *Source) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -178,7 +217,8 @@ func TestConsumerDeliversAndCommitsOnStop(t *testing.T) {
 	b2 := &fakeBroker{}
 	s2 := startSource(t, addr, sourceConfig("s", "g1", "t1", "m/${.key}", ""), b2)
 	testkit.WaitFor(t, 20*time.Second, "100 publishes", func() bool { return b2.count() >= 100 })
-	time.Sleep(300 * time.Millisecond)
+	kc := client(t, addr)
+	testkit.WaitFor(t, 20*time.Second, "all 400 committed", func() bool { return committed(t, kc, "g1", "t1") == 400 })
 	if n := b2.count(); n != 100 {
 		t.Fatalf("the restarted group read %d messages, want exactly the 100 new ones", n)
 	}
@@ -213,7 +253,8 @@ func TestConsumerStopMidStreamLosesNothing(t *testing.T) {
 	b2 := &fakeBroker{}
 	s2 := startSource(t, addr, sourceConfig("s", "g2", "t2", "m", "${.key}"), b2)
 	testkit.WaitFor(t, 30*time.Second, "the rest", func() bool { return first+b2.count() >= n })
-	time.Sleep(300 * time.Millisecond)
+	kc := client(t, addr)
+	testkit.WaitFor(t, 20*time.Second, "all committed", func() bool { return committed(t, kc, "g2", "t2") == n })
 	stop(t, s2)
 	seen := map[string]int{}
 	for _, p := range append(b.published(), b2.published()...) {
@@ -293,8 +334,22 @@ func TestConsumerDropsWhatTheBrokerCannotTake(t *testing.T) {
 // "latest" and at the beginning with "earliest".
 func TestConsumerOffsetResetPolicy(t *testing.T) {
 	t.Parallel()
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "t4"))
+	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "t4"))
 	produce(t, addr, "t4", 0, 40)
+	// The "latest" source asks for each partition's end offset (ListOffsets,
+	// timestamp -1) after its assignment. kfake answers requests one at a
+	// time, so a produce sent once both were asked lands after those ends.
+	var askedEnd [2]atomic.Bool
+	c.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		for _, tp := range req.(*kmsg.ListOffsetsRequest).Topics {
+			for _, p := range tp.Partitions {
+				if tp.Topic == "t4" && p.Timestamp == -1 && p.Partition >= 0 && p.Partition < 2 {
+					askedEnd[p.Partition].Store(true)
+				}
+			}
+		}
+		return nil, nil, false
+	})
 	latest, earliest := &fakeBroker{}, &fakeBroker{}
 	cl := sourceConfig("l", "g4-latest", "t4", "m", "${.key}")
 	cl.OffsetResetPolicy = "latest"
@@ -303,11 +358,13 @@ func TestConsumerOffsetResetPolicy(t *testing.T) {
 	testkit.WaitFor(t, 20*time.Second, "assignments", func() bool {
 		return sl.Counters.Assigned.Load() == 2 && earliest.count() >= 40
 	})
-	// The assignment arrives before the end offsets are looked up.
-	time.Sleep(time.Second)
+	testkit.WaitFor(t, 20*time.Second, "the end offsets asked for", func() bool { return askedEnd[0].Load() && askedEnd[1].Load() })
 	produce(t, addr, "t4", 40, 10)
 	testkit.WaitFor(t, 20*time.Second, "new messages", func() bool { return latest.count() >= 10 && earliest.count() >= 50 })
-	time.Sleep(200 * time.Millisecond)
+	kc := client(t, addr)
+	testkit.WaitFor(t, 20*time.Second, "all 50 committed", func() bool {
+		return committed(t, kc, "g4-latest", "t4") == 50 && committed(t, kc, "g4-earliest", "t4") == 50
+	})
 	if latest.count() != 10 || earliest.count() != 50 {
 		t.Fatalf("latest read %d (want 10), earliest %d (want 50)", latest.count(), earliest.count())
 	}
@@ -368,7 +425,7 @@ type recordAction struct {
 	recs []string
 }
 
-func (a *recordAction) Enqueue(_ context.Context, r rule.Record) error {
+func (a *recordAction) Enqueue(_ context.Context, _ ack.Wait, r rule.Record) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, string(a.tpl.Render(nil, r)))
@@ -440,7 +497,7 @@ func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
 	b := &fakeBroker{}
 	s := startSource(t, addr, sourceConfig("s", "g7", "t7", "m", "${.key}"), b)
 	testkit.WaitFor(t, 20*time.Second, "errors while Kafka is down", func() bool { return s.Counters.KafkaErrors.Load() > 0 })
-	if s.Status() != Connecting {
+	if s.Status() != connector.Connecting {
 		t.Fatalf("status %s while Kafka is down", s.Status())
 	}
 	testkit.NewKafka(t, port, kfake.AllowAutoTopicCreation())
@@ -457,7 +514,7 @@ func TestConsumerKafkaDownAndTopicMissing(t *testing.T) {
 		}
 	}
 	testkit.WaitFor(t, 30*time.Second, "10 publishes once the topic exists", func() bool { return b.count() >= 10 })
-	if s.Status() != Connected {
+	if s.Status() != connector.Connected {
 		t.Fatalf("status %s after reading", s.Status())
 	}
 }

@@ -1,8 +1,6 @@
 package producer
 
 import (
-	"github.com/mqkafka/mqkafka/internal/logx"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,49 +10,48 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
+	"github.com/mqkafka/mqkafka/internal/logx"
 )
-
-// Status is a connector's connection state, as EMQX reports it.
-type Status int32
-
-// Connector states; the numbers are what /metrics exports.
-const (
-	Disconnected Status = 0
-	Connecting   Status = 1
-	Connected    Status = 2
-)
-
-func (s Status) String() string {
-	switch s {
-	case Connected:
-		return "connected"
-	case Connecting:
-		return "connecting"
-	}
-	return "disconnected"
-}
 
 // ClientConfig selects a librdkafka producer's settings.
 type ClientConfig struct {
-	Connector      string
-	BootstrapHosts string
-	RequiredAcks   string // all_isr | leader_only | none
-	Compression    string // no_compression | gzip | snappy | lz4 | zstd
-	Linger         time.Duration
-	// Node, SinkIndex and ClientNo complete the client id (see clientID).
+	Connector    string
+	RequiredAcks string // all_isr | leader_only | none
+	Compression  string // no_compression | gzip | snappy | lz4 | zstd
+	Linger       time.Duration
+	// Node, SinkIndex and ClientNo complete the client id (connector.Config.EgressID).
 	Node      string
 	SinkIndex int
 	ClientNo  int
-	// Conn is the connector's TLS, SASL, timeout and socket settings.
-	Conn ConnectorConfig
+	// Conn is the connector's bootstrap hosts, TLS, SASL, timeout and
+	// socket settings and its properties.
+	Conn connector.Config
 	// MetadataTimeout bounds a metadata request (metadata_request_timeout;
 	// librdkafka's metadata.request.timeout.ms is deprecated and unused).
 	MetadataTimeout time.Duration
 	// MaxInflightBytes is the sink's max_inflight_bytes; librdkafka's own
 	// queue is bounded to it (0: 4 GB, for clients of no sink).
 	MaxInflightBytes int64
-	// Properties are passed to librdkafka as they are, overriding the rest.
-	Properties map[string]string
+}
+
+// NewClientConfig is the librdkafka producer sink s of connector cn needs;
+// a zero s gives a client of no sink. The sink's index is part of the
+// client id, so each sink has its own producer.
+func NewClientConfig(cn conf.Connector, s conf.Sink) ClientConfig {
+	return ClientConfig{
+		Connector:        cn.Name,
+		RequiredAcks:     s.RequiredAcks,
+		Compression:      s.Compression,
+		Linger:           s.MaxLingerTime,
+		Node:             cn.Node(),
+		SinkIndex:        cn.SinkIndex(s.Name),
+		Conn:             connector.Settings(cn),
+		MetadataTimeout:  cn.MetadataRequestTimeout,
+		MaxInflightBytes: int64(s.MaxInflightBytes),
+	}
 }
 
 func (c ClientConfig) configMap() kafka.ConfigMap {
@@ -73,8 +70,7 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 	if c.MaxInflightBytes > 0 {
 		kbytes = (c.MaxInflightBytes + 1023) / 1024
 	}
-	cm := kafka.ConfigMap{
-		"bootstrap.servers":            c.BootstrapHosts,
+	own := kafka.ConfigMap{
 		"acks":                         acks,
 		"enable.idempotence":           acks == "all",
 		"compression.type":             codec,
@@ -90,13 +86,7 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 		"go.delivery.report.fields": "none",
 		"go.logs.channel.enable":    true,
 	}
-	for k, v := range c.connectorProperties() {
-		cm[k] = v
-	}
-	for k, v := range c.Properties {
-		cm[k] = v
-	}
-	return cm
+	return c.Conn.ConfigMap(c.Conn.EgressID(c.Connector, c.Node, c.SinkIndex, c.ClientNo), own)
 }
 
 // eventsChannelSize is the length of a producer's delivery report channel.
@@ -128,7 +118,7 @@ type Client struct {
 
 	mu     sync.RWMutex
 	p      *kafka.Producer
-	status atomic.Int32
+	status atomic.Int32 // a connector.Status
 	wg     sync.WaitGroup
 	closed bool
 
@@ -138,7 +128,7 @@ type Client struct {
 // NewClient creates the producer; it does not wait for Kafka to be reachable.
 func NewClient(cfg ClientConfig, log *slog.Logger) (*Client, error) {
 	c := &Client{cfg: cfg, log: log.With("connector", cfg.Connector)}
-	c.status.Store(int32(Connecting))
+	c.status.Store(int32(connector.Connecting))
 	p, err := c.newProducer()
 	if err != nil {
 		return nil, err
@@ -160,10 +150,10 @@ func (c *Client) newProducer() (*kafka.Producer, error) {
 }
 
 // Status reports the connection state.
-func (c *Client) Status() Status { return Status(c.status.Load()) }
+func (c *Client) Status() connector.Status { return connector.Status(c.status.Load()) }
 
-func (c *Client) setStatus(s Status) {
-	if old := Status(c.status.Swap(int32(s))); old != s {
+func (c *Client) setStatus(s connector.Status) {
+	if old := connector.Status(c.status.Swap(int32(s))); old != s {
 		c.log.Info("kafka connector status", "status", s.String(), "was", old.String())
 	}
 }
@@ -186,14 +176,13 @@ var errClientClosed = errors.New("producer closed")
 // and notices are passed on at most once a second per tag.
 func (c *Client) serveLogs(p *kafka.Producer) {
 	defer c.wg.Done()
-	last := map[string]time.Time{}
+	var tags logx.Keyed
 	for ev := range p.Logs() {
 		if ev.Level > 4 {
 			c.log.Debug("librdkafka", "tag", ev.Tag, "msg", ev.Message)
 			continue
 		}
-		if now := time.Now(); now.Sub(last[ev.Tag]) >= time.Second {
-			last[ev.Tag] = now
+		if tags.Allowed(ev.Tag) {
 			level := slog.LevelInfo
 			if ev.Level <= 3 {
 				level = slog.LevelWarn
@@ -215,7 +204,7 @@ func (c *Client) serveEvents(p *kafka.Producer) {
 				continue
 			}
 			if e.TopicPartition.Error == nil {
-				c.setStatus(Connected)
+				c.setStatus(connector.Connected)
 			}
 			m.delivered(e.TopicPartition.Error)
 		case kafka.Error:
@@ -231,7 +220,7 @@ func (c *Client) onError(p *kafka.Producer, e kafka.Error) {
 		return
 	}
 	if e.Code() == kafka.ErrAllBrokersDown {
-		c.setStatus(Connecting)
+		c.setStatus(connector.Connecting)
 	}
 	if logx.Allowed(&c.lastErrLog) {
 		c.log.Warn("kafka client error", "err", e, "code", e.Code().String())
@@ -292,10 +281,10 @@ func (c *Client) Metadata(ctx context.Context, topic string) (TopicInfo, error) 
 	}
 	md, err := p.GetMetadata(&topic, false, int(max(timeout, time.Millisecond)/time.Millisecond))
 	if err != nil {
-		c.setStatus(Connecting)
+		c.setStatus(connector.Connecting)
 		return TopicInfo{}, fmt.Errorf("connector %s: metadata of %q: %w", c.cfg.Connector, topic, err)
 	}
-	c.setStatus(Connected)
+	c.setStatus(connector.Connected)
 	tm, ok := md.Topics[topic]
 	if !ok {
 		return TopicInfo{}, nil
@@ -323,5 +312,5 @@ func (c *Client) Close() {
 	c.mu.Unlock()
 	retire(p)
 	c.wg.Wait()
-	c.setStatus(Disconnected)
+	c.setStatus(connector.Disconnected)
 }

@@ -13,8 +13,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -30,7 +32,7 @@ type countingQueue struct {
 
 var errWriteFailed = errors.New("write failed")
 
-func (q *countingQueue) Append(ctx context.Context, recs ...buffer.Record) error {
+func (q *countingQueue) Append(ctx context.Context, w ack.Wait, recs ...buffer.Record) error {
 	q.mu.Lock()
 	q.calls = append(q.calls, slices.Clone(recs))
 	fail := q.failures > 0
@@ -39,7 +41,7 @@ func (q *countingQueue) Append(ctx context.Context, recs ...buffer.Record) error
 	if fail {
 		return errWriteFailed
 	}
-	return q.Queue.Append(ctx, recs...)
+	return q.Queue.Append(ctx, w, recs...)
 }
 
 // movingTopic is a topic with a memory holding queue of n records and three
@@ -58,7 +60,7 @@ func movingTopic(t *testing.T, n int) (*topic, []*countingQueue, []buffer.Entry)
 	}
 	tp.parts.Store(&parts)
 	for i := range n {
-		if err := tp.hold.Append(context.Background(), buffer.Record{Value: fmt.Appendf(nil, "m%03d", i)}); err != nil {
+		if err := tp.hold.Append(context.Background(), ack.InCall(), buffer.Record{Value: fmt.Appendf(nil, "m%03d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,7 +111,7 @@ func TestMovedRecordsWaitForTheMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tp.mark.close()
-	if err := queues[0].Queue.Append(context.Background(), buffer.Record{Value: []byte("older")}); err != nil {
+	if err := queues[0].Queue.Append(context.Background(), ack.InCall(), buffer.Record{Value: []byte("older")}); err != nil {
 		t.Fatal(err)
 	}
 	if !tp.move(context.Background(), ents) {
@@ -158,9 +160,9 @@ func TestMoveRetriesOnlyTheFailedPartition(t *testing.T) {
 // slowQueue takes a millisecond per append, as a disk queue's fsync does.
 type slowQueue struct{ buffer.Queue }
 
-func (q slowQueue) Append(ctx context.Context, recs ...buffer.Record) error {
+func (q slowQueue) Append(ctx context.Context, w ack.Wait, recs ...buffer.Record) error {
 	time.Sleep(time.Millisecond)
-	return q.Queue.Append(ctx, recs...)
+	return q.Queue.Append(ctx, w, recs...)
 }
 
 // TestHoldingEndsUnderSteadyPublishing: publishers that never pause must not
@@ -178,7 +180,7 @@ func TestHoldingEndsUnderSteadyPublishing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				if _, _, err := tp.enqueue(ctx, &buffer.Record{Value: fmt.Appendf(nil, "w%d-%d", w, sent[w])}); err != nil {
+				if _, _, err := tp.enqueue(ctx, ack.InCall(), &buffer.Record{Value: fmt.Appendf(nil, "w%d-%d", w, sent[w])}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -222,7 +224,7 @@ func holdSink(t *testing.T, kafkaAddr, dataDir string) (s *Sink, stop func()) {
 	sc.Buffer.Mode = string(buffer.ModeDisk)
 	log := testkit.Logger(t)
 	client, err := NewClient(ClientConfig{
-		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
+		Connector: "k", Conn: connector.Config{BootstrapHosts: kafkaAddr}, RequiredAcks: sc.RequiredAcks,
 		Linger: time.Millisecond, MetadataTimeout: 300 * time.Millisecond,
 	}, log)
 	if err != nil {

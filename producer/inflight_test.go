@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -107,8 +108,8 @@ func TestRecordOverInflightBytesIsRefused(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "small"))
 	s := newTestSinkWith(t, addr, "small", nil, func(sc *conf.Sink) { sc.MaxInflightBytes = conf.MinInflightBytes })
 	s.render.value = rule.MustTemplate("${payload}")
-	err := s.Enqueue(context.Background(), &rule.Event{Payload: make([]byte, conf.MinInflightBytes)})
-	if !errors.Is(err, buffer.ErrTooLarge) {
+	err := s.Enqueue(context.Background(), ack.InCall(), &rule.Event{Payload: make([]byte, conf.MinInflightBytes)})
+	if !errors.Is(err, ack.ErrTooLarge) {
 		t.Fatalf("enqueue of a record over max_inflight_bytes: %v, want ErrTooLarge", err)
 	}
 	enqueue(t, s, 0, 3)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/mqkafka/mqkafka/connector"
 )
 
 // metadataTimeout bounds one metadata request of the sink's topic goroutines
@@ -30,10 +32,10 @@ func (c *Client) Ping(ctx context.Context) error {
 		timeout = min(timeout, time.Until(d))
 	}
 	if _, err := p.GetMetadata(nil, false, int(max(timeout, time.Millisecond)/time.Millisecond)); err != nil {
-		c.setStatus(Connecting)
+		c.setStatus(connector.Connecting)
 		return fmt.Errorf("connector %s: %w", c.cfg.Connector, err)
 	}
-	c.setStatus(Connected)
+	c.setStatus(connector.Connected)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/internal/backoff"
 )
 
 // partition drains one queue into one Kafka partition. Its goroutine is the
@@ -34,7 +35,8 @@ type partition struct {
 	mu        sync.Mutex
 	inflight  []*batch // oldest first
 	rewinding bool     // a batch failed: resend from the oldest unacknowledged entry
-	backoff   time.Duration
+	// retry spaces out rewinds; an acknowledgement resets it.
+	retry backoff.Backoff
 	// attempts counts sends of the oldest unacknowledged record, for max_retries.
 	attempts  int
 	sentHigh  uint64 // highest Seq handed to librdkafka
@@ -140,7 +142,7 @@ func (p *partition) complete(b *batch) {
 		p.settleLocked(f)
 		p.inflight[0] = nil
 		p.inflight = p.inflight[1:]
-		p.backoff = 0
+		p.retry.Reset()
 		p.attempts = 0
 	}
 	p.mu.Unlock()
@@ -215,8 +217,6 @@ func (p *partition) await(ctx context.Context, seq uint64, timeout <-chan time.T
 	return fmt.Errorf("topic %s partition %d: %w", *p.topic, p.id, errSyncTimeout)
 }
 
-const maxBackoff = 5 * time.Second
-
 // run drains the queue until ctx ends.
 func (p *partition) run(ctx context.Context) {
 	maxInflight := p.sink.cfg.MaxInflight
@@ -225,6 +225,7 @@ func (p *partition) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		p.mu.Lock()
 		var resent int32
+		var wait time.Duration
 		rewind := p.rewinding && allComplete(p.inflight)
 		if rewind {
 			for _, f := range p.inflight {
@@ -235,15 +236,14 @@ func (p *partition) run(ctx context.Context) {
 			p.rewinding = false
 			p.attempts++
 			p.retryHigh = p.sentHigh
-			p.backoff = min(max(2*p.backoff, 100*time.Millisecond), maxBackoff)
+			wait = p.retry.Next()
 		}
 		ready := !p.rewinding && len(p.inflight) < maxInflight
-		backoff := p.backoff
 		p.mu.Unlock()
 		if rewind {
 			p.sink.Counters.Retried.Add(int64(resent))
 			p.q.Rewind()
-			if !sleep(ctx, backoff) {
+			if !backoff.Sleep(ctx, wait) {
 				return
 			}
 		}
@@ -264,7 +264,7 @@ func (p *partition) run(ctx context.Context) {
 		}
 		if err != nil {
 			p.log.Error("reading buffer", "err", err)
-			if !sleep(ctx, time.Second) {
+			if !backoff.Sleep(ctx, time.Second) {
 				return
 			}
 			continue
@@ -336,20 +336,6 @@ func (p *partition) wait(ctx context.Context, ready <-chan struct{}) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // send produces a batch's records in order. A record librdkafka refuses at
 // once, or one past max_batch_age or max_retries, completes here with the
 // outcome a delivery report would carry.
@@ -380,7 +366,7 @@ func (p *partition) send(ctx context.Context, b *batch, ents []buffer.Entry, exp
 				}
 				var ke kafka.Error
 				if errors.As(err, &ke) && ke.Code() == kafka.ErrQueueFull {
-					if !sleep(ctx, 10*time.Millisecond) {
+					if !backoff.Sleep(ctx, 10*time.Millisecond) {
 						return ctx.Err()
 					}
 					continue

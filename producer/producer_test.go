@@ -15,8 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -37,8 +39,8 @@ func newTestSinkWith(t *testing.T, kafkaAddr, topic string, props map[string]str
 	}
 	log := testkit.Logger(t)
 	client, err := NewClient(ClientConfig{
-		Connector: "k", BootstrapHosts: kafkaAddr, RequiredAcks: sc.RequiredAcks,
-		Compression: sc.Compression, Linger: sc.MaxLingerTime, Properties: props,
+		Connector: "k", Conn: connector.Config{BootstrapHosts: kafkaAddr, Properties: props}, RequiredAcks: sc.RequiredAcks,
+		Compression: sc.Compression, Linger: sc.MaxLingerTime,
 		MaxInflightBytes: int64(sc.MaxInflightBytes),
 	}, log)
 	if err != nil {
@@ -59,7 +61,7 @@ func enqueue(t *testing.T, s *Sink, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
 		ev := &rule.Event{ClientID: "c", Topic: "t", Payload: fmt.Appendf(nil, "m%06d", i)}
-		if err := s.Enqueue(context.Background(), ev); err != nil {
+		if err := s.Enqueue(context.Background(), ack.InCall(), ev); err != nil {
 			t.Fatalf("enqueue %d: %v", i, err)
 		}
 	}
@@ -141,14 +143,14 @@ func TestRetriableFailuresAreResent(t *testing.T) {
 }
 
 // TestTooLargeIsRefusedBeforeBuffering: a record over message.max.bytes is
-// refused by Enqueue (buffer.ErrTooLarge) and counted too_large, never
+// refused by Enqueue (ack.ErrTooLarge) and counted too_large, never
 // buffered; its neighbours are delivered.
 func TestTooLargeIsRefusedBeforeBuffering(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "big"))
 	s := newValueSink(t, addr, "big", map[string]string{"message.max.bytes": "10000"})
 	enqueue(t, s, 0, 5)
 	huge := make([]byte, 20000)
-	if err := s.Enqueue(context.Background(), &rule.Event{Payload: huge}); !errors.Is(err, buffer.ErrTooLarge) {
+	if err := s.Enqueue(context.Background(), ack.InCall(), &rule.Event{Payload: huge}); !errors.Is(err, ack.ErrTooLarge) {
 		t.Fatalf("enqueue of a record over message.max.bytes: %v, want ErrTooLarge", err)
 	}
 	enqueue(t, s, 5, 5)
@@ -228,7 +230,7 @@ func TestRecordLimitIsLibrdkafkas(t *testing.T) {
 
 			rec.Value = append(rec.Value, 0)
 			msg.Value = rec.Value
-			if err := lim.check(&rec); !errors.Is(err, buffer.ErrTooLarge) {
+			if err := lim.check(&rec); !errors.Is(err, ack.ErrTooLarge) {
 				t.Fatalf("limit %d, %s one byte over: the check says %v", limit, sh.name, err)
 			}
 			var ke kafka.Error

@@ -80,7 +80,7 @@ var errRender = errors.New("render failed")
 // render fills out's key, value, time and headers and returns the topic
 // name. scratch is reused across calls; out's bytes are freshly allocated
 // because the buffer keeps them. A record over r.limit is refused with an
-// error wrapping buffer.ErrTooLarge.
+// error wrapping ack.ErrTooLarge.
 func (r *renderer) render(rec rule.Record, scratch []byte, now int64, out *buffer.Record) (string, []byte, error) {
 	topic := r.staticTopic
 	if topic == "" {

@@ -29,9 +29,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
@@ -65,8 +65,8 @@ type Sink struct {
 	wg     sync.WaitGroup
 
 	scratch  sync.Pool
-	staged   sync.Pool // *staged
-	dropLogs sync.Map  // log key → *atomic.Int64 (last log, unix ns)
+	staged   sync.Pool  // *staged
+	dropLogs logx.Keyed // warnEvery's once a second per key
 }
 
 // SinkEnv is what a sink takes from the process around it.
@@ -89,7 +89,7 @@ func NewSink(cfg conf.Sink, clients []*Client, env SinkEnv) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	wire, err := conf.MessageMaxBytes(clients[0].cfg.Properties)
+	wire, err := conf.MessageMaxBytes(clients[0].cfg.Conn.Properties)
 	if err != nil {
 		return nil, fmt.Errorf("sink %s: %w", cfg.Name, err)
 	}
@@ -266,19 +266,19 @@ func (s *Sink) eachTopic(fn func(t *topic)) {
 // record within sync_query_timeout; it stays buffered and is still sent.
 var errSyncTimeout = errors.New("kafka did not acknowledge within sync_query_timeout")
 
-// Enqueue renders a rule's record and appends it to its partition's buffer.
-// When it returns nil the record is kept as the buffer mode promises; under
-// query_mode = "sync", Kafka has also acknowledged it.
-func (s *Sink) Enqueue(ctx context.Context, r rule.Record) error {
+// Enqueue renders a rule's record and appends it to its partition's buffer,
+// returning as w says; under query_mode = "sync", once Kafka has also
+// acknowledged it.
+func (s *Sink) Enqueue(ctx context.Context, w ack.Wait, r rule.Record) error {
 	st, err := s.Stage(r)
 	if st == nil {
 		return err
 	}
-	return st.Append(ctx)
+	return st.Append(ctx, w)
 }
 
 // Stage implements rule.Stager: it renders a rule's record and refuses it
-// (buffer.ErrTooLarge, counted as dropped too_large) when it is larger than
+// (ack.ErrTooLarge, counted as dropped too_large) when it is larger than
 // the sink can send, before the publish is acknowledged or appended to any
 // sink. A record that cannot be rendered is counted as render_failed and
 // not refused.
@@ -288,7 +288,7 @@ func (s *Sink) Stage(r rule.Record) (rule.Staged, error) {
 	name, scratch, err := s.render.render(r, *bp, time.Now().UnixMilli(), &rec)
 	*bp = scratch
 	s.scratch.Put(bp)
-	if errors.Is(err, buffer.ErrTooLarge) {
+	if errors.Is(err, ack.ErrTooLarge) {
 		s.Counters.Matched.Add(1)
 		s.Counters.Failed.Add(1)
 		s.Counters.Drop(buffer.ReasonTooLarge, 1)
@@ -322,7 +322,7 @@ type staged struct {
 }
 
 // Append implements rule.Staged.
-func (st *staged) Append(ctx context.Context) error {
+func (st *staged) Append(ctx context.Context, w ack.Wait) error {
 	s, t := st.s, st.t
 	s.Counters.Matched.Add(1)
 	// The queue copies the record from st, which is pooled: a copy on the
@@ -330,9 +330,9 @@ func (st *staged) Append(ctx context.Context) error {
 	// publish.
 	var err error
 	if s.cfg.QueryMode == "sync" {
-		err = t.enqueueSync(ctx, &st.rec, s.cfg.SyncQueryTimeout)
+		err = t.enqueueSync(ctx, w, &st.rec, s.cfg.SyncQueryTimeout)
 	} else {
-		_, _, err = t.enqueue(ctx, &st.rec)
+		_, _, err = t.enqueue(ctx, w, &st.rec)
 	}
 	st.Discard()
 	if err != nil {
@@ -350,8 +350,7 @@ func (st *staged) Discard() {
 
 // warnEvery logs at most one line per second for each key.
 func (s *Sink) warnEvery(key, msg string, args ...any) {
-	v, _ := s.dropLogs.LoadOrStore(key, new(atomic.Int64))
-	if logx.Allowed(v.(*atomic.Int64)) {
+	if s.dropLogs.Allowed(key) {
 		s.log.Warn(msg, args...)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
 )
 
@@ -44,11 +45,11 @@ func (l recordLimit) check(r *buffer.Record) error {
 		return l.tooLarge(n)
 	}
 	if n := r.Size(); int64(n) > l.queue {
-		return fmt.Errorf("%w: %d bytes, per_partition_limit or max_inflight_bytes is %d", buffer.ErrTooLarge, n, l.queue)
+		return fmt.Errorf("%w: %d bytes, per_partition_limit or max_inflight_bytes is %d", ack.ErrTooLarge, n, l.queue)
 	}
 	return nil
 }
 
 func (l recordLimit) tooLarge(wire int) error {
-	return fmt.Errorf("%w: %d bytes with librdkafka's framing, message.max.bytes is %d", buffer.ErrTooLarge, wire, l.wire)
+	return fmt.Errorf("%w: %d bytes with librdkafka's framing, message.max.bytes is %d", ack.ErrTooLarge, wire, l.wire)
 }

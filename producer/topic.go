@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/internal/backoff"
 )
 
 // topic is one Kafka topic of a sink: its partitions and its holding queue.
@@ -153,22 +155,23 @@ func (t *topic) partitions() []*partition {
 	return nil
 }
 
-// enqueue appends rec to its partition's queue (or the holding queue) and
-// returns that partition and the record's Seq; a nil partition means the
-// record went to the holding queue or was dropped. rec is copied, not kept.
-func (t *topic) enqueue(ctx context.Context, rec *buffer.Record) (*partition, uint64, error) {
+// enqueue appends rec to its partition's queue (or the holding queue),
+// returning as w says, and returns that partition and the record's Seq; a
+// nil partition means the record went to the holding queue or was dropped.
+// rec is copied, not kept.
+func (t *topic) enqueue(ctx context.Context, w ack.Wait, rec *buffer.Record) (*partition, uint64, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.holding {
 		// Holding ends with one last drain under t.mu: a record must be
-		// readable by then, not merely queued for the WAL.
-		return nil, 0, t.hold.Append(buffer.WaitInCall(ctx), *rec)
+		// readable by then, not merely queued for the WAL, whatever w says.
+		return nil, 0, t.hold.Append(ctx, ack.InCall(), *rec)
 	}
 	p := t.pick(rec, rand.Uint64())
 	if p == nil {
 		return nil, 0, nil
 	}
-	seq, err := p.q.AppendSeq(ctx, rec)
+	seq, err := p.q.AppendSeq(ctx, w, rec)
 	return p, seq, err
 }
 
@@ -198,7 +201,7 @@ func (t *topic) pick(rec *buffer.Record, spread uint64) *partition {
 // enqueueSync is enqueue that also waits for Kafka's acknowledgement. While
 // the topic's partitions are not known yet it waits for them first, because
 // a record in the holding queue has no Seq to wait for.
-func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout time.Duration) error {
+func (t *topic) enqueueSync(ctx context.Context, w ack.Wait, rec *buffer.Record, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
@@ -208,7 +211,7 @@ func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout tim
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	p, seq, err := t.enqueue(ctx, rec)
+	p, seq, err := t.enqueue(ctx, w, rec)
 	if err != nil || p == nil {
 		return err
 	}
@@ -218,7 +221,7 @@ func (t *topic) enqueueSync(ctx context.Context, rec *buffer.Record, timeout tim
 // run learns the topic's partitions, moves held records into them and keeps
 // the partition count fresh.
 func (t *topic) run(ctx context.Context) {
-	backoff := 200 * time.Millisecond
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		// librdkafka cannot cancel a metadata request, so its timeout is
 		// also how long a stop may wait for this goroutine.
@@ -228,13 +231,12 @@ func (t *topic) run(ctx context.Context) {
 		if err != nil {
 			t.s.warnEvery("connecting\x00"+t.name, "kafka not reachable; records are kept in the buffer",
 				"topic", t.name, "err", err, "queuing", t.hold.Stats().Records)
-			if !sleep(ctx, backoff) {
+			if !backoff.Sleep(ctx, retry.Next()) {
 				return
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 200 * time.Millisecond
+		retry.Reset()
 		next := t.s.cfg.PartitionCountRefreshInterval
 		if info.Exists {
 			t.kafkaParts.Store(int32(info.Partitions))
@@ -250,7 +252,7 @@ func (t *topic) run(ctx context.Context) {
 		if t.isHolding() {
 			t.release(ctx)
 		}
-		if !sleep(ctx, next) {
+		if !backoff.Sleep(ctx, next) {
 			return
 		}
 	}
@@ -297,6 +299,7 @@ func (t *topic) setPartitions(ctx context.Context, n int) error {
 			q:      q,
 			log:    t.s.log.With("topic", t.name, "partition", id),
 			wake:   make(chan struct{}, 1),
+			retry:  backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second},
 		}
 		parts = append(parts, p)
 		t.s.wg.Add(1)
@@ -416,7 +419,7 @@ func (t *topic) move(ctx context.Context, ents []buffer.Entry) bool {
 		}
 		t.s.warnEvery("move\x00"+t.name, "cannot move held records into their partition; retrying",
 			"topic", t.name, "partition", failed, "err", err)
-		if !sleep(ctx, time.Second) {
+		if !backoff.Sleep(ctx, time.Second) {
 			return false
 		}
 	}
@@ -462,7 +465,7 @@ func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
 		// Only moves append to a partition while its topic holds, so what
 		// follows the queue's last record now is this move's: the partition
 		// holds it back until the move is marked.
-		last, err := p.q.AppendSeq(context.Background(), nil)
+		last, err := p.q.AppendSeq(context.Background(), ack.InCall(), nil)
 		if err != nil {
 			w.err = err
 			w.done <- true
@@ -471,9 +474,9 @@ func (t *topic) appendGroup(p *partition, recs []buffer.Record) groupAppend {
 		p.moved.Store(last + 1)
 	}
 	done := w.done
-	tk := buffer.NewTicket(func(failed bool) { done <- failed })
-	w.err = p.q.Append(tk.Context(), recs...)
-	if errors.Is(w.err, buffer.ErrFull) {
+	tk := ack.NewTicket(func(failed bool) { done <- failed })
+	w.err = p.q.Append(context.Background(), ack.Deferred(tk), recs...)
+	if errors.Is(w.err, ack.ErrFull) {
 		w.err = nil // the partition's overflow policy counted them
 	}
 	if tk.Release() {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
 // Action receives the records of the rules that name it.
 type Action interface {
-	Enqueue(ctx context.Context, r Record) error
+	// Enqueue takes r and returns as w says; an action that keeps nothing
+	// for later (it forwards r at once) may ignore w.
+	Enqueue(ctx context.Context, w ack.Wait, r Record) error
 }
 
 // Stager is an Action that renders a record before appending it, so that
@@ -29,7 +32,7 @@ type Stager interface {
 // Exactly one of its methods is called, once.
 type Staged interface {
 	// Append appends the record, as Action.Enqueue does.
-	Append(ctx context.Context) error
+	Append(ctx context.Context, w ack.Wait) error
 	// Discard releases it unappended.
 	Discard()
 }
@@ -88,8 +91,8 @@ func (e *Engine) Matches(topic string) bool {
 // the error reports the ones that did not accept it. A rule that fails on
 // the message (ReasonRenderFailed) or whose WHERE turns it down only skips
 // it: that is counted, not returned, so that the publisher is not refused
-// for what its payload contains.
-func (e *Engine) Publish(ctx context.Context, ev *Event) error {
+// for what its payload contains. Every action returns as w says.
+func (e *Engine) Publish(ctx context.Context, w ack.Wait, ev *Event) error {
 	var stack [4]step // most publishes reach few actions: no allocation
 	steps := stack[:0]
 	for i, r := range e.rules {
@@ -132,9 +135,9 @@ func (e *Engine) Publish(ctx context.Context, ev *Event) error {
 	for _, s := range steps {
 		var err error
 		if s.st != nil {
-			err = s.st.Append(ctx)
+			err = s.st.Append(ctx, w)
 		} else {
-			err = s.a.Enqueue(ctx, s.rec)
+			err = s.a.Enqueue(ctx, w, s.rec)
 		}
 		if err != nil {
 			errs = append(errs, err)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // eventWith is testEvent with another payload.
@@ -406,7 +408,7 @@ func readTestSources() (string, error) {
 
 type failingAction struct{ n int }
 
-func (a *failingAction) Enqueue(context.Context, Record) error { a.n++; return nil }
+func (a *failingAction) Enqueue(context.Context, ack.Wait, Record) error { a.n++; return nil }
 
 func TestEngineMetricsAndLog(t *testing.T) {
 	var logs bytes.Buffer
@@ -420,7 +422,7 @@ func TestEngineMetricsAndLog(t *testing.T) {
 	e.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	for _, p := range []string{`{"temp":31}`, `{"temp":20}`, `not json`, `{"temp":"hot"}`, `{"temp":`} {
 		ev := eventWith(p)
-		if err := e.Publish(context.Background(), ev); err != nil {
+		if err := e.Publish(context.Background(), ack.InCall(), ev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -468,7 +470,7 @@ func TestNoAllocations(t *testing.T) {
 		if !e.Matches(ev.Topic) || e.Matches("x/y") {
 			panic("match")
 		}
-		if err := e.Publish(ctx, ev); err != nil {
+		if err := e.Publish(ctx, ack.InCall(), ev); err != nil {
 			panic(err)
 		}
 	}); n != 0 {
@@ -483,15 +485,15 @@ func TestNoAllocations(t *testing.T) {
 
 type nopAction struct{}
 
-func (nopAction) Enqueue(context.Context, Record) error { return nil }
+func (nopAction) Enqueue(context.Context, ack.Wait, Record) error { return nil }
 
 // nopStager stages every record; staging costs the engine no allocation.
 type nopStager struct{}
 
-func (nopStager) Enqueue(context.Context, Record) error { return nil }
-func (nopStager) Stage(Record) (Staged, error)          { return nopStaged{}, nil }
+func (nopStager) Enqueue(context.Context, ack.Wait, Record) error { return nil }
+func (nopStager) Stage(Record) (Staged, error)                    { return nopStaged{}, nil }
 
 type nopStaged struct{}
 
-func (nopStaged) Append(context.Context) error { return nil }
-func (nopStaged) Discard()                     {}
+func (nopStaged) Append(context.Context, ack.Wait) error { return nil }
+func (nopStaged) Discard()                               {}

@@ -126,13 +126,6 @@ func (p *Prop) appendJSON(dst []byte) []byte {
 	return AppendJSONString(dst, p.Str)
 }
 
-func (p *Prop) appendText(dst []byte) []byte {
-	if p.IsNum {
-		return strconv.AppendInt(dst, p.Num, 10)
-	}
-	return append(dst, p.Str...)
-}
-
 // AppendPath implements Record. Paths follow the rule SQL: "[N]" segments
 // index arrays from 1, and the payload is read as JSON only as far as the
 // path goes (a payload that is not JSON has no fields).

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 var fuzzSQLSeeds = []string{
@@ -113,7 +115,7 @@ func BenchmarkSelectStar(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Publish(ctx, ev); err != nil {
+		if err := e.Publish(ctx, ack.InCall(), ev); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -126,7 +128,7 @@ func BenchmarkSelectFieldsWhere(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := e.Publish(ctx, ev); err != nil {
+		if err := e.Publish(ctx, ack.InCall(), ev); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 // nestings builds, for each way expressions nest, an expression n levels deep.
@@ -168,7 +170,7 @@ func TestEngineCountsDeepPayload(t *testing.T) {
 	}
 	e.Logger = slog.New(slog.DiscardHandler)
 	for _, p := range []string{deepJSON(400_000, ""), `{"x":1}`} {
-		if err := e.Publish(context.Background(), eventWith(p)); err != nil {
+		if err := e.Publish(context.Background(), ack.InCall(), eventWith(p)); err != nil {
 			t.Fatal(err)
 		}
 	}

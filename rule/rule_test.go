@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/mqkafka/mqkafka/ack"
 )
 
 func TestParse(t *testing.T) {
@@ -170,7 +172,7 @@ func TestTemplates(t *testing.T) {
 
 type recorder struct{ got []string }
 
-func (r *recorder) Enqueue(_ context.Context, rec Record) error {
+func (r *recorder) Enqueue(_ context.Context, _ ack.Wait, rec Record) error {
 	b, _ := rec.AppendPath(nil, []string{"topic"})
 	r.got = append(r.got, string(b))
 	return nil
@@ -186,7 +188,7 @@ func TestEngine(t *testing.T) {
 	}
 	for _, topic := range []string{"a/1", "b/2", "c/3"} {
 		if e.Matches(topic) {
-			if err := e.Publish(context.Background(), &Event{Topic: topic}); err != nil {
+			if err := e.Publish(context.Background(), ack.InCall(), &Event{Topic: topic}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -227,7 +229,7 @@ type stager struct {
 	appended, discarded int
 }
 
-func (s *stager) Enqueue(context.Context, Record) error { s.appended++; return nil }
+func (s *stager) Enqueue(context.Context, ack.Wait, Record) error { s.appended++; return nil }
 
 func (s *stager) Stage(rec Record) (Staged, error) {
 	if b, _ := rec.AppendPath(nil, []string{"topic"}); string(b) == s.refuse {
@@ -238,8 +240,8 @@ func (s *stager) Stage(rec Record) (Staged, error) {
 
 type stagedRec struct{ s *stager }
 
-func (r stagedRec) Append(context.Context) error { r.s.appended++; return nil }
-func (r stagedRec) Discard()                     { r.s.discarded++ }
+func (r stagedRec) Append(context.Context, ack.Wait) error { r.s.appended++; return nil }
+func (r stagedRec) Discard()                               { r.s.discarded++ }
 
 // TestEngineRefusalAppendsNothing: when one action of one rule refuses a
 // publish at staging, no action of any rule gets it, those staged before
@@ -252,14 +254,14 @@ func TestEngineRefusalAppendsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Publish(context.Background(), &Event{Topic: "t/big"}); !errors.Is(err, errRefused) {
+	if err := e.Publish(context.Background(), ack.InCall(), &Event{Topic: "t/big"}); !errors.Is(err, errRefused) {
 		t.Fatalf("publish: %v, want the refusal", err)
 	}
 	if x.appended != 0 || x.discarded != 1 || len(y.got) != 0 || z.appended != 0 {
 		t.Fatalf("after a refusal: x appended %d discarded %d, y got %v, z appended %d",
 			x.appended, x.discarded, y.got, z.appended)
 	}
-	if err := e.Publish(context.Background(), &Event{Topic: "t/ok"}); err != nil {
+	if err := e.Publish(context.Background(), ack.InCall(), &Event{Topic: "t/ok"}); err != nil {
 		t.Fatal(err)
 	}
 	if x.appended != 1 || x.discarded != 1 || strings.Join(y.got, ",") != "t/ok" || z.appended != 1 {

@@ -758,7 +758,7 @@ func (p *parser) primary() (expr, error) {
 }
 
 func numberLiteral(t token) (expr, error) {
-	if strings.IndexAny(t.text, ".eE") < 0 {
+	if !strings.ContainsAny(t.text, ".eE") {
 		n, err := strconv.ParseInt(t.text, 10, 64)
 		if err != nil {
 			return nil, &SyntaxError{t.line, t.col, fmt.Sprintf("integer %s out of range", t.text)}
@@ -810,7 +810,7 @@ func (p *parser) path(root token) (expr, error) {
 				neg = true
 				t = p.next()
 			}
-			if t.kind != tokNumber || strings.IndexAny(t.text, ".eE") >= 0 {
+			if t.kind != tokNumber || strings.ContainsAny(t.text, ".eE") {
 				return nil, p.errorf(t, "expected an array index (an integer, 1 is the first element), found %s", t)
 			}
 			n, err := strconv.Atoi(t.text)

@@ -194,7 +194,7 @@ func JSONNestsAtMost(s string, max int) bool {
 
 // parseJSONNumber keeps integers exact, as Erlang's JSON decoder does.
 func parseJSONNumber(raw string, f float64) value {
-	if strings.IndexAny(raw, ".eE") < 0 {
+	if !strings.ContainsAny(raw, ".eE") {
 		if n, err := strconv.ParseInt(raw, 10, 64); err == nil {
 			return intValue(n)
 		}

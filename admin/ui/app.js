@@ -107,11 +107,18 @@ async function poll() {
   if (polling) timer = setTimeout(poll, POLL_MS);
 }
 
-function start() {
+async function start() {
   polling = true;
   nav.hidden = false;
   live.hidden = false;
   logout.hidden = false;
+  // The server's last five minutes fill the charts at once after a reload.
+  try {
+    ctx.hist.load(await get('/api/v1/rates'));
+  } catch (e) {
+    if (e.status === 401) return;
+    showError(e);
+  }
   render();
   poll();
 }

@@ -21,10 +21,10 @@ export function connectorsPage() {
     },
     live({ snap }) {
       const list = snap.connectors || [];
-      const conf = (name) => cfg?.Connectors?.find((c) => c.Name === name) || {};
+      const conf = (name) => cfg?.connectors?.find((c) => c.name === name) || {};
       const users = (name) => [
         ...(snap.sinks || []).filter((k) => k.connector === name).map((k) => html`<a href="${link('sinks', k.name)}">${k.name}</a> `),
-        ...(snap.sources || []).filter((k) => k.config?.Connector === name).map((k) => html`<a href="${link('sources', k.name)}">${k.name}</a> `),
+        ...(snap.sources || []).filter((k) => k.config?.connector === name).map((k) => html`<a href="${link('sources', k.name)}">${k.name}</a> `),
       ];
       return html`<h1>Connectors <a class="button" href="#/new/connectors">New connector</a></h1>
         ${list.length ? html`<table class="list" id="connectors">
@@ -33,7 +33,7 @@ export function connectorsPage() {
             const r = results[c.name];
             return html`<tr data-connector="${c.name}">
               <td><a href="${link('connectors', c.name)}">${c.name}</a></td><td>${statusBadge(c.status)}</td>
-              <td><code>${conf(c.name).BootstrapHosts ?? ''}</code></td><td>${users(c.name)}</td>
+              <td><code>${conf(c.name).bootstrap_hosts ?? ''}</code></td><td>${users(c.name)}</td>
               <td class="test-result ${r?.state ?? ''}">${r?.text ?? ''}</td>
               <td class="row-actions"><button type="button" data-action="test" data-name="${c.name}">Test connectivity</button>
                 <a class="button" href="${link('connectors', c.name)}">Edit</a>

@@ -1,6 +1,10 @@
 // Flows: every path a message can take, drawn as columns of nodes joined by
 // edges labelled with their current rate, as EMQX's Flow Designer shows
-// them (read-only).
+// them (read-only). Every rate is the server's over the same last 5 s, so
+// that the edges along one path agree.
+
+// r5 is the 5-second rate of an entry's counter.
+const r5 = (entry, counter) => entry.rates?.[counter]?.last_5s ?? 0;
 
 import { get } from './api.js';
 import { html, link, rate } from './dom.js';
@@ -31,7 +35,7 @@ class Graph {
 
 function republishTopic(cfg, ruleID, action) {
   const i = Number(action.split('#').pop());
-  return cfg?.Rules?.find((r) => r.ID === ruleID)?.Republish?.[i]?.Topic;
+  return cfg?.rules?.find((r) => r.id === ruleID)?.republish?.[i]?.topic;
 }
 
 // actions adds a rule's outgoing edges: to sinks and to republish topics.
@@ -39,10 +43,10 @@ function actions(g, r, ruleNode, col, cfg, passed, sinkCol) {
   for (const a of r.actions || []) {
     if (a.startsWith('kafka_producer:')) {
       const sink = a.slice('kafka_producer:'.length);
-      g.edge(ruleNode, g.node(`sink:${sink}`, sinkCol, { type: 'sink', label: sink, href: link('sinks', sink) }), passed);
+      g.edge(ruleNode, g.node(`sink:${sink}`, sinkCol, { type: 'sink', label: sink, href: link('sinks', sink) }), passed, 'passed');
     } else if (a.startsWith('republish:')) {
       const topic = republishTopic(cfg, r.id, a) ?? a;
-      g.edge(ruleNode, g.node(`mqtt:${topic}`, col, { type: 'mqtt', label: topic, sub: 'republish' }), passed);
+      g.edge(ruleNode, g.node(`mqtt:${topic}`, col, { type: 'mqtt', label: topic, sub: 'republish' }), passed, 'passed');
     }
   }
 }
@@ -50,26 +54,26 @@ function actions(g, r, ruleNode, col, cfg, passed, sinkCol) {
 function sinkTopics(g, s, sinkCol) {
   for (const k of s.sinks || []) {
     const id = g.node(`sink:${k.name}`, sinkCol, { type: 'sink', label: k.name, href: link('sinks', k.name) });
-    Object.assign(g.nodes.get(id), { status: k.status, sub: `${k.config.Buffer?.Mode ?? ''} buffer` });
-    const t = g.node(`kafka:${k.config.Topic}`, sinkCol + 1, { type: 'kafka', label: k.config.Topic });
-    g.edge(id, t, k.rates.last_5s, 'acknowledged by Kafka');
+    Object.assign(g.nodes.get(id), { status: k.status, sub: `${k.config.buffer?.mode ?? ''} buffer` });
+    const t = g.node(`kafka:${k.config.topic}`, sinkCol + 1, { type: 'kafka', label: k.config.topic });
+    g.edge(id, t, r5(k, 'success'), 'acknowledged by Kafka');
   }
 }
 
 // egress: MQTT topic filters → rules → sinks → Kafka topics.
-function egress(s, hist, cfg) {
+function egress(s, cfg) {
   const g = new Graph(['MQTT topic filters', 'Rules', 'Sinks', 'Kafka topics']);
   for (const r of s.rules || []) {
     if (!r.from?.length) continue;
     const shorthand = r.id.startsWith('sink:');
     const rn = g.node(`rule:${r.id}`, 1, {
       type: 'rule', label: r.id, href: shorthand ? link('sinks', r.id.slice(5)) : link('rules', r.id),
-      sub: `${rate(r.rates.last_5s)}/s matched`,
+      sub: `${rate(r5(r, 'matched'))}/s matched`,
     });
     for (const f of r.from) {
-      g.edge(g.node(`filter:${f}`, 0, { type: 'filter', label: f }), rn, r.from.length === 1 ? r.rates.last_5s : null, 'matched');
+      g.edge(g.node(`filter:${f}`, 0, { type: 'filter', label: f }), rn, r.from.length === 1 ? r5(r, 'matched') : null, 'matched');
     }
-    actions(g, r, rn, 3, cfg, hist.rate(`rule:${r.id}:passed`), 2);
+    actions(g, r, rn, 3, cfg, r5(r, 'passed'), 2);
   }
   sinkTopics(g, s, 2);
   return g;
@@ -77,27 +81,27 @@ function egress(s, hist, cfg) {
 
 // ingress: Kafka topics → sources → MQTT topics, and → rules reading the
 // source → their sinks or republish topics.
-function ingress(s, hist, cfg) {
+function ingress(s, cfg) {
   const g = new Graph(['Kafka topics', 'Sources', 'Rules', 'MQTT topics, sinks']);
   for (const src of s.sources || []) {
     const c = src.config || {};
     const sn = g.node(`source:${src.name}`, 1, { type: 'source', label: src.name, status: src.status, href: link('sources', src.name) });
-    const topics = new Set([...(Array.isArray(c.Topic) ? c.Topic : c.Topic ? [c.Topic] : []), ...(c.TopicMapping || []).map((m) => m.KafkaTopic)]);
-    const received = hist.rate(`source:${src.name}:received`);
+    const topics = new Set([...(Array.isArray(c.topic) ? c.topic : c.topic ? [c.topic] : []), ...(c.topic_mapping || []).map((m) => m.kafka_topic)]);
+    const received = r5(src, 'received');
     for (const t of topics) g.edge(g.node(`kafka:${t}`, 0, { type: 'kafka', label: t }), sn, topics.size === 1 ? received : null, 'received');
-    for (const m of c.TopicMapping || []) {
-      const mn = g.node(`mqtt:${m.MQTTTopic}`, 3, { type: 'mqtt', label: m.MQTTTopic, sub: `QoS ${m.QoS}${m.Retain ? ', retained' : ''}` });
-      g.edge(sn, mn, c.TopicMapping.length === 1 ? src.rates.last_5s : null, 'published to MQTT');
+    for (const m of c.topic_mapping || []) {
+      const mn = g.node(`mqtt:${m.mqtt_topic}`, 3, { type: 'mqtt', label: m.mqtt_topic, sub: `QoS ${m.qos}${m.retain ? ', retained' : ''}` });
+      g.edge(sn, mn, c.topic_mapping.length === 1 ? r5(src, 'success') : null, 'published to MQTT');
     }
   }
   for (const r of s.rules || []) {
     if (!r.sources?.length) continue;
-    const rn = g.node(`rule:${r.id}`, 2, { type: 'rule', label: r.id, href: link('rules', r.id), sub: `${rate(r.rates.last_5s)}/s matched` });
+    const rn = g.node(`rule:${r.id}`, 2, { type: 'rule', label: r.id, href: link('rules', r.id), sub: `${rate(r5(r, 'matched'))}/s matched` });
     for (const name of r.sources) {
       const sn = g.node(`source:${name}`, 1, { type: 'source', label: name, href: link('sources', name) });
-      g.edge(sn, rn, r.sources.length === 1 ? r.rates.last_5s : null, 'matched');
+      g.edge(sn, rn, r.sources.length === 1 ? r5(r, 'matched') : null, 'matched');
     }
-    actions(g, r, rn, 3, cfg, hist.rate(`rule:${r.id}:passed`), 3);
+    actions(g, r, rn, 3, cfg, r5(r, 'passed'), 3);
   }
   return g;
 }
@@ -204,15 +208,15 @@ export function flowsPage() {
       loader = setInterval(load, 10000);
     },
     destroy() { clearInterval(loader); },
-    live({ snap, hist }) {
+    live({ snap }) {
       return html`<h1>Flows <small class="muted">rates are messages per second over the last 5 s</small></h1>
         <section class="panel flow-panel">
           <h2>MQTT → Kafka</h2>
-          <div class="scroll">${draw(egress(snap, hist, cfg), 'flow-egress', 'No rule reads MQTT topics, and there are no sinks.')}</div>
+          <div class="scroll">${draw(egress(snap, cfg), 'flow-egress', 'No rule reads MQTT topics, and there are no sinks.')}</div>
         </section>
         <section class="panel flow-panel">
           <h2>Kafka → MQTT</h2>
-          <div class="scroll">${draw(ingress(snap, hist, cfg), 'flow-ingress', 'No sources are configured.')}</div>
+          <div class="scroll">${draw(ingress(snap, cfg), 'flow-ingress', 'No sources are configured.')}</div>
         </section>
         <p class="legend">
           <span class="lg filter">MQTT topic filter</span><span class="lg rule">rule</span><span class="lg sink">sink</span>

@@ -1,15 +1,15 @@
-// The counters of the last five minutes, sampled from /api/v1/status polls.
-// The server keeps only a minute of rates, and charts need more; keeping
-// them here costs the server nothing.
+// The counters of the last five minutes, for the charts: the server's
+// one-second samples (/api/v1/rates) when the page loads, then those of
+// each /api/v1/status poll.
 
 export const SPAN = 5 * 60 * 1000;
 
-// counters flattens a status snapshot into the counters that get charted
-// or labelled with a rate.
+// counters flattens a status snapshot into the counters that get charted,
+// keyed as /api/v1/rates keys them.
 function counters(s) {
   const v = {
-    'broker:in': s.broker.messages_received,
-    'broker:out': s.broker.messages_sent,
+    'broker:messages_received': s.broker.messages_received,
+    'broker:messages_sent': s.broker.messages_sent,
   };
   for (const k of s.sinks || []) {
     v[`sink:${k.name}:success`] = k.counters.success;
@@ -30,21 +30,24 @@ export class History {
   constructor() { this.samples = []; }
 
   push(snap) {
-    const t = Date.parse(snap.time) || Date.now();
-    const last = this.samples.at(-1);
-    if (last && t <= last.t) return;
-    this.samples.push({ t, v: counters(snap) });
-    while (this.samples.length && this.samples[0].t < t - SPAN - 5000) this.samples.shift();
+    this.add(Date.parse(snap.time) || Date.now(), counters(snap));
   }
 
-  // rate is key's per-second rate over about the last window ms.
-  rate(key, window = 5000) {
-    const n = this.samples.at(-1);
-    if (!n) return 0;
-    const o = this.samples.find((s) => s.t >= n.t - window - 500 && s.v[key] !== undefined) ?? n;
-    if (o === n || n.v[key] === undefined) return 0;
-    // A replaced sink starts its counters at zero again: not a negative rate.
-    return Math.max(0, n.v[key] - o.v[key]) / ((n.t - o.t) / 1000);
+  // load takes the server's history, {times_unix_ms, counters: {key: [...]}},
+  // before any poll's sample.
+  load(h) {
+    h.times_unix_ms.forEach((t, i) => {
+      const v = {};
+      for (const [k, col] of Object.entries(h.counters)) if (col[i] !== null) v[k] = col[i];
+      this.add(t, v);
+    });
+  }
+
+  add(t, v) {
+    const last = this.samples.at(-1);
+    if (last && t <= last.t) return;
+    this.samples.push({ t, v });
+    while (this.samples.length && this.samples[0].t < t - SPAN - 5000) this.samples.shift();
   }
 
   // series is key's rate between consecutive samples, as [time, rate] points.

@@ -41,23 +41,23 @@ export function overviewPage() {
     live({ snap: s, hist }) {
       const sinks = s.sinks || [];
       const sources = s.sources || [];
-      const kafkaOut = sum(sinks.map((k) => k.rates.last_5s));
-      const kafkaIn = sum(sources.map((k) => k.rates.last_5s));
+      const kafkaOut = sum(sinks.map((k) => k.rates.success.last_5s));
+      const kafkaIn = sum(sources.map((k) => k.rates.success.last_5s));
       const ds = drops(s);
       const byReason = {};
       for (const d of ds) byReason[d.reason] = (byReason[d.reason] || 0) + d.n;
       const chart = lineChart([
-        { name: 'MQTT in', cls: 's1', points: hist.series('broker:in') },
+        { name: 'MQTT in', cls: 's1', points: hist.series('broker:messages_received') },
         { name: 'Kafka out', cls: 's2', points: hist.sumSeries(sinks.map((k) => `sink:${k.name}:success`)) },
         { name: 'Kafka in', cls: 's3', points: hist.sumSeries(sources.map((k) => `source:${k.name}:success`)) },
-        { name: 'MQTT out', cls: 's4', points: hist.series('broker:out') },
+        { name: 'MQTT out', cls: 's4', points: hist.series('broker:messages_sent') },
       ], hist.now());
       return html`
         <h1>Overview <small class="muted">mqkafka ${s.version} · up ${since(s.started)} · MQTT on ${(s.listeners || []).join(', ') || '–'}</small></h1>
         <div class="cards">
           ${card('Connections', num(s.broker.connections), `${num(s.broker.subscriptions)} subscriptions`, 'connections')}
-          ${card('Publishes in /s', rate(s.broker.received_rate?.last_5s), `${num(s.broker.messages_received)} received`, 'mqtt-in')}
-          ${card('Publishes out /s', rate(s.broker.sent_rate?.last_5s), `${num(s.broker.messages_sent)} sent`, 'mqtt-out')}
+          ${card('Publishes in /s', rate(s.broker.rates.messages_received.last_5s), `${num(s.broker.messages_received)} received`, 'mqtt-in')}
+          ${card('Publishes out /s', rate(s.broker.rates.messages_sent.last_5s), `${num(s.broker.messages_sent)} sent`, 'mqtt-out')}
           ${card('Kafka out records/s', rate(kafkaOut), `${num(sum(sinks.map((k) => k.counters.success)))} acknowledged`, 'kafka-out')}
           ${card('Kafka in records/s', rate(kafkaIn), `${num(sum(sources.map((k) => k.success)))} handed to MQTT`, 'kafka-in')}
           ${card('Dropped', num(sum(ds.map((d) => d.n))), Object.keys(byReason).length ? Object.entries(byReason).map(([r, n]) => `${r} ${num(n)}`).join(', ') : 'nothing dropped', 'dropped')}
@@ -73,8 +73,8 @@ export function overviewPage() {
               <thead><tr><th>kind</th><th>name</th><th>status</th><th class="n">msgs/s</th></tr></thead>
               <tbody>
               ${(s.connectors || []).map((c) => html`<tr><td>connector</td><td><a href="#/connectors">${c.name}</a></td><td>${statusBadge(c.status)}</td><td class="n"></td></tr>`)}
-              ${sinks.map((k) => html`<tr><td>sink</td><td><a href="${link('sinks', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td class="n">${rate(k.rates.last_5s)}</td></tr>`)}
-              ${sources.map((k) => html`<tr><td>source</td><td><a href="${link('sources', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td class="n">${rate(k.rates.last_5s)}</td></tr>`)}
+              ${sinks.map((k) => html`<tr><td>sink</td><td><a href="${link('sinks', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td class="n">${rate(k.rates.success.last_5s)}</td></tr>`)}
+              ${sources.map((k) => html`<tr><td>source</td><td><a href="${link('sources', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td class="n">${rate(k.rates.success.last_5s)}</td></tr>`)}
               </tbody>
             </table>
           </section>

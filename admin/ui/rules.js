@@ -21,7 +21,7 @@ export function rulesPage() {
               <td>${[...(r.from || []), ...(r.sources || []).map((s) => `$bridges/kafka_consumer:${s}`)].map((f) => html`<code>${f}</code> `)}</td>
               <td>${(r.actions || []).map((a) => html`<code>${a}</code> `)}</td>
               <td class="n">${num(r.matched)}</td><td class="n">${num(r.passed)}</td><td class="n">${num(r.failed)}</td>
-              <td class="n">${num(r.no_result)}</td><td class="n">${rate(r.rates.last_5s)}</td></tr>`;
+              <td class="n">${num(r.no_result)}</td><td class="n">${rate(r.rates.matched.last_5s)}</td></tr>`;
           })}</tbody>
         </table>` : html`<p class="muted">No rules yet.</p>`}`;
     },
@@ -170,7 +170,7 @@ export function rulePage(id) {
     update({ snap }) {
       const el = document.getElementById('rule-stats');
       const r = snap?.rules?.find((x) => x.id === id);
-      if (el && r) el.textContent = `matched ${num(r.matched)} · passed ${num(r.passed)} · failed ${num(r.failed)} · no_result ${num(r.no_result)} · ${rate(r.rates.last_5s)}/s`;
+      if (el && r) el.textContent = `matched ${num(r.matched)} · passed ${num(r.passed)} · failed ${num(r.failed)} · no_result ${num(r.no_result)} · ${rate(r.rates.matched.last_5s)}/s matched`;
     },
   };
 }

@@ -1,7 +1,7 @@
 // Sinks: the list, and a page per sink with its buffer, partition queues
 // and a chart of the last five minutes.
 
-import { bytes, duration, html, link, num, rate, statusBadge, sum } from './dom.js';
+import { bytes, html, link, num, rate, statusBadge, sum } from './dom.js';
 import { lineChart } from './chart.js';
 import { deleteEntry } from './forms.js';
 
@@ -21,25 +21,25 @@ export function sinksPage() {
             <th class="n">dropped</th><th class="n">queuing</th><th class="n">inflight</th><th class="n">msgs/s</th></tr></thead>
           <tbody>${sinks.map((k) => html`<tr data-sink="${k.name}">
             <td><a href="${link('sinks', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td>${k.connector}</td>
-            <td><code>${k.config.Topic}</code></td><td>${k.config.Buffer.Mode}</td>
+            <td><code>${k.config.topic}</code></td><td>${k.config.buffer.mode}</td>
             <td class="n">${num(k.counters.matched)}</td><td class="n success">${num(k.counters.success)}</td>
             <td class="n">${num(k.counters.failed)}</td><td class="n">${num(k.counters.retried)}</td>
             <td class="n">${num(dropped(k.counters.dropped))}</td><td class="n">${num(k.counters.queuing)}</td>
-            <td class="n">${num(k.counters.inflight)}</td><td class="n">${rate(k.rates.last_5s)}</td></tr>`)}</tbody>
+            <td class="n">${num(k.counters.inflight)}</td><td class="n">${rate(k.rates.success.last_5s)}</td></tr>`)}</tbody>
         </table>` : html`<p class="muted">No sinks yet.</p>`}`;
     },
   };
 }
 
 function bufferLimits(b) {
-  const rows = [['mode', b.Mode], ['per_partition_limit', bytes(b.PerPartitionLimit)], ['overflow', b.Overflow]];
-  if (b.Overflow === 'block') rows.push(['block_timeout', duration(b.BlockTimeout)]);
-  if (b.Mode !== 'memory') {
-    rows.push(['segment_bytes', bytes(b.SegmentBytes)], ['fsync', b.Fsync]);
-    if (b.Fsync === 'interval') rows.push(['fsync_interval', duration(b.FsyncInterval)]);
+  const rows = [['mode', b.mode], ['per_partition_limit', b.per_partition_limit], ['overflow', b.overflow]];
+  if (b.overflow === 'block') rows.push(['block_timeout', b.block_timeout]);
+  if (b.mode !== 'memory') {
+    rows.push(['segment_bytes', b.segment_bytes], ['fsync', b.fsync]);
+    if (b.fsync === 'interval') rows.push(['fsync_interval', b.fsync_interval]);
   }
-  if (b.Mode === 'hybrid') rows.push(['memory_limit', bytes(b.MemoryLimit)]);
-  if (b.Mode === 'memory') rows.push(['memory_overload_protection', String(b.MemoryOverloadProtection)]);
+  if (b.mode === 'hybrid') rows.push(['memory_limit', b.memory_limit]);
+  if (b.mode === 'memory') rows.push(['memory_overload_protection', String(b.memory_overload_protection)]);
   return rows;
 }
 
@@ -93,14 +93,14 @@ export function sinkPage(name) {
           </section>
           <section class="panel">
             <h2>Buffer</h2>
-            ${dl(bufferLimits(c.Buffer))}
+            ${dl(bufferLimits(c.buffer))}
             <h2>Kafka</h2>
             ${dl([
-              ['connector', k.connector], ['topic', html`<code>${c.Topic}</code>`], ['key', html`<code>${c.Key}</code>`],
-              ['value', html`<code>${c.Value}</code>`], ['partition_strategy', c.PartitionStrategy + (c.PartitionStrategy === 'fixed' ? ` (${c.Partition})` : '')],
-              ['required_acks', c.RequiredAcks], ['compression', c.Compression], ['query_mode', c.QueryMode],
-              ['max_inflight', c.MaxInflight], ['max_batch_bytes', bytes(c.MaxBatchBytes)], ['max_inflight_bytes', bytes(c.MaxInflightBytes)], ['max_linger_time', duration(c.MaxLingerTime)],
-              ...(c.MQTTTopicFilters?.length ? [['mqtt_topic_filters', c.MQTTTopicFilters.join(', ')]] : []),
+              ['connector', k.connector], ['topic', html`<code>${c.topic}</code>`], ['key', html`<code>${c.key}</code>`],
+              ['value', html`<code>${c.value}</code>`], ['partition_strategy', c.partition_strategy + (c.partition_strategy === 'fixed' ? ` (${c.partition})` : '')],
+              ['required_acks', c.required_acks], ['compression', c.compression], ['query_mode', c.query_mode],
+              ['max_inflight', c.max_inflight], ['max_batch_bytes', c.max_batch_bytes], ['max_inflight_bytes', c.max_inflight_bytes], ['max_linger_time', c.max_linger_time],
+              ...(c.mqtt_topic_filters?.length ? [['mqtt_topic_filters', c.mqtt_topic_filters.join(', ')]] : []),
             ])}
           </section>
         </div>`;

@@ -1,12 +1,12 @@
 // Sources: the list, and a page per source with its lag and topic mapping.
 
-import { bytes, duration, html, link, num, rate, statusBadge, sum } from './dom.js';
+import { html, link, num, rate, statusBadge, sum } from './dom.js';
 import { lineChart } from './chart.js';
 import { deleteEntry } from './forms.js';
 
 function topics(c) {
-  const t = Array.isArray(c?.Topic) ? c.Topic : c?.Topic ? [c.Topic] : [];
-  return [...new Set([...t, ...(c?.TopicMapping || []).map((m) => m.KafkaTopic)])];
+  const t = Array.isArray(c?.topic) ? c.topic : c?.topic ? [c.topic] : [];
+  return [...new Set([...t, ...(c?.topic_mapping || []).map((m) => m.kafka_topic)])];
 }
 
 export function sourcesPage() {
@@ -20,11 +20,11 @@ export function sourcesPage() {
             <th class="n">received</th><th class="n">success</th><th class="n">failed</th><th class="n">dropped</th>
             <th class="n">lag</th><th class="n">msgs/s</th></tr></thead>
           <tbody>${list.map((k) => html`<tr>
-            <td><a href="${link('sources', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td>${k.config?.Connector}</td>
+            <td><a href="${link('sources', k.name)}">${k.name}</a></td><td>${statusBadge(k.status)}</td><td>${k.config?.connector}</td>
             <td>${topics(k.config).map((t) => html`<code>${t}</code> `)}</td>
             <td class="n">${num(k.received)}</td><td class="n">${num(k.success)}</td><td class="n">${num(k.failed)}</td>
             <td class="n">${num(sum(Object.values(k.dropped || {})))}</td><td class="n">${num(sum((k.lag || []).map((l) => l.lag)))}</td>
-            <td class="n">${rate(k.rates.last_5s)}</td></tr>`)}</tbody>
+            <td class="n">${rate(k.rates.success.last_5s)}</td></tr>`)}</tbody>
         </table>` : html`<p class="muted">No sources yet.</p>`}`;
     },
   };
@@ -64,10 +64,10 @@ export function sourcePage(name) {
         <div class="columns">
           <section class="panel">
             <h2>Topic mapping</h2>
-            ${c.TopicMapping?.length ? html`<table class="list">
+            ${c.topic_mapping?.length ? html`<table class="list">
               <thead><tr><th>Kafka topic</th><th>MQTT topic</th><th class="n">QoS</th><th>retain</th><th>payload</th></tr></thead>
-              <tbody>${c.TopicMapping.map((m) => html`<tr><td><code>${m.KafkaTopic}</code></td><td><code>${m.MQTTTopic}</code></td>
-                <td class="n">${m.QoS}</td><td>${m.Retain ? 'yes' : 'no'}</td><td><code>${m.PayloadTemplate}</code></td></tr>`)}</tbody>
+              <tbody>${c.topic_mapping.map((m) => html`<tr><td><code>${m.kafka_topic}</code></td><td><code>${m.mqtt_topic}</code></td>
+                <td class="n">${m.qos}</td><td>${m.retain ? 'yes' : 'no'}</td><td><code>${m.payload_template}</code></td></tr>`)}</tbody>
             </table>` : html`<p class="muted">No topic_mapping: only rules reading <code>$bridges/kafka_consumer:${name}</code> see its messages.</p>`}
             <h2>Lag per partition</h2>
             ${lag.length ? html`<table class="list"><thead><tr><th>topic</th><th class="n">partition</th><th class="n">lag</th></tr></thead>
@@ -77,15 +77,15 @@ export function sourcePage(name) {
           <section class="panel">
             <h2>Consumer</h2>
             <dl class="kv">
-              <dt>connector</dt><dd>${c.Connector}</dd>
+              <dt>connector</dt><dd>${c.connector}</dd>
               <dt>topics</dt><dd>${topics(c).join(', ')}</dd>
-              <dt>group_id</dt><dd>${c.GroupID || `mqkafka-${name}`}</dd>
-              <dt>offset_reset_policy</dt><dd>${c.OffsetResetPolicy}</dd>
-              <dt>offset_commit_interval</dt><dd>${duration(c.OffsetCommitInterval)}</dd>
-              <dt>key / value encoding</dt><dd>${c.KeyEncodingMode} / ${c.ValueEncodingMode}</dd>
-              <dt>max_batch_bytes</dt><dd>${bytes(c.MaxBatchBytes)}</dd>
-              <dt>max_wait_time</dt><dd>${duration(c.MaxWaitTime)}</dd>
-              <dt>headers_as_user_properties</dt><dd>${String(!!c.HeadersAsUserProperties)}</dd>
+              <dt>group_id</dt><dd>${c.group_id || `mqkafka-${name}`}</dd>
+              <dt>offset_reset_policy</dt><dd>${c.offset_reset_policy}</dd>
+              <dt>offset_commit_interval</dt><dd>${c.offset_commit_interval}</dd>
+              <dt>key / value encoding</dt><dd>${c.key_encoding_mode} / ${c.value_encoding_mode}</dd>
+              <dt>max_batch_bytes</dt><dd>${c.max_batch_bytes}</dd>
+              <dt>max_wait_time</dt><dd>${c.max_wait_time}</dd>
+              <dt>headers_as_user_properties</dt><dd>${String(!!c.headers_as_user_properties)}</dd>
             </dl>
           </section>
         </div>`;

@@ -75,8 +75,8 @@ func BenchmarkCostPublishPacket(b *testing.B) {
 func costProc(b *testing.B) (*proc, string) {
 	_, kafkaAddr := testkit.NewKafka(b, 0, kfake.SeedTopics(1, "cost"))
 	port := testkit.FreePort(b)
-	cfg := strings.Replace(fixedListener(baseConfig(b, kafkaAddr, "cost"), port), "[broker]\n", "[broker]\nidle_timeout = \"1h\"\n", 1)
-	return startProc(b, writeFile(b, cfg)), fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := strings.Replace(testkit.FixedListener(testkit.BaseConfig(b, kafkaAddr, "cost"), port), "[broker]\n", "[broker]\nidle_timeout = \"1h\"\n", 1)
+	return startProc(b, testkit.WriteConfig(b, cfg)), fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 func costDial(b *testing.B, addr string) net.Conn {

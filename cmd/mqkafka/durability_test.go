@@ -178,7 +178,7 @@ func readTally(t testing.TB, recs []*kgo.Record) *tally {
 	t.Helper()
 	tl := &tally{seen: map[devSeq]*copies{}}
 	for _, r := range recs {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatalf("record value is not the publish event: %v: %s", err, r.Value)
 		}
@@ -277,12 +277,12 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 	}
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "durable"))
 	port := testkit.FreePort(t)
-	cfg := fixedListener(baseConfig(t, kafkaAddr, "durable"), port) + `
+	cfg := testkit.FixedListener(testkit.BaseConfig(t, kafkaAddr, "durable"), port) + `
 [sinks.buffer]
 mode = "disk"
 fsync = "batch"
 `
-	cfgPath := writeFile(t, cfg)
+	cfgPath := testkit.WriteConfig(t, cfg)
 	p := startProc(t, cfgPath)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 

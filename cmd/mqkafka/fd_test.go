@@ -26,13 +26,13 @@ func TestListenerSurvivesRunningOutOfFileDescriptors(t *testing.T) {
 	const nofile = 256 // RLIMIT_NOFILE of the child, soft and hard: Go raises the soft one to the hard one
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "fd"))
 	port, adminPort := testkit.FreePort(t), testkit.FreePort(t)
-	cfg := fixedListener(baseConfig(t, kafkaAddr, "fd"), port)
+	cfg := testkit.FixedListener(testkit.BaseConfig(t, kafkaAddr, "fd"), port)
 	// Idle sockets must hold their descriptors for the whole flood.
 	cfg = strings.Replace(cfg, "[broker]\n", "[broker]\nidle_timeout = \"1h\"\n", 1)
 	cfg = strings.Replace(cfg, `listen = "127.0.0.1:0"`, fmt.Sprintf(`listen = "127.0.0.1:%d"`, adminPort), 1)
 	// `ulimit -n` without -S or -H sets both limits, in dash as in bash.
 	p := startCommand(t, exec.Command("sh", "-c", `ulimit -n "$0" && exec "$@"`, strconv.Itoa(nofile),
-		builtBinary(t), "serve", "-c", writeFile(t, cfg)))
+		builtBinary(t), "serve", "-c", testkit.WriteConfig(t, cfg)))
 	mqttAddr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	// One kept-alive admin connection, opened before the descriptors run out.
@@ -82,7 +82,7 @@ func TestListenerSurvivesRunningOutOfFileDescriptors(t *testing.T) {
 	idle = nil
 	testkit.WaitFor(t, 30*time.Second, "ready again", func() bool { code, _ := get("/readyz"); return code == 200 })
 	c := testkit.MQTTClient(t, mqttAddr, "dev-fd", nil)
-	if r := publish(t, c, "t/fd", 1, []byte("after the flood")); r.ReasonCode != 0 {
+	if r := testkit.Publish(t, c, "t/fd", 1, []byte("after the flood")); r.ReasonCode != 0 {
 		t.Fatalf("PUBACK reason %#x", r.ReasonCode)
 	}
 	recs := testkit.Consume(t, kafkaAddr, "fd", 1, 30*time.Second)

@@ -24,17 +24,17 @@ import (
 func TestLogsBoundedAndRateLimited(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "logs"))
 	port := testkit.FreePort(t)
-	p := startProc(t, writeFile(t, fixedListener(baseConfig(t, kafkaAddr, "logs"), port)))
+	p := startProc(t, testkit.WriteConfig(t, testkit.FixedListener(testkit.BaseConfig(t, kafkaAddr, "logs"), port)))
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	payload := bytes.Repeat([]byte("LOGMARK-"), 900_000/8)
 	for _, version := range []byte{4, 5} {
 		var out bytes.Buffer
-		rawConnect(t, &out, version, fmt.Sprintf("inflate-%d", version))
+		testkit.RawConnect(t, &out, version, fmt.Sprintf("inflate-%d", version))
 		if version == 5 {
-			rawPublishV5(t, &out, "t/+", 1, payload)
+			testkit.RawPublishV5(t, &out, "t/+", 1, payload)
 		} else {
-			rawPublish(t, &out, "t/+", 1, 1, string(payload))
+			testkit.RawPublish(t, &out, "t/+", 1, 1, string(payload))
 		}
 		untilClosed(t, addr, out.Bytes())
 	}
@@ -45,7 +45,7 @@ func TestLogsBoundedAndRateLimited(t *testing.T) {
 
 	// Half garbage, half a CONNECT of an unknown protocol version.
 	var badConnect bytes.Buffer
-	rawConnect(t, &badConnect, 9, "bad")
+	testkit.RawConnect(t, &badConnect, 9, "bad")
 	inputs := [][]byte{[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), badConnect.Bytes()}
 	before := len(p.out.String())
 	start := time.Now()
@@ -75,7 +75,7 @@ func TestLogsBoundedAndRateLimited(t *testing.T) {
 
 	// The broker still serves.
 	c := testkit.MQTTClient(t, addr, "after", nil)
-	if r := publish(t, c, "t/ok", 1, []byte("ok")); r.ReasonCode != 0 {
+	if r := testkit.Publish(t, c, "t/ok", 1, []byte("ok")); r.ReasonCode != 0 {
 		t.Fatalf("publish after the flood: reason %#x", r.ReasonCode)
 	}
 	checkBounded(t, p.out.String())

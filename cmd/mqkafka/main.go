@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/mqkafka/mqkafka/app"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
 )
@@ -91,27 +92,12 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-// loadConfig loads and fully validates a config, librdkafka properties
-// included, with the run-time changes of <data_dir>/runtime.toml applied.
-func loadConfig(path string) (*conf.Config, error) {
-	cfg, err := conf.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	o, err := conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir))
-	if err != nil {
-		return nil, err
-	}
-	cfg, _, err = effective(path, o)
-	return cfg, err
-}
-
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	path, ok := configFlag("check", args, stderr)
 	if !ok {
 		return exitInvalidConfig
 	}
-	if _, err := loadConfig(path); err != nil {
+	if _, err := app.LoadConfig(path); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitInvalidConfig
 	}
@@ -124,7 +110,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitInvalidConfig
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := app.LoadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		var ce *conf.Error
@@ -137,7 +123,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 	defer startPprof(log)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := start(path, cfg, log)
+	a, err := app.Start(path, cfg, buildVersion(), log)
 	if err != nil {
 		log.Error("starting", "err", err)
 		return 1
@@ -150,13 +136,13 @@ func cmdServe(args []string, stderr io.Writer) int {
 		case <-ctx.Done():
 		case <-hup:
 			log.Info("SIGHUP: reloading the configuration", "file", path)
-			if err := a.reload(); err != nil {
+			if err := a.Reload(); err != nil {
 				log.Error("reload refused; the running configuration stays", "err", err)
 			}
 		}
 	}
 	log.Info("stopping: no new connections; draining buffers to Kafka", "timeout", cfg.ShutdownTimeout)
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		log.Error("stopped with records still buffered", "err", err)
 	}
 	log.Info("stopped")

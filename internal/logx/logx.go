@@ -72,6 +72,21 @@ func Allowed(last *atomic.Int64) bool {
 	return now-l > int64(time.Second) && last.CompareAndSwap(l, now)
 }
 
+// Keyed is Allowed for each kind of event, named by a key; the zero value
+// is ready, and it keeps every key it is asked about.
+type Keyed struct {
+	last sync.Map // key → *atomic.Int64
+}
+
+// Allowed reports whether a second has passed since it last said yes for key.
+func (k *Keyed) Allowed(key string) bool {
+	v, ok := k.last.Load(key)
+	if !ok {
+		v, _ = k.last.LoadOrStore(key, new(atomic.Int64))
+	}
+	return Allowed(v.(*atomic.Int64))
+}
+
 type handler struct {
 	inner slog.Handler
 	lim   *limiter // shared by the handler's derivatives; nil: no limit

@@ -156,6 +156,13 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
+func TestKeyedAllowed(t *testing.T) {
+	var k Keyed
+	if !k.Allowed("a") || !k.Allowed("b") || k.Allowed("a") || k.Allowed("b") {
+		t.Fatal("want yes once for each key, then no within the second")
+	}
+}
+
 // FuzzLineBound: no line exceeds MaxLine for any message and values.
 func FuzzLineBound(f *testing.F) {
 	f.Add("msg", "key", hostile[:300], []byte("payload"))

@@ -2,7 +2,9 @@ package testkit
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,4 +48,105 @@ func MQTTClient(t testing.TB, addr, clientID string, onMsg func(*paho.Publish)) 
 		t.Fatalf("mqtt connect %s: %v (connack %+v)", clientID, err, ca)
 	}
 	return c
+}
+
+// Publish publishes payload and waits up to 15 s for the broker's answer;
+// a negative PUBACK is returned, not failed, so that callers check the reason.
+func Publish(t testing.TB, c *paho.Client, topic string, qos byte, payload []byte) *paho.PublishResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+	// paho reports a negative PUBACK as an error too; callers check the reason.
+	if err != nil && resp == nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+	return resp
+}
+
+// Inbox collects what an MQTT subscriber receives.
+type Inbox struct {
+	mu   sync.Mutex
+	msgs []*paho.Publish
+}
+
+// Add records one received publish.
+func (b *Inbox) Add(p *paho.Publish) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, p)
+	b.mu.Unlock()
+}
+
+// Len is how many publishes arrived so far.
+func (b *Inbox) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
+// take removes the first publish with payload and tells whether there was one.
+func (b *Inbox) take(payload string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, p := range b.msgs {
+		if string(p.Payload) == payload {
+			b.msgs = append(b.msgs[:i], b.msgs[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// All returns a copy of what arrived so far, in order of arrival.
+func (b *Inbox) All() []*paho.Publish {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*paho.Publish(nil), b.msgs...)
+}
+
+// Subscriber connects an MQTT 5 client whose publishes go to box and
+// subscribes to filters with qos unless the session it resumes has the
+// subscriptions already. expiry > 0 asks for a persistent session (clean
+// start false).
+func Subscriber(t testing.TB, addr, id string, expiry uint32, box *Inbox, qos byte, filters ...string) *paho.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial mqtt: %v", err)
+	}
+	cp := &paho.Connect{ClientID: id, CleanStart: expiry == 0, KeepAlive: 30}
+	if expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	c, ca, err := MQTTSession(t, conn, cp, box.Add)
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("mqtt connect: %v %+v", err, ca)
+	}
+	if !ca.SessionPresent {
+		var subs []paho.SubscribeOptions
+		for _, f := range filters {
+			subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: qos})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+	}
+	return c
+}
+
+// Settle waits until box's subscriber, connected to the broker at addr and
+// subscribed to topic, got every message the broker queued for it so far:
+// the broker writes to a client in the order it queues, so once a marker
+// published now to topic arrived, everything queued before it did. The
+// marker is taken out of box again.
+func Settle(t testing.TB, addr, topic string, box *Inbox) {
+	t.Helper()
+	marker := fmt.Sprintf("settle-%d", time.Now().UnixNano())
+	c := MQTTClient(t, addr, marker, nil)
+	if resp := Publish(t, c, topic, 1, []byte(marker)); resp.ReasonCode != 0 {
+		t.Fatalf("publish the marker: PUBACK reason %d", resp.ReasonCode)
+	}
+	WaitFor(t, 20*time.Second, "the marker", func() bool { return box.take(marker) })
 }

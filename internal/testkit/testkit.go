@@ -6,11 +6,13 @@ package testkit
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,6 +82,75 @@ func Consume(t testing.TB, kafkaAddr, topic string, want int, timeout time.Durat
 	for len(recs) < want && ctx.Err() == nil {
 		fs := cl.PollFetches(ctx)
 		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+// PublishedRecord is the JSON record a rule's SELECT * makes of a publish.
+type PublishedRecord struct {
+	ID                string            `json:"id"`
+	ClientID          string            `json:"clientid"`
+	Topic             string            `json:"topic"`
+	Payload           string            `json:"payload"`
+	QoS               int               `json:"qos"`
+	Flags             map[string]bool   `json:"flags"`
+	PubProps          map[string]any    `json:"pub_props"`
+	PeerHost          string            `json:"peerhost"`
+	Timestamp         int64             `json:"timestamp"`
+	PublishReceivedAt int64             `json:"publish_received_at"`
+	Node              string            `json:"node"`
+	Extra             map[string]string `json:"-"`
+}
+
+// CountAccepts is a kfake option whose listener counts the connections it
+// accepts: a client's connection attempts, the failed ones included.
+func CountAccepts() (kfake.Opt, *atomic.Int64) {
+	n := &atomic.Int64{}
+	return kfake.ListenFn(func(network, address string) (net.Listener, error) {
+		l, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		return countingListener{l, n}, nil
+	}), n
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// Produce writes recs with a real Kafka client; opts add client options
+// (SASL, TLS).
+func Produce(t testing.TB, addr string, recs []*kgo.Record, opts ...kgo.Opt) {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(16 << 20)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// SeqRecords are n records on topic with keys k<i>, JSON values and two headers.
+func SeqRecords(topic string, from, n int) []*kgo.Record {
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		j := from + i
+		recs[i] = &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%04d", j), Value: fmt.Appendf(nil, `{"n":%d}`, j),
+			Headers: []kgo.RecordHeader{{Key: "h1", Value: fmt.Appendf(nil, "x%d", j)}, {Key: "h2", Value: []byte("y")}}}
 	}
 	return recs
 }

@@ -440,7 +440,9 @@ func (h *Hooks) OnPublish(cl *Client, pk packets.Packet) (pkx packets.Packet, er
 				} else if errors.Is(err, packets.CodeSuccessIgnore) {
 					return pk, err
 				}
-				h.Log.Error("publish packet error",
+				// mqkafka patch: debug, not error; mqkafka's hooks count and
+				// log, rate-limited, every publish they refuse.
+				h.Log.Debug("publish packet error",
 					"error", err,
 					"hook", hook.ID(),
 					"client", logString(cl.ID),

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strconv"
 
+	"github.com/mqkafka/mqkafka/internal/logx"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
@@ -35,4 +36,13 @@ func logPacket(pk packets.Packet) slog.Attr {
 		attrs = append(attrs, "filters", n, "filter", logString(pk.Filters[0].Filter))
 	}
 	return slog.Group("packet", attrs...)
+}
+
+// logDropped warns of a message dropped for a client whose in-flight store
+// is full, at most once a second: InflightDropped counts every one, and a
+// slow subscriber would otherwise log as fast as messages arrive.
+func (s *Server) logDropped(msg string, args ...any) {
+	if logx.Allowed(&s.droppedLogged) {
+		s.Log.Warn(msg, append(args, "note", "counted as dropped (max_inflight); logged at most once a second")...)
+	}
 }

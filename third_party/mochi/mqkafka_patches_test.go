@@ -95,6 +95,43 @@ func TestMqkafkaLogNoPayload(t *testing.T) {
 	}
 }
 
+// TestMqkafkaLogLevels: a publish a hook refuses logs nothing above debug
+// (mqkafka's hooks log their refusals), and messages dropped for a full
+// in-flight store log one warning a second, not one per message.
+func TestMqkafkaLogLevels(t *testing.T) {
+	var logs bytes.Buffer
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := s.AddHook(new(failingHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	near, far := net.Pipe()
+	defer near.Close()
+	defer far.Close()
+	go func() { _, _ = io.Copy(io.Discard, far) }()
+	cl := s.NewClient(near, "t", "c1", false)
+	cl.Properties.ProtocolVersion = 4
+	cl.State.Inflight.ResetReceiveQuota(10)
+	_ = s.receivePacket(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t"})
+	if strings.Contains(logs.String(), "publish packet error") {
+		t.Fatalf("a refused publish logged above debug:\n%s", logs.String())
+	}
+
+	s.Options.Capabilities.MaximumInflight = 1
+	cl.State.Inflight.Set(packets.Packet{PacketID: 1})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t"}
+	for range 5 {
+		if _, err := s.publishToClient(cl, packets.Subscription{Filter: "t", Qos: 1}, pk); !errors.Is(err, packets.ErrQuotaExceeded) {
+			t.Fatalf("publish to a full in-flight store: %v", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "client store quota reached"); n != 1 || !strings.Contains(logs.String(), "logged at most once a second") {
+		t.Fatalf("%d warnings for 5 drops within a second:\n%s", n, logs.String())
+	}
+	if n := s.Info.InflightDropped; n != 5 {
+		t.Fatalf("InflightDropped %d, want 5", n)
+	}
+}
+
 // TestMqkafkaSubscribeCutShort: an MQTT 5 SUBSCRIBE that ends after its
 // filter, without the options byte, is malformed; upstream read past the
 // buffer and the panic ended the process (upstream issue #501).

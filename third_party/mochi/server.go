@@ -155,6 +155,8 @@ type Server struct {
 	handovers clientIDLocks
 	// mqkafka patch: messages not delivered to a client the ACL denies them to.
 	deliveriesDenied atomic.Int64
+	// mqkafka patch: when logDropped last logged (unix ns).
+	droppedLogged atomic.Int64
 }
 
 // clientIDLocks is a mutex per client id, kept while in use.
@@ -1249,7 +1251,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("client store quota reached", "client", logString(cl.ID), "listener", cl.Net.Listener)
+			s.logDropped("client store quota reached", "client", logString(cl.ID), "listener", cl.Net.Listener) // mqkafka patch
 			return out, packets.ErrQuotaExceeded
 		}
 		if !s.hooks.OnQueueCheck(cl, out) { // mqkafka patch
@@ -1260,7 +1262,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		if err != nil {
 			s.hooks.OnPacketIDExhausted(cl, pk)
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("packet ids exhausted", "error", err, "client", logString(cl.ID), "listener", cl.Net.Listener)
+			s.logDropped("packet ids exhausted", "error", err, "client", logString(cl.ID), "listener", cl.Net.Listener) // mqkafka patch
 			return out, packets.ErrQuotaExceeded
 		}
 

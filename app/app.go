@@ -1,4 +1,7 @@
-package main
+// Package app runs one mqkafka from a conf.Config: the Kafka connectors,
+// sinks and sources, the rules, the MQTT broker and the admin listener;
+// it reconfigures them at run time and stops and drains them.
+package app
 
 import (
 	"context"
@@ -22,9 +25,10 @@ import (
 	"github.com/mqkafka/mqkafka/rule"
 )
 
-// app is one running mqkafka: the stages wired together.
-type app struct {
+// App is one running mqkafka: the stages wired together.
+type App struct {
 	log     *slog.Logger
+	version string
 	kafka   *kfake.Cluster
 	broker  *broker.Broker
 	admin   *admin.Server
@@ -53,24 +57,6 @@ type app struct {
 	wg     sync.WaitGroup
 }
 
-// clientConfig is the librdkafka producer a sink needs. The sink's index is
-// part of the client id, so each sink has its own producer.
-func clientConfig(cn conf.Connector, s conf.Sink) producer.ClientConfig {
-	return producer.ClientConfig{
-		Connector:        cn.Name,
-		BootstrapHosts:   cn.BootstrapHosts,
-		RequiredAcks:     s.RequiredAcks,
-		Compression:      s.Compression,
-		Linger:           s.MaxLingerTime,
-		Node:             cn.Node(),
-		SinkIndex:        cn.SinkIndex(s.Name),
-		Conn:             producer.ConnectorSettings(cn),
-		MetadataTimeout:  cn.MetadataRequestTimeout,
-		MaxInflightBytes: int64(s.MaxInflightBytes),
-		Properties:       cn.Properties,
-	}
-}
-
 // checkConnectors has librdkafka validate every producer configuration.
 func checkConnectors(cfg *conf.Config) []conf.Problem {
 	var ps []conf.Problem
@@ -80,7 +66,7 @@ func checkConnectors(cfg *conf.Config) []conf.Problem {
 			if s.Connector != cn.Name {
 				continue
 			}
-			cc := clientConfig(cn, s)
+			cc := producer.NewClientConfig(cn, s)
 			key := fmt.Sprint(cc)
 			if seen[key] {
 				continue
@@ -103,11 +89,12 @@ func hostname() string {
 	return h
 }
 
-// start brings the stages up in dependency order: Kafka side first, so that
+// Start brings the stages up in dependency order: Kafka side first, so that
 // the broker never accepts a publish no sink is ready to buffer. cfgPath is
-// the file SIGHUP re-reads and API changes are merged with.
-func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log, cfgPath: cfgPath, started: time.Now(),
+// the file Reload re-reads and API changes are merged with; version is
+// what the log and the admin API report.
+func Start(cfgPath string, cfg *conf.Config, version string, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log, version: version, cfgPath: cfgPath, started: time.Now(),
 		readCache: buffer.NewCacheBudget(int64(cfg.Buffer.ReadCache))}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if err := a.start(); err != nil {
@@ -117,7 +104,7 @@ func start(cfgPath string, cfg *conf.Config, log *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-func (a *app) start() (err error) {
+func (a *App) start() (err error) {
 	cfg, log := a.cfg, a.log
 	if a.overlay, err = conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir)); err != nil {
 		return err
@@ -163,7 +150,7 @@ func (a *app) start() (err error) {
 		}
 		a.admin.Start()
 	}
-	log.Info("mqkafka started", "version", buildVersion(), "mqtt", a.broker.Addrs(), "admin", a.adminAddr(),
+	log.Info("mqkafka started", "version", a.version, "mqtt", a.broker.Addrs(), "admin", a.adminAddr(),
 		"sinks", len(a.sinks), "rules", len(engine.Rules()))
 	a.wg.Add(2)
 	go func() {
@@ -185,7 +172,7 @@ const partitionWait = 2 * time.Second
 // waitPartitions lets the sinks learn their partitions before the listeners
 // open, so that the first publishes go straight to their partition queues
 // instead of through the slower holding queue.
-func (a *app) waitPartitions() {
+func (a *App) waitPartitions() {
 	ctx, cancel := context.WithTimeout(a.ctx, partitionWait)
 	defer cancel()
 	for _, sr := range a.sinks {
@@ -196,7 +183,7 @@ func (a *app) waitPartitions() {
 	}
 }
 
-func (a *app) adminAddr() string {
+func (a *App) adminAddr() string {
 	if a.admin == nil {
 		return ""
 	}
@@ -242,7 +229,7 @@ func startEmbeddedKafka(c conf.EmbeddedKafka, log *slog.Logger) (*kfake.Cluster,
 
 // memoryMonitor starts the system memory sampler the first time a sink
 // with memory_overload_protection asks for it.
-func (a *app) memoryMonitor() func() bool {
+func (a *App) memoryMonitor() func() bool {
 	if a.memMon == nil {
 		os := a.cfg.Sysmon.OS
 		a.memMon = buffer.NewMemoryMonitor(float64(os.SysmemHighWatermark), os.CheckInterval, a.log)
@@ -256,7 +243,7 @@ func (a *app) memoryMonitor() func() bool {
 }
 
 // reportStats logs one line per sink every interval while there is traffic.
-func (a *app) reportStats(ctx context.Context, every time.Duration) {
+func (a *App) reportStats(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	last := map[string]int64{}
@@ -279,9 +266,9 @@ func (a *app) reportStats(ctx context.Context, every time.Duration) {
 	}
 }
 
-// stop closes the MQTT side, drains the buffers within shutdown_timeout and
+// Stop closes the MQTT side, drains the buffers within shutdown_timeout and
 // closes everything else.
-func (a *app) stop() error {
+func (a *App) Stop() error {
 	a.stopSources()
 	a.closeBroker()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
@@ -296,7 +283,7 @@ func (a *app) stop() error {
 	return errors.Join(errs...)
 }
 
-func (a *app) closeAll() {
+func (a *App) closeAll() {
 	a.stopSources()
 	if a.admin != nil {
 		_ = a.admin.Close()
@@ -317,7 +304,7 @@ func (a *app) closeAll() {
 }
 
 // closeBroker stops accepting MQTT; Snapshot may run meanwhile.
-func (a *app) closeBroker() {
+func (a *App) closeBroker() {
 	a.cfgMu.Lock()
 	b := a.broker
 	a.broker = nil

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ import (
 // PUBACKed publish reaches Kafka.
 func TestDiskFullRecovers(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "full"))
-	cfg := withBuffer(baseConfig(t, kafkaAddr, "full"), `mode = "disk"
+	cfg := withBuffer(testkit.BaseConfig(t, kafkaAddr, "full"), `mode = "disk"
 segment_bytes = "64KB"`)
 	dataDir := regexp.MustCompile(`data_dir = "(.*)"`).FindStringSubmatch(cfg)[1]
 	// Only the buffer lives on the small file system: the broker's own
@@ -37,7 +37,7 @@ segment_bytes = "64KB"`)
 
 	var acked []string
 	pub5 := func(payload string) byte {
-		r := publish(t, c5, "t/full", 1, []byte(payload))
+		r := testkit.Publish(t, c5, "t/full", 1, []byte(payload))
 		if r.ReasonCode == 0 {
 			acked = append(acked, payload)
 		}
@@ -112,8 +112,8 @@ func publish311(t *testing.T, addr, clientID, payload string) string {
 	}
 	defer conn.Close()
 	var out bytes.Buffer
-	rawConnect(t, &out, 4, clientID)
-	rawPublish(t, &out, "t/full", 1, 7, payload)
+	testkit.RawConnect(t, &out, 4, clientID)
+	testkit.RawPublish(t, &out, "t/full", 1, 7, payload)
 	if _, err := conn.Write(out.Bytes()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -28,7 +28,7 @@ type sourceSet struct {
 // prepareSources registers the rules' republish actions and builds the
 // sources, before the rule engine resolves the actions. Nothing reads
 // Kafka or publishes before startSources.
-func (a *app) prepareSources(node string, rules []*rule.Rule, actions map[string]rule.Action) error {
+func (a *App) prepareSources(node string, rules []*rule.Rule, actions map[string]rule.Action) error {
 	ss := &sourceSet{}
 	// A reconfiguration builds a new set: the inline publisher, bound to
 	// the one broker, carries over.
@@ -93,7 +93,7 @@ func (a *app) prepareSources(node string, rules []*rule.Rule, actions map[string
 // startSources runs once the broker serves, after it restored the
 // persisted sessions: a message read from Kafka then finds the offline
 // sessions it must be queued in (EMQX's emqx#19074 loses that backlog).
-func (a *app) startSources() error {
+func (a *App) startSources() error {
 	ss := a.sources
 	if err := ss.inline.Bind(a.broker); err != nil {
 		// Republish actions waiting for the broker must not wait forever.
@@ -115,7 +115,7 @@ func (a *app) startSources() error {
 
 // stopSources stops every source before the broker closes, so that each
 // commits exactly what the broker took. It is safe to call more than once.
-func (a *app) stopSources() {
+func (a *App) stopSources() {
 	ss := a.sources
 	if ss == nil || ss.stopped {
 		return
@@ -139,7 +139,7 @@ func (a *app) stopSources() {
 }
 
 // reportSourceStats logs one line per source every interval while there is traffic.
-func (a *app) reportSourceStats(ctx context.Context, sources []*consumer.Source, every time.Duration) {
+func (a *App) reportSourceStats(ctx context.Context, sources []*consumer.Source, every time.Duration) {
 	if len(sources) == 0 {
 		return
 	}

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func checkOnlySmall(t *testing.T, s *producer.Sink, kafkaAddr, topic string, raw
 			got = append(got, string(r.Value))
 			continue
 		}
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -62,10 +62,10 @@ func checkOnlySmall(t *testing.T, s *producer.Sink, kafkaAddr, topic string, raw
 // connection is acknowledged and delivered.
 func TestTooLargePublishRefusedV5(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "big"))
-	a := startApp(t, baseConfig(t, kafkaAddr, "big"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "big"))
 	conn := startRawV5(t, a.broker.Addrs()[0], "big-v5", func(out *bytes.Buffer) {
-		rawPublishV5(t, out, "t/big", 1, nearlyMB)
-		rawPublishV5(t, out, "t/big", 2, []byte("small"))
+		testkit.RawPublishV5(t, out, "t/big", 1, nearlyMB)
+		testkit.RawPublishV5(t, out, "t/big", 2, []byte("small"))
 	})
 	if got := readPubacksInOrder(t, conn, 2); got[0] != 0x83 || got[1] != 0 {
 		t.Fatalf("PUBACK reasons % x, want 83 00", got)
@@ -78,11 +78,11 @@ func TestTooLargePublishRefusedV5(t *testing.T) {
 // after it are acknowledged and delivered.
 func TestTooLargePublishRefusedV311(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "big"))
-	a := startApp(t, baseConfig(t, kafkaAddr, "big"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "big"))
 	conn := startRaw311(t, a.broker.Addrs()[0], "big-311")
 	var out bytes.Buffer
-	rawPublish(t, &out, "t/big", 1, 1, string(nearlyMB))
-	rawPublish(t, &out, "t/big", 1, 2, "small-1")
+	testkit.RawPublish(t, &out, "t/big", 1, 1, string(nearlyMB))
+	testkit.RawPublish(t, &out, "t/big", 1, 2, "small-1")
 	if _, err := conn.Write(out.Bytes()); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestTooLargePublishRefusedV311(t *testing.T) {
 		t.Fatalf("first PUBACK is for packet %d, want 2 (none for the refused 1)", id)
 	}
 	out.Reset()
-	rawPublish(t, &out, "t/big", 1, 3, "small-2")
+	testkit.RawPublish(t, &out, "t/big", 1, 3, "small-2")
 	if _, err := conn.Write(out.Bytes()); err != nil {
 		t.Fatalf("the connection was closed after the refusal: %v", err)
 	}
@@ -128,7 +128,7 @@ func payloadSink(name, connector, topic string) string {
 func TestTooLargeAtConnectorMessageMaxBytes(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "edge"))
 	const limit, framing = 5000, 36
-	a := startApp(t, configHead(t, kafkaAddr, "1s", fmt.Sprintf(`"message.max.bytes" = "%d"`, limit))+
+	a := startApp(t, testkit.ConfigHead(t, kafkaAddr, "1s", fmt.Sprintf(`"message.max.bytes" = "%d"`, limit))+
 		payloadRule("s1")+payloadSink("s1", "k", "edge"))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "edge", nil)
 	atLimit := strings.Repeat("x", limit-framing)
@@ -136,7 +136,7 @@ func TestTooLargeAtConnectorMessageMaxBytes(t *testing.T) {
 		payload string
 		reason  byte
 	}{{atLimit, 0}, {atLimit + "x", 0x83}, {"small", 0}} {
-		if got := publish(t, c, "t/edge", 1, []byte(p.payload)).ReasonCode; got != p.reason {
+		if got := testkit.Publish(t, c, "t/edge", 1, []byte(p.payload)).ReasonCode; got != p.reason {
 			t.Fatalf("publish of %d bytes: PUBACK %#x, want %#x", len(p.payload), got, p.reason)
 		}
 	}
@@ -147,7 +147,7 @@ func TestTooLargeAtConnectorMessageMaxBytes(t *testing.T) {
 // which cannot send it, is refused whole: the other sink never holds it.
 func TestTooLargeForOneSinkRefusedForAll(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "wide", "narrow"))
-	cfg := configHead(t, kafkaAddr, "1s", "") + fmt.Sprintf(`
+	cfg := testkit.ConfigHead(t, kafkaAddr, "1s", "") + fmt.Sprintf(`
 [[connectors]]
 name = "k2"
 bootstrap_hosts = %q
@@ -156,10 +156,10 @@ bootstrap_hosts = %q
 `, kafkaAddr) + payloadRule("wide", "narrow") + payloadSink("wide", "k", "wide") + payloadSink("narrow", "k2", "narrow")
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "both", nil)
-	if got := publish(t, c, "t/x", 1, bytes.Repeat([]byte("y"), 6000)).ReasonCode; got != 0x83 {
+	if got := testkit.Publish(t, c, "t/x", 1, bytes.Repeat([]byte("y"), 6000)).ReasonCode; got != 0x83 {
 		t.Fatalf("publish too large for one sink: PUBACK %#x, want 0x83", got)
 	}
-	if got := publish(t, c, "t/x", 1, []byte("small")).ReasonCode; got != 0 {
+	if got := testkit.Publish(t, c, "t/x", 1, []byte("small")).ReasonCode; got != 0 {
 		t.Fatalf("next publish: PUBACK %#x", got)
 	}
 	wide, narrow := a.sinks[0].sink, a.sinks[1].sink
@@ -187,7 +187,7 @@ func startRaw311(t *testing.T, addr, clientID string) net.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	var out bytes.Buffer
-	rawConnect(t, &out, 4, clientID)
+	testkit.RawConnect(t, &out, 4, clientID)
 	if _, err := conn.Write(out.Bytes()); err != nil {
 		t.Fatal(err)
 	}

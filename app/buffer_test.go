@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -29,7 +29,7 @@ func payloads(t testing.TB, kafkaAddr, topic string, want int, timeout time.Dura
 	t.Helper()
 	out := map[int32][]string{}
 	for _, r := range testkit.Consume(t, kafkaAddr, topic, want, timeout) {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +62,7 @@ func TestKafkaOutageMidStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			kafkaAddr := kc.ListenAddrs()[0]
-			a := startApp(t, withBuffer(baseConfig(t, kafkaAddr, "outage"), fmt.Sprintf(`mode = %q
+			a := startApp(t, withBuffer(testkit.BaseConfig(t, kafkaAddr, "outage"), fmt.Sprintf(`mode = %q
 memory_limit = "4KB"`, mode)))
 			c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-o", nil)
 			const n = 1500
@@ -112,8 +112,8 @@ memory_limit = "4KB"`, mode)))
 
 // overflowApp starts with Kafka down (nothing listening on kafkaPort) and a
 // tiny partition limit.
-func overflowApp(t *testing.T, kafkaPort int, table string) *app {
-	cfg := baseConfig(t, fmt.Sprintf("127.0.0.1:%d", kafkaPort), "ovf")
+func overflowApp(t *testing.T, kafkaPort int, table string) *App {
+	cfg := testkit.BaseConfig(t, fmt.Sprintf("127.0.0.1:%d", kafkaPort), "ovf")
 	cfg = strings.Replace(cfg, `topic = "ovf"`, "topic = \"ovf\"\nvalue = \"${payload}\"\nkey = \"\"", 1)
 	return startApp(t, withBuffer(cfg, `per_partition_limit = "1KB"
 `+table))
@@ -131,7 +131,7 @@ func TestOverflowDropNew(t *testing.T) {
 	accepted := 0
 	var refused []int
 	for i := range n {
-		resp := publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
+		resp := testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
 		switch resp.ReasonCode {
 		case 0:
 			accepted++
@@ -162,7 +162,7 @@ func TestOverflowDropOldest(t *testing.T) {
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-do", nil)
 	const n = 60
 	for i := range n {
-		if resp := publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i)); resp.ReasonCode != 0 {
+		if resp := testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i)); resp.ReasonCode != 0 {
 			t.Fatalf("publish %d: reason %#x", i, resp.ReasonCode)
 		}
 	}
@@ -186,7 +186,7 @@ func TestOverflowBlock(t *testing.T) {
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"60s\"")
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-b", nil)
 	for i := range fitInKB {
-		publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
+		testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
 	}
 	acked := make(chan byte, 1)
 	go func() {
@@ -224,9 +224,9 @@ func TestOverflowBlockTimeout(t *testing.T) {
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"200ms\"")
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-bt", nil)
 	for i := range fitInKB {
-		publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
+		testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
 	}
-	if resp := publish(t, c, "t/ovf", 1, []byte("m_timeout_")); resp.ReasonCode != 0x97 {
+	if resp := testkit.Publish(t, c, "t/ovf", 1, []byte("m_timeout_")); resp.ReasonCode != 0x97 {
 		t.Fatalf("reason %#x after block_timeout, want 0x97 quota exceeded", resp.ReasonCode)
 	}
 	if d := a.sinks[0].sink.Counters.Dropped()[buffer.ReasonQueueFull]; d != 1 {
@@ -237,17 +237,17 @@ func TestOverflowBlockTimeout(t *testing.T) {
 // restartConfig is a config whose Kafka is down (nothing on kafkaPort), with
 // a fixed data dir so that a second start finds the first one's buffers.
 func restartConfig(t *testing.T, kafkaPort int, dataDir, table string) string {
-	cfg := baseConfig(t, fmt.Sprintf("127.0.0.1:%d", kafkaPort), "rs")
+	cfg := testkit.BaseConfig(t, fmt.Sprintf("127.0.0.1:%d", kafkaPort), "rs")
 	cfg = strings.Replace(cfg, "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 	cfg = strings.Replace(cfg, `shutdown_timeout = "1s"`, `shutdown_timeout = "200ms"`, 1)
 	return withBuffer(cfg, table)
 }
 
 // publishN publishes m0..m(n-1) on t/rs and requires every PUBACK.
-func publishN(t *testing.T, a *app, n int) {
+func publishN(t *testing.T, a *App, n int) {
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], fmt.Sprintf("dev-%d", time.Now().UnixNano()), nil)
 	for i := range n {
-		if resp := publish(t, c, "t/rs", 1, fmt.Appendf(nil, "m%06d", i)); resp.ReasonCode != 0 {
+		if resp := testkit.Publish(t, c, "t/rs", 1, fmt.Appendf(nil, "m%06d", i)); resp.ReasonCode != 0 {
 			t.Fatalf("publish %d: reason %#x", i, resp.ReasonCode)
 		}
 	}
@@ -271,7 +271,7 @@ func TestGracefulRestartWithKafkaDown(t *testing.T) {
 			dataDir := t.TempDir()
 			a := startApp(t, restartConfig(t, port, dataDir, tc.table))
 			publishN(t, a, n)
-			_ = a.stop()
+			_ = a.Stop()
 			lost := a.sinks[0].sink.Counters.Dropped()[buffer.ReasonShutdown]
 			if tc.kept && lost != 0 || !tc.kept && lost != n {
 				t.Fatalf("%s: %d records counted lost at shutdown", tc.mode, lost)
@@ -352,7 +352,7 @@ func TestTornTail(t *testing.T) {
 			dataDir := t.TempDir()
 			a := startApp(t, restartConfig(t, port, dataDir, `mode = "disk"`))
 			publishN(t, a, n)
-			_ = a.stop()
+			_ = a.Stop()
 			tc.damage(t, lastSegment(t, filepath.Join(dataDir, "buffer")))
 
 			testkit.NewKafka(t, port, kfake.SeedTopics(1, "rs"))

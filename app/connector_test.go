@@ -1,15 +1,15 @@
-package main
+package app
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 	"github.com/mqkafka/mqkafka/producer"
 )
@@ -35,27 +36,17 @@ func withConnectorKeys(t *testing.T, cfg, keys string) string {
 	return cfg[:j] + keys + cfg[j:]
 }
 
-// withConnectorTables adds sub-tables ([connectors.ssl], …) to baseConfig's connector.
-func withConnectorTables(t *testing.T, cfg, tables string) string {
-	t.Helper()
-	i := strings.Index(cfg, "\n[[rules]]")
-	if i < 0 {
-		t.Fatal("config has no [[rules]]")
-	}
-	return cfg[:i] + "\n" + tables + cfg[i:]
-}
-
 // publishOne publishes at QoS 1 and requires a successful PUBACK.
-func publishOne(t *testing.T, a *app, clientID, payload string) {
+func publishOne(t *testing.T, a *App, clientID, payload string) {
 	t.Helper()
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], clientID, nil)
-	if resp := publish(t, c, "t/1", 1, []byte(payload)); resp.ReasonCode != 0 {
+	if resp := testkit.Publish(t, c, "t/1", 1, []byte(payload)); resp.ReasonCode != 0 {
 		t.Fatalf("publish: PUBACK reason %d", resp.ReasonCode)
 	}
 }
 
 // requireDelivered waits for payload in topic, read with opts.
-func requireDelivered(t *testing.T, a *app, addr, topic, payload string, opts ...kgo.Opt) {
+func requireDelivered(t *testing.T, a *App, addr, topic, payload string, opts ...kgo.Opt) {
 	t.Helper()
 	recs := testkit.Consume(t, addr, topic, 1, 30*time.Second, opts...)
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), payload) {
@@ -64,18 +55,20 @@ func requireDelivered(t *testing.T, a *app, addr, topic, payload string, opts ..
 	testkit.WaitFor(t, 5*time.Second, "buffer to empty", func() bool { return a.sinks[0].sink.Queued().Records == 0 })
 }
 
-// requireKeptNotDelivered checks that Kafka has nothing, the record stays
-// buffered, the connector is not connected and the broker still accepts.
-func requireKeptNotDelivered(t *testing.T, a *app, addr, topic string, opts ...kgo.Opt) {
+// requireKeptNotDelivered checks that, after several more connection
+// attempts (counted by the cluster's accepts), Kafka has nothing, the record
+// stays buffered, the connector is not connected and the broker still accepts.
+func requireKeptNotDelivered(t *testing.T, a *App, accepts *atomic.Int64, addr, topic string, opts ...kgo.Opt) {
 	t.Helper()
-	time.Sleep(3 * time.Second) // several connection attempts
+	before := accepts.Load()
+	testkit.WaitFor(t, 30*time.Second, "three more connection attempts", func() bool { return accepts.Load() >= before+3 })
 	if recs := testkit.Consume(t, addr, topic, 1, 2*time.Second, opts...); len(recs) != 0 {
 		t.Fatalf("Kafka has %d records, want none", len(recs))
 	}
 	if q := a.sinks[0].sink.Queued(); q.Records != 1 {
 		t.Fatalf("buffer holds %d records, want 1", q.Records)
 	}
-	if s := a.sinks[0].clients[0].Status(); s == producer.Connected {
+	if s := a.sinks[0].clients[0].Status(); s == connector.Connected {
 		t.Fatalf("connector status %s", s)
 	}
 	if d := a.sinks[0].sink.Counters.DroppedTotal(); d != 0 {
@@ -130,10 +123,6 @@ func newSASLKafka(t *testing.T, mechanism, user, pass string, read []kgo.Opt, op
 	return addr
 }
 
-func saslTable(mechanism, password string) string {
-	return fmt.Sprintf("[connectors.authentication]\nmechanism = %q\nusername = \"admin\"\npassword = %q\n", mechanism, password)
-}
-
 // TestSASLMechanisms: each SASL mechanism delivers with the right password;
 // with a wrong one nothing is delivered, the record stays buffered, the
 // process stays up and the password shows nowhere in the log.
@@ -156,7 +145,7 @@ func TestSASLMechanisms(t *testing.T) {
 				if err := os.WriteFile(pwFile, []byte(secret+"\n"), 0o600); err != nil {
 					t.Fatal(err)
 				}
-				cfg := withConnectorTables(t, baseConfig(t, addr, "sasl-in"), saslTable(m.conf, "file://"+pwFile))
+				cfg := testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "sasl-in"), testkit.SASLTable(m.conf, "file://"+pwFile))
 				a, log := startAppLogged(t, cfg)
 				publishOne(t, a, "dev-sasl", "hello sasl")
 				requireDelivered(t, a, addr, "sasl-in", "hello sasl", read)
@@ -165,11 +154,12 @@ func TestSASLMechanisms(t *testing.T) {
 				}
 			})
 			t.Run("wrong password", func(t *testing.T) {
-				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
+				counted, accepts := testkit.CountAccepts()
+				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"), counted)
 				const wrong = "Wr0ng-Pa55word"
-				a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "sasl-in"), saslTable(m.conf, wrong)))
+				a, log := startAppLogged(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "sasl-in"), testkit.SASLTable(m.conf, wrong)))
 				publishOne(t, a, "dev-sasl", "never")
-				requireKeptNotDelivered(t, a, addr, "sasl-in", read)
+				requireKeptNotDelivered(t, a, accepts, addr, "sasl-in", read)
 				out := log.String()
 				if strings.Contains(out, wrong) {
 					t.Fatal("the password shows in the log")
@@ -182,10 +172,6 @@ func TestSASLMechanisms(t *testing.T) {
 	}
 }
 
-func sslTable(caFile string, extra string) string {
-	return fmt.Sprintf("[connectors.ssl]\nenable = true\ncacertfile = %q\n%s", caFile, extra)
-}
-
 // TestTLSConnector: a TLS connector verifying the broker with its CA
 // delivers; with a CA that did not sign the broker's certificate nothing is
 // delivered and the process stays up.
@@ -196,16 +182,17 @@ func TestTLSConnector(t *testing.T) {
 
 	t.Run("verify_peer", func(t *testing.T) {
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")))
+		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "")))
 		publishOne(t, a, "dev-tls", "hello tls")
 		requireDelivered(t, a, addr, "tls-in", "hello tls", read)
 	})
 	t.Run("wrong CA", func(t *testing.T) {
 		other := testkit.NewCA(t)
-		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a, log := startAppLogged(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.CertFile, "")))
+		counted, accepts := testkit.CountAccepts()
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"), counted)
+		a, log := startAppLogged(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(other.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
-		requireKeptNotDelivered(t, a, addr, "tls-in", read)
+		requireKeptNotDelivered(t, a, accepts, addr, "tls-in", read)
 		if !strings.Contains(log.String(), "certificate verify failed") {
 			t.Errorf("the log does not say why:\n%s", log.String())
 		}
@@ -213,22 +200,23 @@ func TestTLSConnector(t *testing.T) {
 	t.Run("wrong CA with verify_none", func(t *testing.T) {
 		other := testkit.NewCA(t)
 		_, addr := testkit.NewKafka(t, 0, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(other.CertFile, "verify = \"verify_none\"\n")))
+		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(other.CertFile, "verify = \"verify_none\"\n")))
 		publishOne(t, a, "dev-tls", "unverified")
 		requireDelivered(t, a, addr, "tls-in", "unverified", read)
 	})
 	t.Run("host name checked", func(t *testing.T) {
 		// A certificate of the right CA but for another host.
 		otherHost := &tls.Config{Certificates: []tls.Certificate{ca.Server(t, nil, "kafka.invalid").Certificate}}
-		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
+		counted, accepts := testkit.CountAccepts()
+		_, addr := testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"), counted)
 		readOther := kgo.DialTLSConfig(&tls.Config{RootCAs: ca.Pool(), ServerName: "kafka.invalid"})
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")))
+		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "")))
 		publishOne(t, a, "dev-tls", "never")
-		requireKeptNotDelivered(t, a, addr, "tls-in", readOther)
+		requireKeptNotDelivered(t, a, accepts, addr, "tls-in", readOther)
 
 		// server_name_indication = "disable" turns the host name check off.
 		_, addr = testkit.NewKafka(t, 0, kfake.TLS(otherHost), kfake.SeedTopics(1, "tls-in"))
-		a = startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "server_name_indication = \"disable\"\n")))
+		a = startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "server_name_indication = \"disable\"\n")))
 		publishOne(t, a, "dev-tls", "no host check")
 		requireDelivered(t, a, addr, "tls-in", "no host check", readOther)
 	})
@@ -236,7 +224,7 @@ func TestTLSConnector(t *testing.T) {
 		// kfake serves SASL over its TLS listener too.
 		scramRead := kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())
 		addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", []kgo.Opt{read, scramRead}, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
-		a := startApp(t, withConnectorTables(t, baseConfig(t, addr, "tls-in"), sslTable(ca.CertFile, "")+saslTable("scram_sha_256", "secret")))
+		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "")+testkit.SASLTable("scram_sha_256", "secret")))
 		publishOne(t, a, "dev-tls", "hello sasl_ssl")
 		requireDelivered(t, a, addr, "tls-in", "hello sasl_ssl", read, scramRead)
 	})
@@ -281,7 +269,7 @@ func TestConnectorClientIDs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := withConnectorKeys(t, baseConfig(t, ln.Addr().String(), "ids"), tc.keys)
+		cfg := withConnectorKeys(t, testkit.BaseConfig(t, ln.Addr().String(), "ids"), tc.keys)
 		if tc.node != conf.DefaultNode() {
 			cfg = strings.Replace(cfg, "[broker]\n", fmt.Sprintf("[broker]\nnode = %q\n", tc.node), 1)
 		}
@@ -295,83 +283,24 @@ func TestConnectorClientIDs(t *testing.T) {
 				t.Errorf("no connection with client id %q; got %v", want, ids)
 			}
 		}
-		_ = a.stop()
+		_ = a.Stop()
 	}
 }
 
-// TestConnectorCheckProblems: connector settings are checked with their
-// lines, and no message shows the SASL password, not even librdkafka's.
-func TestConnectorCheckProblems(t *testing.T) {
-	dir := t.TempDir()
-	missing := filepath.Join(dir, "missing-ca.CertFile")
-	check := func(text string) (int, string) {
-		path := filepath.Join(dir, "c.toml")
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var stdout, stderr strings.Builder
-		code := run([]string{"check", "-c", path}, &stdout, &stderr)
-		return code, strings.ReplaceAll(stderr.String(), path, "FILE")
-	}
+// TestConnectorClientConfigHidesPassword: the password is not in the client
+// configuration's printed form either.
+func TestConnectorClientConfigHidesPassword(t *testing.T) {
 	const secret = "TopSecret-4711"
-	base := baseConfig(t, "127.0.0.1:9092", "t")
-	text := withConnectorTables(t, base, sslTable(missing, "server_name_indication = \"kafka.example.com\"\n")+saslTable("scram_sha_256", "file://"+filepath.Join(dir, "no-password")))
-	code, out := check(text)
-	line := func(key string) int {
-		for i, l := range strings.Split(text, "\n") {
-			if strings.HasPrefix(l, key+" = ") {
-				return i + 1
-			}
-		}
-		t.Fatalf("no %s line", key)
-		return 0
-	}
-	for _, w := range []string{
-		fmt.Sprintf("FILE:%d: connectors[0].ssl.cacertfile: file %q does not exist", line("cacertfile"), missing),
-		fmt.Sprintf("FILE:%d: connectors[0].ssl.server_name_indication: \"kafka.example.com\": librdkafka cannot send a chosen SNI host name", line("server_name_indication")),
-		fmt.Sprintf("FILE:%d: connectors[0].authentication.password: file %q does not exist", line("password"), filepath.Join(dir, "no-password")),
-	} {
-		if !strings.Contains(out, w) {
-			t.Errorf("missing %q in:\n%s", w, out)
-		}
-	}
-	if code != 2 {
-		t.Fatalf("exit %d, want 2", code)
-	}
-
-	// librdkafka's own rejections: an unknown property, a key it cannot load.
-	badKey := filepath.Join(dir, "bad.key")
-	cert := filepath.Join(dir, "c.pem")
-	for path, typ := range map[string]string{badKey: "PRIVATE KEY", cert: "CERTIFICATE"} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: []byte("garbage")}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ca := testkit.NewCA(t)
-	for _, tc := range []struct{ text, want string }{
-		{strings.Replace(withConnectorTables(t, base, saslTable("scram_sha_256", secret)), `"message.timeout.ms"`, `"no.such.property" = "1"`+"\n"+`"message.timeout.ms"`, 1), "no.such.property"},
-		{withConnectorTables(t, base, sslTable(ca.CertFile, fmt.Sprintf("certfile = %q\nkeyfile = %q\n", cert, badKey))+saslTable("plain", secret)), "librdkafka rejects the configuration"},
-		{strings.Replace(withConnectorTables(t, base, saslTable("plain", secret)), `"message.timeout.ms"`, `"sasl.mechanisms" = "BOGUS"`+"\n"+`"message.timeout.ms"`, 1), "librdkafka rejects the configuration"},
-	} {
-		code, out := check(tc.text)
-		if code != 2 || !strings.Contains(out, tc.want) {
-			t.Errorf("exit %d, want 2 and %q in:\n%s", code, tc.want, out)
-		}
-		if strings.Contains(out, secret) {
-			t.Errorf("the password shows in:\n%s", out)
-		}
-	}
-
-	// The password is not in the client configuration's printed form either.
-	path := filepath.Join(dir, "ok.toml")
-	if err := os.WriteFile(path, []byte(withConnectorTables(t, base, saslTable("plain", secret))), 0o600); err != nil {
+	base := testkit.BaseConfig(t, "127.0.0.1:9092", "t")
+	path := filepath.Join(t.TempDir(), "ok.toml")
+	if err := os.WriteFile(path, []byte(testkit.WithConnectorTables(t, base, testkit.SASLTable("plain", secret))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := clientConfig(cfg.Connectors[0], cfg.Sinks[0])
+	cc := producer.NewClientConfig(cfg.Connectors[0], cfg.Sinks[0])
 	if s := fmt.Sprintf("%v %+v %#v", cc, cc, cc); strings.Contains(s, secret) {
 		t.Fatalf("the password shows in %s", s)
 	}

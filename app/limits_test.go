@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/json"
@@ -96,59 +96,18 @@ func TestAdminRefusesWhatCouldCrashIt(t *testing.T) {
 	}
 }
 
-// TestCheckTooDeepRule: check reports a rule nested too deep at the file
-// line of the offending SQL line, whether the SQL starts on the line of
-// its opening quotes or on the next, and exits 2.
-func TestCheckTooDeepRule(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "deep.toml")
-	text := `[[connectors]]
-name = "k"
-bootstrap_hosts = "127.0.0.1:9092"
-
-[[sinks]]
-name = "s"
-connector = "k"
-topic = "t"
-
-[[rules]]
-id = "r"
-actions = ["kafka_producer:s"]
-sql = '''SELECT *
-FROM "t/#"
-WHERE ` + strings.Repeat("(", 257) + "1" + strings.Repeat(")", 257) + `'''
-
-[[rules]]
-id = "r2"
-actions = ["kafka_producer:s"]
-sql = """
-SELECT *
-FROM "t/#"
-WHERE ` + strings.Repeat("NOT ", 257) + `true"""
-`
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr strings.Builder
-	code := run([]string{"check", "-c", path}, &stdout, &stderr)
-	want := path + ":15: rules[0].sql: line 3, column 263: expressions nest deeper than 256 levels\n" +
-		path + ":23: rules[1].sql: line 3, column 1031: expressions nest deeper than 256 levels"
-	if code != exitInvalidConfig || strings.TrimSpace(stderr.String()) != want {
-		t.Fatalf("exit %d, stderr:\n%s\nwant:\n%s", code, stderr.String(), want)
-	}
-}
-
 // TestDeepPayloadIsARuleFailure: a device publishing JSON nested 400,000
 // deep gets its PUBACK, the rule counts a failure, and the broker and the
 // rule go on with the next message.
 func TestDeepPayloadIsARuleFailure(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "deep"))
-	a := startApp(t, strings.Replace(sinkConfig(t, addr, `topic = "deep"`), `SELECT * FROM "t/#"`, `SELECT payload.x AS x FROM "t/#"`, 1))
+	a := startApp(t, strings.Replace(testkit.SinkConfig(t, addr, `topic = "deep"`), `SELECT * FROM "t/#"`, `SELECT payload.x AS x FROM "t/#"`, 1))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "deep", nil)
 	deep := strings.Repeat("[", 400_000) + strings.Repeat("]", 400_000)
-	if resp := publish(t, c, "t/1", 1, []byte(deep)); resp == nil || resp.ReasonCode != 0 {
+	if resp := testkit.Publish(t, c, "t/1", 1, []byte(deep)); resp == nil || resp.ReasonCode != 0 {
 		t.Fatalf("PUBACK %+v", resp)
 	}
-	publish(t, c, "t/2", 1, []byte(`{"x":7}`))
+	testkit.Publish(t, c, "t/2", 1, []byte(`{"x":7}`))
 	if recs := testkit.Consume(t, addr, "deep", 1, 20*time.Second); len(recs) != 1 || string(recs[0].Value) != `{"x":7}` {
 		t.Fatalf("deep holds %v", recs)
 	}

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/json"
@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,12 +20,12 @@ import (
 
 // adminConfig is sinkConfig with a token on the admin listener.
 func adminConfig(t *testing.T, kafkaAddr, sinkTOML string) string {
-	return strings.Replace(sinkConfig(t, kafkaAddr, sinkTOML), `listen = "127.0.0.1:0"`,
+	return strings.Replace(testkit.SinkConfig(t, kafkaAddr, sinkTOML), `listen = "127.0.0.1:0"`,
 		"listen = \"127.0.0.1:0\"\ntoken = \"s3cret\"", 1)
 }
 
 // call makes an admin request; token "" sends none.
-func call(t *testing.T, a *app, method, path, token, body string) (int, string) {
+func call(t *testing.T, a *App, method, path, token, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+a.admin.Addr()+path, strings.NewReader(body))
 	if err != nil {
@@ -59,7 +58,7 @@ func TestMetricsAndAuth(t *testing.T) {
 	a := startApp(t, adminConfig(t, addr, `topic = "mt"`))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "met", nil)
 	for i := range 20 {
-		publish(t, c, "t/m", 1, fmt.Appendf(nil, "m%d", i))
+		testkit.Publish(t, c, "t/m", 1, fmt.Appendf(nil, "m%d", i))
 	}
 	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return a.sinks[0].sink.Counters.Success.Load() == 20 })
 
@@ -92,7 +91,7 @@ func TestMetricsAndAuth(t *testing.T) {
 	if got, _ := metric(text, "mqkafka_broker_messages_received_total"); got < 20 {
 		t.Errorf("messages received %v", got)
 	}
-	code, body := call(t, a, "GET", "/api/v1/sinks/s1", "s3cret", "")
+	code, body := call(t, a, "GET", "/api/v1/sinks/s1/status", "s3cret", "")
 	var sink struct {
 		Counters struct{ Success int64 }
 		Status   string
@@ -106,7 +105,7 @@ func TestMetricsAndAuth(t *testing.T) {
 }
 
 func TestReadyzWithKafkaDown(t *testing.T) {
-	a := startApp(t, sinkConfig(t, fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), `topic = "x"`))
+	a := startApp(t, testkit.SinkConfig(t, fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), `topic = "x"`))
 	testkit.WaitFor(t, 10*time.Second, "not ready", func() bool {
 		code, _ := call(t, a, "GET", "/readyz", "", "")
 		return code == http.StatusServiceUnavailable
@@ -135,7 +134,7 @@ func TestAPIChangesApplyWithoutRestart(t *testing.T) {
 		t.Fatalf("create rule: %d %s", code, body)
 	}
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "api", nil)
-	publish(t, c, "api/1", 1, []byte("via-api"))
+	testkit.Publish(t, c, "api/1", 1, []byte("via-api"))
 	if recs := testkit.Consume(t, addr, "api-topic", 1, 20*time.Second); len(recs) != 1 || string(recs[0].Value) != "via-api" {
 		t.Fatalf("api-topic holds %v", recs)
 	}
@@ -160,70 +159,28 @@ func TestAPIChangesApplyWithoutRestart(t *testing.T) {
 	if code, _ := call(t, a, "DELETE", "/api/v1/rules/r1", "s3cret", ""); code != 204 {
 		t.Fatalf("delete rule: %d", code)
 	}
-	publish(t, c, "t/1", 1, []byte("no rule reads this"))
+	testkit.Publish(t, c, "t/1", 1, []byte("no rule reads this"))
 	if m := a.sinks[0].sink.Counters.Matched.Load(); m != 0 {
 		t.Fatalf("deleted rule still matched %d", m)
 	}
 
 	// A restart on the same data dir keeps the API's changes.
-	_ = a.stop()
+	_ = a.Stop()
 	cfgPath := filepath.Join(t.TempDir(), "same.toml")
 	text := strings.Replace(cfgText, "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(cfgPath)
+	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := start(cfgPath, cfg, testkit.Logger(t))
+	b, err := Start(cfgPath, cfg, testVersion, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.stop() })
+	t.Cleanup(func() { _ = b.Stop() })
 	if b.sinkRun("s2") == nil || len(b.Config().Rules) != 1 || b.Config().Rules[0].ID != "r2" {
 		t.Fatalf("after restart: sinks %v rules %v", b.Config().Sinks, b.Config().Rules)
-	}
-}
-
-// TestSIGHUPReload: a new rule in the file takes effect on SIGHUP; a broken
-// file is refused and the running configuration stays.
-func TestSIGHUPReload(t *testing.T) {
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "hup"))
-	port := testkit.FreePort(t)
-	cfg := fixedListener(sinkConfig(t, addr, "topic = \"hup\"\nvalue = \"${payload}\""), port)
-	path := writeFile(t, cfg)
-	p := startProc(t, path)
-	c := testkit.MQTTClient(t, fmt.Sprintf("127.0.0.1:%d", port), "hup", nil)
-	publish(t, c, "new/1", 1, []byte("before"))
-
-	added := cfg + `
-[[rules]]
-id = "r2"
-sql = 'SELECT * FROM "new/#"'
-actions = ["kafka_producer:s1"]
-`
-	if err := os.WriteFile(path, []byte(added), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	testkit.WaitFor(t, 10*time.Second, "reload", func() bool { return strings.Contains(p.out.String(), "configuration applied") })
-	publish(t, c, "new/1", 1, []byte("after"))
-	recs := testkit.Consume(t, addr, "hup", 1, 20*time.Second)
-	if len(recs) != 1 || string(recs[0].Value) != "after" {
-		t.Fatalf("Kafka holds %v", recs)
-	}
-
-	if err := os.WriteFile(path, []byte(added+"\nbogus_key = 1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGHUP)
-	testkit.WaitFor(t, 10*time.Second, "refusal", func() bool { return strings.Contains(p.out.String(), "reload refused") })
-	if !strings.Contains(p.out.String(), `unknown key \"bogus_key\"`) {
-		t.Fatalf("the refusal does not say why:\n%s", p.out.String())
-	}
-	publish(t, c, "new/2", 1, []byte("still"))
-	if recs := testkit.Consume(t, addr, "hup", 2, 20*time.Second); len(recs) != 2 {
-		t.Fatalf("after a refused reload Kafka holds %d records, want 2", len(recs))
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // topic of 100 B records to one QoS 0 and one QoS 1 subscriber. It runs
 // only with MQKAFKA_SOURCE_BENCH=<records>, e.g.
 //
-//	MQKAFKA_SOURCE_BENCH=1000000 go test -run TestSourceThroughput -v -timeout 20m ./cmd/mqkafka/
+//	MQKAFKA_SOURCE_BENCH=1000000 go test -run TestSourceThroughput -v -timeout 20m ./app/
 //
 // MQKAFKA_SOURCE_BENCH_QOS0=0 leaves the QoS 0 subscriber out,
 // MQKAFKA_SOURCE_BENCH_PERSISTENCE=false the session store, and
@@ -35,7 +35,7 @@ func TestSourceThroughput(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "bench"))
 	prefill(t, addr, "bench", n)
 
-	cfg := sourceConfig(t, addr, `
+	cfg := testkit.SourceConfig(t, addr, `
 [log]
 level = "warn"
 [[sources]]

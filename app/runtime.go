@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/connector"
 	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
 )
@@ -31,16 +33,16 @@ type sinkRun struct {
 type enginePublisher struct{ e atomic.Pointer[rule.Engine] }
 
 func (p *enginePublisher) Matches(topic string) bool { return p.e.Load().Matches(topic) }
-func (p *enginePublisher) Publish(ctx context.Context, ev *rule.Event) error {
-	return p.e.Load().Publish(ctx, ev)
+func (p *enginePublisher) Publish(ctx context.Context, w ack.Wait, ev *rule.Event) error {
+	return p.e.Load().Publish(ctx, w, ev)
 }
 
 // buildSink starts a sink and its concurrent_clients producers; each
 // partition is drained by one of them, so order per partition holds.
-func (a *app) buildSink(s conf.Sink, cn conf.Connector) (*sinkRun, error) {
+func (a *App) buildSink(s conf.Sink, cn conf.Connector) (*sinkRun, error) {
 	sr := &sinkRun{cfg: s, conn: cn, log: a.log}
 	for no := range max(cn.ConcurrentClients, 1) {
-		cc := clientConfig(cn, s)
+		cc := producer.NewClientConfig(cn, s)
 		cc.ClientNo = no
 		client, err := producer.NewClient(cc, a.log)
 		if err != nil {
@@ -80,7 +82,7 @@ func (sr *sinkRun) close() {
 // drains what it holds, in the background, for up to shutdown_timeout; a
 // disk or hybrid sink closes at once, because its records are on disk and
 // its replacement reopens the same queues.
-func (a *app) retire(sr *sinkRun) {
+func (a *App) retire(sr *sinkRun) {
 	if sr.cfg.Buffer.Mode != "memory" {
 		sr.close()
 		return
@@ -97,7 +99,7 @@ func (a *app) retire(sr *sinkRun) {
 
 // buildEngine compiles every rule (RMQTT shorthand ones included) and
 // resolves their actions; it prepares the sources, which read the rules.
-func (a *app) buildEngine(cfg *conf.Config, node string) (*rule.Engine, error) {
+func (a *App) buildEngine(cfg *conf.Config, node string) (*rule.Engine, error) {
 	actions := map[string]rule.Action{}
 	var rules []*rule.Rule
 	for _, sr := range a.sinks {
@@ -132,7 +134,7 @@ func (a *app) buildEngine(cfg *conf.Config, node string) (*rule.Engine, error) {
 // Unchanged sinks keep running untouched; buffered records of changed or
 // removed sinks are kept (on disk, or drained from memory), and MQTT
 // connections stay up. Listener, admin and log settings need a restart.
-func (a *app) reconfigure(cfg *conf.Config) error {
+func (a *App) reconfigure(cfg *conf.Config) error {
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
 	connectors := map[string]conf.Connector{}
@@ -193,13 +195,28 @@ func (a *app) reconfigure(cfg *conf.Config) error {
 	return nil
 }
 
-func (a *app) sinkRun(name string) *sinkRun {
+func (a *App) sinkRun(name string) *sinkRun {
 	for _, sr := range a.sinks {
 		if sr.cfg.Name == name {
 			return sr
 		}
 	}
 	return nil
+}
+
+// LoadConfig loads and fully validates a config, librdkafka properties
+// included, with the run-time changes of <data_dir>/runtime.toml applied.
+func LoadConfig(path string) (*conf.Config, error) {
+	cfg, err := conf.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	o, err := conf.LoadOverlay(conf.OverlayPath(cfg.Broker.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	cfg, _, err = effective(path, o)
+	return cfg, err
 }
 
 // effective merges the config file with the run-time overlay and validates
@@ -230,7 +247,7 @@ func effective(path string, o *conf.Overlay) (*conf.Config, map[string]any, erro
 }
 
 // Change implements admin.Runtime.
-func (a *app) Change(ctx context.Context, ch conf.Change) error {
+func (a *App) Change(ctx context.Context, ch conf.Change) error {
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
 	_, base, err := effective(a.cfgPath, a.overlay)
@@ -257,7 +274,7 @@ func (a *app) Change(ctx context.Context, ch conf.Change) error {
 
 // Entry implements admin.Runtime. It reads the file merged with the
 // overlay, as Change does, so that an edit starts from what Change changes.
-func (a *app) Entry(kind, name string) (map[string]any, error) {
+func (a *App) Entry(kind, name string) (map[string]any, error) {
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
 	text, err := os.ReadFile(a.cfgPath)
@@ -289,9 +306,9 @@ func (a *app) Entry(kind, name string) (map[string]any, error) {
 	return nil, fmt.Errorf("%s %q: %w", kind, name, conf.ErrNotFound)
 }
 
-// reload re-reads the config file (SIGHUP); an invalid file is rejected
+// Reload re-reads the config file (SIGHUP); an invalid file is rejected
 // with its errors and the running configuration stays.
-func (a *app) reload() error {
+func (a *App) Reload() error {
 	a.changeMu.Lock()
 	defer a.changeMu.Unlock()
 	cfg, _, err := effective(a.cfgPath, a.overlay)
@@ -302,14 +319,14 @@ func (a *app) reload() error {
 }
 
 // Config implements admin.Runtime.
-func (a *app) Config() *conf.Config {
+func (a *App) Config() *conf.Config {
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
 	return a.cfg
 }
 
 // Ready implements admin.Runtime.
-func (a *app) Ready() (bool, string) {
+func (a *App) Ready() (bool, string) {
 	a.cfgMu.Lock()
 	b := a.broker
 	a.cfgMu.Unlock()
@@ -334,10 +351,8 @@ func (a *app) Ready() (bool, string) {
 }
 
 // TestConnector implements admin.Runtime.
-func (a *app) TestConnector(ctx context.Context, cn conf.Connector) error {
-	cc := producer.ClientConfig{Connector: cn.Name, BootstrapHosts: cn.BootstrapHosts, Node: cn.Node(),
-		Conn: producer.ConnectorSettings(cn), MetadataTimeout: cn.MetadataRequestTimeout, Properties: cn.Properties}
-	c, err := producer.NewClient(cc, a.log.With("test", true))
+func (a *App) TestConnector(ctx context.Context, cn conf.Connector) error {
+	c, err := producer.NewClient(producer.NewClientConfig(cn, conf.Sink{}), a.log.With("test", true))
 	if err != nil {
 		return err
 	}
@@ -346,10 +361,10 @@ func (a *app) TestConnector(ctx context.Context, cn conf.Connector) error {
 }
 
 // Snapshot implements admin.Runtime.
-func (a *app) Snapshot() admin.Snapshot {
+func (a *App) Snapshot() admin.Snapshot {
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
-	s := admin.Snapshot{Time: time.Now(), Version: buildVersion(), Started: a.started}
+	s := admin.Snapshot{Time: time.Now(), Version: a.version, Started: a.started}
 	if a.broker != nil {
 		in := a.broker.Info()
 		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, MessagesReceived: in.MessagesReceived,
@@ -359,12 +374,12 @@ func (a *app) Snapshot() admin.Snapshot {
 			ConnectionsPending: int64(a.broker.Pending()), AcceptErrors: a.broker.AcceptErrors()}
 		s.Listeners = a.broker.Addrs()
 	}
-	status := map[string]producer.Status{}
+	status := map[string]connector.Status{}
 	for _, cn := range a.cfg.Connectors {
-		status[cn.Name] = producer.Connected
+		status[cn.Name] = connector.Connected
 	}
 	for _, sr := range a.sinks {
-		worst := producer.Connected
+		worst := connector.Connected
 		for _, c := range sr.clients {
 			worst = min(worst, c.Status())
 			status[sr.conn.Name] = min(status[sr.conn.Name], c.Status())
@@ -396,7 +411,7 @@ func ruleSQL(cfg *conf.Config, id string) string {
 	return ""
 }
 
-func sinkStatus(sr *sinkRun, st producer.Status) admin.SinkStatus {
+func sinkStatus(sr *sinkRun, st connector.Status) admin.SinkStatus {
 	c := &sr.sink.Counters
 	out := admin.SinkStatus{Name: sr.cfg.Name, Connector: sr.conn.Name, Status: st.String(), Config: sr.cfg,
 		Counters: admin.SinkCounters{Matched: c.Matched.Load(), Success: c.Success.Load(), Failed: c.Failed.Load(),
@@ -419,7 +434,7 @@ func sinkStatus(sr *sinkRun, st producer.Status) admin.SinkStatus {
 
 // checkHealth asks each connector's clients for metadata every
 // health_check_interval; a status change never restarts a producer.
-func (a *app) checkHealth(ctx context.Context) {
+func (a *App) checkHealth(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last := map[*producer.Client]time.Time{}
@@ -448,7 +463,7 @@ func (a *app) checkHealth(ctx context.Context) {
 	}
 }
 
-func (a *app) sourceStatuses() []admin.SourceStatus {
+func (a *App) sourceStatuses() []admin.SourceStatus {
 	if a.sources == nil {
 		return nil
 	}

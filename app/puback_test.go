@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -18,34 +18,6 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// rawConnect encodes a clean-start CONNECT of an MQTT version.
-func rawConnect(t *testing.T, buf *bytes.Buffer, version byte, clientID string) {
-	t.Helper()
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: version,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: clientID},
-	}
-	if err := pk.ConnectEncode(buf); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// rawPublish encodes an MQTT 3.1.1 PUBLISH.
-func rawPublish(t *testing.T, buf *bytes.Buffer, topic string, qos byte, id uint16, payload string) {
-	t.Helper()
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: qos},
-		ProtocolVersion: 4,
-		TopicName:       topic,
-		PacketID:        id,
-		Payload:         []byte(payload),
-	}
-	if err := pk.PublishEncode(buf); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestPubackOrderDisk writes QoS 1 publishes to a disk-mode sink back to back
 // on one raw MQTT 3.1.1 connection, mixed with publishes no rule reads and
 // with QoS 0 ones, and with a receive maximum far below the number in flight:
@@ -54,12 +26,12 @@ func rawPublish(t *testing.T, buf *bytes.Buffer, topic string, qos byte, id uint
 // bridged publish must reach Kafka.
 func TestPubackOrderDisk(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "acks"))
-	cfg := withBuffer(baseConfig(t, kafkaAddr, "acks"), `mode = "disk"`)
+	cfg := withBuffer(testkit.BaseConfig(t, kafkaAddr, "acks"), `mode = "disk"`)
 	cfg = strings.Replace(cfg, "[broker]\n", "[broker]\nreceive_maximum = 16\n", 1)
 	a := startApp(t, cfg)
 	// The sink learns a topic's partitions on its first record; until then
 	// records wait in the topic's holding queue, which answers in the call.
-	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
+	testkit.Publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
 	testkit.Consume(t, kafkaAddr, "acks", 1, 30*time.Second)
 
 	conn, err := net.DialTimeout("tcp", a.broker.Addrs()[0], 5*time.Second)
@@ -68,7 +40,7 @@ func TestPubackOrderDisk(t *testing.T) {
 	}
 	defer conn.Close()
 	var out bytes.Buffer
-	rawConnect(t, &out, 4, "raw-acks")
+	testkit.RawConnect(t, &out, 4, "raw-acks")
 	const n = 600
 	bridged := 1 // the warm-up
 	for i := 1; i <= n; i++ {
@@ -78,9 +50,9 @@ func TestPubackOrderDisk(t *testing.T) {
 		} else {
 			bridged++
 		}
-		rawPublish(t, &out, topic, 1, uint16(i), fmt.Sprintf("q1-%d", i))
+		testkit.RawPublish(t, &out, topic, 1, uint16(i), fmt.Sprintf("q1-%d", i))
 		if i%5 == 0 {
-			rawPublish(t, &out, "t/raw", 0, 0, fmt.Sprintf("q0-%d", i))
+			testkit.RawPublish(t, &out, "t/raw", 0, 0, fmt.Sprintf("q0-%d", i))
 			bridged++
 		}
 	}
@@ -107,7 +79,7 @@ func TestPubackOrderDisk(t *testing.T) {
 
 	seen := map[string]bool{}
 	for _, r := range testkit.Consume(t, kafkaAddr, "acks", bridged, 30*time.Second) {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +145,7 @@ func startRawV5(t *testing.T, addr, clientID string, add func(*bytes.Buffer)) ne
 	}
 	t.Cleanup(func() { conn.Close() })
 	var out bytes.Buffer
-	rawConnect(t, &out, 5, clientID)
+	testkit.RawConnect(t, &out, 5, clientID)
 	add(&out)
 	go func() { _, _ = conn.Write(out.Bytes()) }()
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -183,28 +155,13 @@ func startRawV5(t *testing.T, addr, clientID string, add func(*bytes.Buffer)) ne
 	return conn
 }
 
-// rawPublishV5 encodes an MQTT 5 QoS 1 PUBLISH.
-func rawPublishV5(t *testing.T, buf *bytes.Buffer, topic string, id uint16, payload []byte) {
-	t.Helper()
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: 1},
-		ProtocolVersion: 5,
-		TopicName:       topic,
-		PacketID:        id,
-		Payload:         payload,
-	}
-	if err := pk.PublishEncode(buf); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestPubackOrderWithACLDenialsV5 sends MQTT 5 publishes back to back,
 // alternating a topic bridged to a disk-mode sink and one the ACL denies:
 // mochi answers the denied ones itself (0x87), after the PUBACKs still
 // waiting for the fsync.
 func TestPubackOrderWithACLDenialsV5(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "acl"))
-	cfg := withBuffer(baseConfig(t, kafkaAddr, "acl"), `mode = "disk"`)
+	cfg := withBuffer(testkit.BaseConfig(t, kafkaAddr, "acl"), `mode = "disk"`)
 	cfg = strings.Replace(cfg, "allow_anonymous = true\n", `allow_anonymous = true
 [[broker.acl]]
 permission = "deny"
@@ -215,7 +172,7 @@ permission = "allow"
 topics = ["#"]
 `, 1)
 	a := startApp(t, cfg)
-	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
+	testkit.Publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/raw", 1, []byte("warm-up"))
 	testkit.Consume(t, kafkaAddr, "acl", 1, 30*time.Second)
 
 	const n = 300
@@ -225,7 +182,7 @@ topics = ["#"]
 			if i%3 == 0 {
 				topic = "t/denied"
 			}
-			rawPublishV5(t, out, topic, uint16(i), fmt.Appendf(nil, "a%06d", i))
+			testkit.RawPublishV5(t, out, topic, uint16(i), fmt.Appendf(nil, "a%06d", i))
 		}
 	})
 	for i, reason := range readPubacksInOrder(t, conn, n) {
@@ -246,20 +203,20 @@ topics = ["#"]
 func TestPubackOrderWithRefusalsV5(t *testing.T) {
 	port := testkit.FreePort(t)
 	kc, kafkaAddr := testkit.NewKafka(t, port, kfake.SeedTopics(1, "ovf"))
-	cfg := baseConfig(t, kafkaAddr, "ovf")
+	cfg := testkit.BaseConfig(t, kafkaAddr, "ovf")
 	cfg = strings.Replace(cfg, `topic = "ovf"`, "topic = \"ovf\"\nvalue = \"${payload}\"\nkey = \"\"", 1)
 	a := startApp(t, withBuffer(cfg, `mode = "disk"
 per_partition_limit = "1KB"
 overflow = "drop_new"`))
 	s := a.sinks[0].sink
-	publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/ovf", 1, []byte("w00000000"))
+	testkit.Publish(t, testkit.MQTTClient(t, a.broker.Addrs()[0], "warm-up", nil), "t/ovf", 1, []byte("w00000000"))
 	testkit.WaitFor(t, 30*time.Second, "the warm-up delivered", func() bool { return s.Counters.Success.Load() == 1 })
 	kc.Close()
 
 	const n = 60
 	conn := startRawV5(t, a.broker.Addrs()[0], "raw-v5", func(out *bytes.Buffer) {
 		for i := 1; i <= n; i++ {
-			rawPublishV5(t, out, "t/ovf", uint16(i), fmt.Appendf(nil, "m%08d", i))
+			testkit.RawPublishV5(t, out, "t/ovf", uint16(i), fmt.Appendf(nil, "m%08d", i))
 		}
 	})
 	accepted := 0

@@ -1,7 +1,6 @@
-package main
+package app
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -44,7 +43,7 @@ func TestBrokerTLSUsersAndACL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := baseConfig(t, kafkaAddr, "secure")
+	cfg := testkit.BaseConfig(t, kafkaAddr, "secure")
 	cfg = strings.Replace(cfg, `listeners = [{ address = "127.0.0.1:0" }]`,
 		fmt.Sprintf(`listeners = [{ type = "tls", address = "127.0.0.1:0", certfile = %q, keyfile = %q }]`, srv.CertFile, srv.KeyFile), 1)
 	cfg = strings.Replace(cfg, "allow_anonymous = true\n", fmt.Sprintf(`allow_anonymous = false
@@ -80,24 +79,24 @@ topics = ["t/${username}/#"]
 	if err != nil {
 		t.Fatalf("dev1: %v", err)
 	}
-	if r := publish(t, c, "t/dev1/temp", 1, []byte("ok")); r.ReasonCode != 0 {
+	if r := testkit.Publish(t, c, "t/dev1/temp", 1, []byte("ok")); r.ReasonCode != 0 {
 		t.Fatalf("allowed publish: reason %#x", r.ReasonCode)
 	}
 	for _, topic := range []string{"t/dev2/temp", "t/x"} {
-		if r := publish(t, c, topic, 1, []byte("denied")); r.ReasonCode != 0x87 {
+		if r := testkit.Publish(t, c, topic, 1, []byte("denied")); r.ReasonCode != 0x87 {
 			t.Fatalf("denied publish to %s: reason %#x, want 0x87", topic, r.ReasonCode)
 		}
 	}
 	if rc := subscribe(t, c, "t/#"); rc != 0x87 {
 		t.Fatalf("subscribe without a rule: reason %#x, want 0x87", rc)
 	}
-	if r := publish(t, c, "t/dev1/last", 1, []byte("ok")); r.ReasonCode != 0 {
+	if r := testkit.Publish(t, c, "t/dev1/last", 1, []byte("ok")); r.ReasonCode != 0 {
 		t.Fatalf("allowed publish: reason %#x", r.ReasonCode)
 	}
 	recs := testkit.Consume(t, kafkaAddr, "secure", 2, 15*time.Second)
 	var topics []string
 	for _, r := range recs {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +119,7 @@ topics = ["t/${username}/#"]
 // process restarts on the same data_dir; the sinks' buffers are untouched.
 func TestBrokerStateSurvivesRestart(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "kept"))
-	cfg := sinkConfig(t, kafkaAddr, "topic = \"kept\"\n[sinks.buffer]\nmode = \"disk\"")
+	cfg := testkit.SinkConfig(t, kafkaAddr, "topic = \"kept\"\n[sinks.buffer]\nmode = \"disk\"")
 	expiry := uint32(600)
 	keeper := func(addr string, onMsg func(*paho.Publish)) (*paho.Client, *paho.Connack) {
 		conn, err := net.Dial("tcp", addr)
@@ -149,7 +148,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 	})
 	const n = 20
 	for i := range n {
-		publish(t, p, "t/queue/x", 1, fmt.Appendf(nil, "q%d", i))
+		testkit.Publish(t, p, "t/queue/x", 1, fmt.Appendf(nil, "q%d", i))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -157,7 +156,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Consume(t, kafkaAddr, "kept", n+1, 15*time.Second)
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	dataDir := a.cfg.Broker.DataDir
@@ -203,59 +202,5 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 		if !slices.Contains(got, fmt.Sprintf("t/queue/x=q%d", i)) {
 			t.Fatalf("q%d is missing after the restart: %v", i, got)
 		}
-	}
-}
-
-func TestPasswdPrintsABcryptHash(t *testing.T) {
-	for _, user := range []string{"", "dev1"} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.WriteString("pa:ss word\n"); err != nil {
-			t.Fatal(err)
-		}
-		w.Close()
-		var out, errOut bytes.Buffer
-		args := []string{"-cost", "4"}
-		if user != "" {
-			args = append(args, user)
-		}
-		code := cmdPasswd(args, r, &out, &errOut)
-		r.Close()
-		if code != 0 {
-			t.Fatalf("exit %d: %s", code, errOut.String())
-		}
-		line := strings.TrimSuffix(out.String(), "\n")
-		hash, ok := strings.CutPrefix(line, user+":")
-		if user == "" {
-			hash, ok = line, true
-		}
-		if !ok || bcrypt.CompareHashAndPassword([]byte(hash), []byte("pa:ss word")) != nil {
-			t.Fatalf("output %q is not %q followed by a bcrypt hash of the password", line, user+":")
-		}
-	}
-	// The hash goes into a config that check accepts.
-	r, w, _ := os.Pipe()
-	w.WriteString("x\n")
-	w.Close()
-	var out bytes.Buffer
-	if code := cmdPasswd([]string{"-cost", "4", "u"}, r, &out, &bytes.Buffer{}); code != 0 {
-		t.Fatal(code)
-	}
-	users := filepath.Join(t.TempDir(), "users")
-	if err := os.WriteFile(users, out.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	path := writeFile(t, fmt.Sprintf("[broker.auth]\nusers_file = %q\n", users))
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 0 {
-		t.Fatalf("check: %d: %s", code, stderr.String())
-	}
-	path = writeFile(t, "[broker.auth]\nallow_anonymous = false\nusers_file = \"/nonexistent/users\"\n")
-	stderr.Reset()
-	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != exitInvalidConfig ||
-		!strings.Contains(stderr.String(), path+`:3: broker.auth.users_file: file "/nonexistent/users" does not exist`) {
-		t.Fatalf("check: %d: %s", code, stderr.String())
 	}
 }

@@ -1,11 +1,10 @@
-package main
+package app
 
 import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,106 +13,14 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/mqkafka/mqkafka/consumer"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// sourceConfig is a broker on a free port, one connector and the given
-// sources, rules and sinks as TOML.
-func sourceConfig(t testing.TB, kafkaAddr, tables string) string {
-	return configHead(t, kafkaAddr, "2s", `"heartbeat.interval.ms" = "300"
-"session.timeout.ms" = "6000"`) + tables
-}
-
-// inbox collects what an MQTT subscriber receives.
-type inbox struct {
-	mu   sync.Mutex
-	msgs []*paho.Publish
-}
-
-func (b *inbox) add(p *paho.Publish) {
-	b.mu.Lock()
-	b.msgs = append(b.msgs, p)
-	b.mu.Unlock()
-}
-
-func (b *inbox) len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.msgs)
-}
-
-func (b *inbox) all() []*paho.Publish {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]*paho.Publish(nil), b.msgs...)
-}
-
-// subscriber connects an MQTT 5 client and subscribes with QoS 1 unless
-// the session it resumes has the subscriptions already. expiry > 0 asks for
-// a persistent session (clean start false).
-func subscriber(t testing.TB, addr, id string, expiry uint32, box *inbox, qos byte, filters ...string) *paho.Client {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatalf("dial mqtt: %v", err)
-	}
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) { box.add(pr.Packet); return true, nil },
-		}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cp := &paho.Connect{ClientID: id, CleanStart: expiry == 0, KeepAlive: 30}
-	if expiry > 0 {
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
-	ca, err := c.Connect(ctx, cp)
-	if err != nil || ca.ReasonCode != 0 {
-		t.Fatalf("mqtt connect: %v %+v", err, ca)
-	}
-	if !ca.SessionPresent {
-		var subs []paho.SubscribeOptions
-		for _, f := range filters {
-			subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: qos})
-		}
-		if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
-			t.Fatalf("subscribe: %v", err)
-		}
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c
-}
-
-// produceRecords writes recs with a real Kafka client.
-func produceRecords(t testing.TB, addr string, recs []*kgo.Record, opts ...kgo.Opt) {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.ProducerBatchMaxBytes(16 << 20)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatalf("produce: %v", err)
-	}
-}
-
-// seqRecords are n records on topic with keys k<i>, JSON values and two headers.
-func seqRecords(topic string, from, n int) []*kgo.Record {
-	recs := make([]*kgo.Record, n)
-	for i := range recs {
-		j := from + i
-		recs[i] = &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%04d", j), Value: fmt.Appendf(nil, `{"n":%d}`, j),
-			Headers: []kgo.RecordHeader{{Key: "h1", Value: fmt.Appendf(nil, "x%d", j)}, {Key: "h2", Value: []byte("y")}}}
-	}
-	return recs
-}
-
-func sourceByName(t testing.TB, a *app, name string) *consumer.Source {
+func sourceByName(t testing.TB, a *App, name string) *consumer.Source {
 	for _, s := range a.sources.sources {
 		if s.Name() == name {
 			return s
@@ -121,6 +28,33 @@ func sourceByName(t testing.TB, a *app, name string) *consumer.Source {
 	}
 	t.Fatalf("no source %s", name)
 	return nil
+}
+
+// latestLookups counts the partitions of topic whose latest offset a client
+// asked kfake for, as a source with offset_reset_policy "latest" does
+// before it reads a partition. kfake handles one request at a time, so a
+// record produced once the count includes its partition lies past that
+// offset.
+func latestLookups(c *kfake.Cluster, topic string) func() int {
+	var mu sync.Mutex
+	seen := map[int32]bool{}
+	c.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rt := range kreq.(*kmsg.ListOffsetsRequest).Topics {
+			for _, rp := range rt.Partitions {
+				if rt.Topic == topic && rp.Timestamp == -1 {
+					seen[rp.Partition] = true
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}
 }
 
 // TestSourceToMQTT: 1,000 Kafka records with keys and headers reach an
@@ -131,7 +65,7 @@ func sourceByName(t testing.TB, a *app, name string) *consumer.Source {
 func TestSourceToMQTT(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-a", "src-b", "src-c"), kfake.SeedTopics(1, "src-bin"))
-	a := startApp(t, sourceConfig(t, addr, `
+	a := startApp(t, testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "s1"
 connector = "k"
@@ -170,27 +104,31 @@ offset_reset_policy = "earliest"
 kafka_topic = "src-bin"
 mqtt_topic = "bin/json"
 `))
-	box := &inbox{}
-	subscriber(t, a.broker.Addrs()[0], "sub", 0, box, 1, "a/#", "b/#", "c/#", "bin/#")
+	box := &testkit.Inbox{}
+	testkit.Subscriber(t, a.broker.Addrs()[0], "sub", 0, box, 1, "a/#", "b/#", "c/#", "bin/#")
 
 	var recs []*kgo.Record
-	recs = append(recs, seqRecords("src-a", 0, 334)...)
-	recs = append(recs, seqRecords("src-b", 334, 333)...)
-	recs = append(recs, seqRecords("src-c", 667, 333)...)
+	recs = append(recs, testkit.SeqRecords("src-a", 0, 334)...)
+	recs = append(recs, testkit.SeqRecords("src-b", 334, 333)...)
+	recs = append(recs, testkit.SeqRecords("src-c", 667, 333)...)
 	bins := map[string]bool{}
 	for i := range 20 {
 		v := []byte{0xff, 0xfe, byte(i), 0x00, 0x80}
 		bins[string(v)] = true
 		recs = append(recs, &kgo.Record{Topic: "src-bin", Value: v})
 	}
-	produceRecords(t, addr, recs)
-	testkit.WaitFor(t, 30*time.Second, "1,020 messages", func() bool { return box.len() >= 1020 })
+	testkit.Produce(t, addr, recs)
+	testkit.WaitFor(t, 30*time.Second, "1,020 messages", func() bool { return box.Len() >= 1020 })
 	bj := sourceByName(t, a, "binjson")
-	testkit.WaitFor(t, 10*time.Second, "binary records dropped", func() bool { return bj.Counters.Received.Load() == 20 })
-	time.Sleep(200 * time.Millisecond)
+	testkit.WaitFor(t, 10*time.Second, "binary records dropped", func() bool {
+		return bj.Counters.Received.Load() == 20 && bj.Counters.DroppedTotal() == 20
+	})
+	s1 := sourceByName(t, a, "s1")
+	testkit.WaitFor(t, 10*time.Second, "s1's records handed over", func() bool { return s1.Counters.Success.Load() >= 1000 })
+	testkit.Settle(t, a.broker.Addrs()[0], "a/settle", box)
 
 	got := map[string]int{}
-	for _, p := range box.all() {
+	for _, p := range box.All() {
 		prefix, rest, _ := strings.Cut(p.Topic, "/")
 		got[prefix]++
 		switch prefix {
@@ -246,7 +184,6 @@ mqtt_topic = "bin/json"
 	if got["a"] != 334 || got["b"] != 333 || got["c"] != 333 || got["bin"] != 20 {
 		t.Fatalf("received %v, want a:334 b:333 c:333 bin:20", got)
 	}
-	s1 := sourceByName(t, a, "s1")
 	if c := &s1.Counters; c.Received.Load() != 1000 || c.Success.Load() != 1000 || c.DroppedTotal() != 0 {
 		t.Fatalf("s1 received %d success %d dropped %v", c.Received.Load(), c.Success.Load(), c.Dropped())
 	}
@@ -260,8 +197,9 @@ mqtt_topic = "bin/json"
 // reconnects (within one broker run; mochi queues them in its session).
 func TestSourceOfflinePersistentSession(t *testing.T) {
 	t.Parallel()
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
-	a := startApp(t, sourceConfig(t, addr, `
+	kc, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
+	lookedUp := latestLookups(kc, "src-p")
+	a := startApp(t, testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "p"
 connector = "k"
@@ -274,72 +212,25 @@ payload_template = "${.value}"
 	mqttAddr := a.broker.Addrs()[0]
 	src := sourceByName(t, a, "p")
 	testkit.WaitFor(t, 20*time.Second, "partitions assigned", func() bool { return src.Counters.Assigned.Load() == 2 })
-	time.Sleep(500 * time.Millisecond) // "latest": the end offsets are looked up after the assignment
+	// "latest": the source starts at the end offsets it looks up after the assignment.
+	testkit.WaitFor(t, 20*time.Second, "the end offsets looked up", func() bool { return lookedUp() == 2 })
 
-	first := &inbox{}
-	c := subscriber(t, mqttAddr, "persistent", 300, first, 1, "p/#")
+	first := &testkit.Inbox{}
+	c := testkit.Subscriber(t, mqttAddr, "persistent", 300, first, 1, "p/#")
 	_ = c.Disconnect(&paho.Disconnect{})
 
-	produceRecords(t, addr, seqRecords("src-p", 0, 300))
+	testkit.Produce(t, addr, testkit.SeqRecords("src-p", 0, 300))
 	testkit.WaitFor(t, 20*time.Second, "300 handed over", func() bool { return src.Counters.Success.Load() == 300 })
 
-	backlog := &inbox{}
-	subscriber(t, mqttAddr, "persistent", 300, backlog, 1, "p/#")
-	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return backlog.len() >= 300 })
+	backlog := &testkit.Inbox{}
+	testkit.Subscriber(t, mqttAddr, "persistent", 300, backlog, 1, "p/#")
+	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return backlog.Len() >= 300 })
 	seen := map[string]bool{}
-	for _, p := range backlog.all() {
+	for _, p := range backlog.All() {
 		seen[p.Topic] = true
 	}
 	if len(seen) != 300 {
 		t.Fatalf("%d distinct messages of the backlog, want 300", len(seen))
-	}
-}
-
-// TestSourceRestartSIGTERM: a source consumes half, mqkafka stops on
-// SIGTERM, the rest is produced while it is down; after the restart the
-// rest arrives, nothing lost and nothing twice. The subscriber is a
-// persistent session that is offline during the restart: sessions are not
-// kept across restarts yet, so it reconnects within start_delay, before
-// the restarted source publishes anything, and gets the backlog.
-func TestSourceRestartSIGTERM(t *testing.T) {
-	t.Parallel()
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-r"))
-	port := testkit.FreePort(t)
-	mqttAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := writeFile(t, fixedListener(sourceConfig(t, addr, `
-[[sources]]
-name = "r"
-connector = "k"
-topic = "src-r"
-offset_reset_policy = "earliest"
-start_delay = "2s"
-[[sources.topic_mapping]]
-kafka_topic = "src-r"
-mqtt_topic = "r/${.key}"
-payload_template = "${.value}"
-`), port))
-	p := startProc(t, cfg)
-	box := &inbox{}
-	c := subscriber(t, mqttAddr, "dev", 600, box, 1, "r/#")
-	produceRecords(t, addr, seqRecords("src-r", 0, 500))
-	testkit.WaitFor(t, 30*time.Second, "the first half", func() bool { return box.len() >= 500 })
-	_ = c.Disconnect(&paho.Disconnect{})
-	if code := p.stop(t, 20*time.Second); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM", code)
-	}
-
-	produceRecords(t, addr, seqRecords("src-r", 500, 500))
-	startProc(t, cfg)
-	subscriber(t, mqttAddr, "dev", 600, box, 1, "r/#")
-	testkit.WaitFor(t, 30*time.Second, "the rest", func() bool { return box.len() >= 1000 })
-	time.Sleep(500 * time.Millisecond)
-	seen := map[string]int{}
-	for _, m := range box.all() {
-		seen[m.Topic]++
-	}
-	dups := box.len() - len(seen)
-	if len(seen) != 1000 || dups != 0 {
-		t.Fatalf("%d distinct, %d duplicates after a restart; want 1000 and 0", len(seen), dups)
 	}
 }
 
@@ -350,7 +241,7 @@ payload_template = "${.value}"
 func TestSourceRuleRepublish(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "src-rule"))
-	a := startApp(t, sourceConfig(t, addr, `
+	a := startApp(t, testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "x"
 connector = "k"
@@ -380,8 +271,8 @@ sql = 'SELECT * FROM "loop/#"'
 topic = "loop/again"
 `))
 	mqttAddr := a.broker.Addrs()[0]
-	box := &inbox{}
-	subscriber(t, mqttAddr, "sub", 0, box, 1, "rp/#", "out/#", "loop/#")
+	box := &testkit.Inbox{}
+	testkit.Subscriber(t, mqttAddr, "sub", 0, box, 1, "rp/#", "out/#", "loop/#")
 
 	var recs []*kgo.Record
 	for i := range 20 {
@@ -392,7 +283,7 @@ topic = "loop/again"
 		recs = append(recs, &kgo.Record{Topic: "src-rule", Key: []byte(key), Value: fmt.Appendf(nil, `{"n":%d}`, i),
 			Headers: []kgo.RecordHeader{{Key: "h1", Value: []byte("v1")}}})
 	}
-	produceRecords(t, addr, recs)
+	testkit.Produce(t, addr, recs)
 
 	pub := testkit.MQTTClient(t, mqttAddr, "dev1", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -401,14 +292,14 @@ topic = "loop/again"
 		Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "u", Value: "w"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, pub, "loop/1", 1, []byte("x"))
+	testkit.Publish(t, pub, "loop/1", 1, []byte("x"))
 
-	testkit.WaitFor(t, 20*time.Second, "11 messages", func() bool { return box.len() >= 11 })
+	testkit.WaitFor(t, 20*time.Second, "11 messages", func() bool { return box.Len() >= 11 })
 	src := sourceByName(t, a, "x")
 	testkit.WaitFor(t, 10*time.Second, "20 Kafka records", func() bool { return src.Counters.Success.Load() == 20 })
-	time.Sleep(300 * time.Millisecond)
+	testkit.Settle(t, mqttAddr, "rp/settle", box)
 	var rp, out int
-	for _, p := range box.all() {
+	for _, p := range box.All() {
 		switch {
 		case strings.HasPrefix(p.Topic, "rp/match/"):
 			rp++
@@ -445,7 +336,7 @@ topic = "loop/again"
 func TestSourceRestartPersistentSession(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-ps"))
-	cfg := sourceConfig(t, addr, `
+	cfg := testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "ps"
 connector = "k"
@@ -457,28 +348,28 @@ mqtt_topic = "ps/${.key}"
 payload_template = "${.value}"
 `)
 	a1 := startApp(t, cfg)
-	box := &inbox{}
-	c := subscriber(t, a1.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
-	produceRecords(t, addr, seqRecords("src-ps", 0, 300))
-	testkit.WaitFor(t, 20*time.Second, "the first part", func() bool { return box.len() >= 300 })
+	box := &testkit.Inbox{}
+	c := testkit.Subscriber(t, a1.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
+	testkit.Produce(t, addr, testkit.SeqRecords("src-ps", 0, 300))
+	testkit.WaitFor(t, 20*time.Second, "the first part", func() bool { return box.Len() >= 300 })
 	_ = c.Disconnect(&paho.Disconnect{})
-	if err := a1.stop(); err != nil {
+	if err := a1.Stop(); err != nil {
 		t.Fatal(err)
 	}
 
-	produceRecords(t, addr, seqRecords("src-ps", 300, 300))
+	testkit.Produce(t, addr, testkit.SeqRecords("src-ps", 300, 300))
 	a2 := startApp(t, cfg)
 	src := sourceByName(t, a2, "ps")
 	testkit.WaitFor(t, 20*time.Second, "the backlog handed over", func() bool { return src.Counters.Success.Load() >= 300 })
-	subscriber(t, a2.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
-	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return box.len() >= 600 })
-	time.Sleep(300 * time.Millisecond)
+	testkit.Subscriber(t, a2.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
+	testkit.WaitFor(t, 20*time.Second, "the backlog", func() bool { return box.Len() >= 600 })
+	testkit.Settle(t, a2.broker.Addrs()[0], "ps/settle", box)
 	seen := map[string]bool{}
-	for _, m := range box.all() {
+	for _, m := range box.All() {
 		seen[m.Topic] = true
 	}
-	if len(seen) != 600 || box.len() != 600 {
-		t.Fatalf("%d distinct of %d messages, want 600", len(seen), box.len())
+	if len(seen) != 600 || box.Len() != 600 {
+		t.Fatalf("%d distinct of %d messages, want 600", len(seen), box.Len())
 	}
 }
 
@@ -487,7 +378,7 @@ payload_template = "${.value}"
 func TestSourceOverSASL(t *testing.T) {
 	read := []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())}
 	addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", read, kfake.SeedTopics(1, "sasl-src"))
-	cfg := strings.Replace(sourceConfig(t, addr, `
+	cfg := strings.Replace(testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "src"
 connector = "k"
@@ -504,11 +395,11 @@ username = "admin"
 password = "secret"
 [connectors.properties]`, 1)
 	a := startApp(t, cfg)
-	box := &inbox{}
-	subscriber(t, a.broker.Addrs()[0], "sasl-sub", 0, box, 1, "from/#")
-	produceRecords(t, addr, []*kgo.Record{{Topic: "sasl-src", Value: []byte("over sasl")}}, read...)
-	testkit.WaitFor(t, 30*time.Second, "the record over SASL", func() bool { return box.len() == 1 })
-	if got := string(box.all()[0].Payload); got != "over sasl" {
+	box := &testkit.Inbox{}
+	testkit.Subscriber(t, a.broker.Addrs()[0], "sasl-sub", 0, box, 1, "from/#")
+	testkit.Produce(t, addr, []*kgo.Record{{Topic: "sasl-src", Value: []byte("over sasl")}}, read...)
+	testkit.WaitFor(t, 30*time.Second, "the record over SASL", func() bool { return box.Len() == 1 })
+	if got := string(box.All()[0].Payload); got != "over sasl" {
 		t.Fatalf("payload %q", got)
 	}
 }

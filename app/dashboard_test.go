@@ -1,8 +1,9 @@
-package main
+package app
 
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -34,14 +35,14 @@ topic = "echo/1"
 
 // dashboardApp is a broker with an admin token, sink s1 writing to "dash",
 // rule r1 on t/#, source src1 reading "dash-in" and rule echo on src1.
-func dashboardApp(t *testing.T) (*app, string) {
+func dashboardApp(t *testing.T) (*App, string) {
 	t.Helper()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "dash", "dash-in"), kfake.SeedTopics(1, "dash-new"))
 	return startApp(t, adminConfig(t, addr, `topic = "dash"`)+dashboardTables), addr
 }
 
 // apiJSON calls the admin API with the token and decodes the answer.
-func apiJSON(t *testing.T, a *app, method, path, body string, wantCode int) any {
+func apiJSON(t *testing.T, a *App, method, path, body string, wantCode int) any {
 	t.Helper()
 	code, text := call(t, a, method, path, "s3cret", body)
 	if code != wantCode {
@@ -56,7 +57,7 @@ func apiJSON(t *testing.T, a *app, method, path, body string, wantCode int) any 
 	return v
 }
 
-// at walks decoded JSON by keys and indexes: at(v, "sinks", 0, "config", "Topic").
+// at walks decoded JSON by keys and indexes: at(v, "sinks", 0, "config", "topic").
 func at(v any, path ...any) any {
 	for _, p := range path {
 		switch k := p.(type) {
@@ -92,7 +93,7 @@ func TestDashboardAPI(t *testing.T) {
 	a, _ := dashboardApp(t)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dash", nil)
 	for i := range 5 {
-		publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
+		testkit.Publish(t, c, "t/1", 1, fmt.Appendf(nil, `{"n":%d}`, i))
 	}
 	testkit.WaitFor(t, 20*time.Second, "delivery", func() bool { return a.sinks[0].sink.Counters.Success.Load() == 5 })
 
@@ -100,7 +101,7 @@ func TestDashboardAPI(t *testing.T) {
 		s := apiJSON(t, a, "GET", "/api/v1/status", "", 200)
 		for _, p := range [][]any{
 			{"broker", "connections"}, {"broker", "messages_received"}, {"broker", "messages_sent"}, {"broker", "messages_dropped"},
-			{"broker", "subscriptions"}, {"broker", "received_rate", "last_5s"}, {"broker", "sent_rate", "last_5s"},
+			{"broker", "subscriptions"}, {"broker", "rates", "messages_received", "last_5s"}, {"broker", "rates", "messages_sent", "last_5s"},
 			{"version"}, {"started"}, {"time"}, {"listeners", 0}, {"connectors", 0, "status"},
 		} {
 			if at(s, p...) == nil {
@@ -108,8 +109,9 @@ func TestDashboardAPI(t *testing.T) {
 			}
 		}
 		sink := byKey(at(s, "sinks"), "name", "s1")
-		for p, want := range map[string]any{"config.Topic": "dash", "config.Buffer.Mode": "memory", "config.Key": "${clientid}",
-			"config.PartitionStrategy": "random", "counters.success": 5.0, "counters.matched": 5.0, "connector": "k", "status": "connected"} {
+		for p, want := range map[string]any{"config.topic": "dash", "config.buffer.mode": "memory", "config.key": "${clientid}",
+			"config.partition_strategy": "random", "config.partition_count_refresh_interval": "60s", "config.max_batch_bytes": "896KB",
+			"counters.success": 5.0, "counters.matched": 5.0, "connector": "k", "status": "connected"} {
 			var path []any
 			for _, k := range strings.Split(p, ".") {
 				path = append(path, k)
@@ -118,9 +120,9 @@ func TestDashboardAPI(t *testing.T) {
 				t.Errorf("sink %s = %v, want %v", p, got, want)
 			}
 		}
-		for _, f := range []string{"PerPartitionLimit", "Overflow", "SegmentBytes", "Fsync", "MemoryLimit"} {
-			if at(sink, "config", "Buffer", f) == nil {
-				t.Errorf("sink config.Buffer has no %s", f)
+		for _, f := range []string{"per_partition_limit", "overflow", "segment_bytes", "fsync", "memory_limit"} {
+			if at(sink, "config", "buffer", f) == nil {
+				t.Errorf("sink config.buffer has no %s", f)
 			}
 		}
 		for _, f := range []string{"topic", "partition", "queuing", "queuing_bytes", "inflight"} {
@@ -128,11 +130,12 @@ func TestDashboardAPI(t *testing.T) {
 				t.Errorf("sink partitions have no %s: %v", f, at(sink, "partitions"))
 			}
 		}
-		if at(sink, "counters", "dropped") == nil || at(sink, "rates", "last_5s") == nil {
+		if at(sink, "counters", "dropped") == nil || at(sink, "rates", "success", "last_5s") == nil || at(sink, "rates", "matched", "last_1m") == nil {
 			t.Errorf("sink without dropped or rates: %v", sink)
 		}
 		r1 := byKey(at(s, "rules"), "id", "r1")
-		if fmt.Sprint(at(r1, "from")) != "[t/#]" || fmt.Sprint(at(r1, "actions")) != "[kafka_producer:s1]" || at(r1, "passed") != 5.0 {
+		if fmt.Sprint(at(r1, "from")) != "[t/#]" || fmt.Sprint(at(r1, "actions")) != "[kafka_producer:s1]" || at(r1, "passed") != 5.0 ||
+			at(r1, "rates", "passed", "last_5s") == nil || at(r1, "rates", "matched", "last_5s") == nil {
 			t.Errorf("rule r1 %v", r1)
 		}
 		echo := byKey(at(s, "rules"), "id", "echo")
@@ -140,8 +143,9 @@ func TestDashboardAPI(t *testing.T) {
 			t.Errorf("rule echo %v", echo)
 		}
 		src := byKey(at(s, "sources"), "name", "src1")
-		if at(src, "config", "TopicMapping", 0, "KafkaTopic") != "dash-in" || at(src, "config", "TopicMapping", 0, "MQTTTopic") != "down/${.key}" ||
-			at(src, "config", "Connector") != "k" || at(src, "received") == nil || at(src, "rates", "last_5s") == nil {
+		if at(src, "config", "topic_mapping", 0, "kafka_topic") != "dash-in" || at(src, "config", "topic_mapping", 0, "mqtt_topic") != "down/${.key}" ||
+			at(src, "config", "connector") != "k" || at(src, "config", "offset_commit_interval") != "5s" || at(src, "received") == nil ||
+			at(src, "rates", "received", "last_5s") == nil || at(src, "rates", "success", "last_5s") == nil {
 			t.Errorf("source %v", src)
 		}
 	})
@@ -154,8 +158,12 @@ func TestDashboardAPI(t *testing.T) {
 			t.Error("GET /api/v1/sinks")
 		}
 		cfg := apiJSON(t, a, "GET", "/api/v1/config", "", 200)
-		if at(cfg, "Connectors", 0, "BootstrapHosts") == "" || at(byKey(at(cfg, "Rules"), "ID", "echo"), "Republish", 0, "Topic") != "echo/1" {
-			t.Errorf("config: connectors %v rules %v", at(cfg, "Connectors"), at(cfg, "Rules"))
+		if at(cfg, "connectors", 0, "bootstrap_hosts") == "" || at(byKey(at(cfg, "rules"), "id", "echo"), "republish", 0, "topic") != "echo/1" ||
+			at(cfg, "shutdown_timeout") != "1s" {
+			t.Errorf("config: connectors %v rules %v", at(cfg, "connectors"), at(cfg, "rules"))
+		}
+		if h := apiJSON(t, a, "GET", "/api/v1/rates", "", 200); at(h, "interval_ms") != 1000.0 || at(h, "counters", "sink:s1:success") == nil {
+			t.Errorf("rates history %v", h)
 		}
 	})
 
@@ -174,6 +182,45 @@ func TestDashboardAPI(t *testing.T) {
 		}
 		apiJSON(t, a, "GET", "/api/v1/rules/nope/entry", "", 404)
 		apiJSON(t, a, "GET", "/api/v1/rules/sink:s1/entry", "", 404)
+	})
+
+	// What a GET returns goes back unchanged through PUT, for every kind,
+	// and a copy of it under another name is created by POST.
+	t.Run("round trip", func(t *testing.T) {
+		for _, kind := range []string{"connectors", "sinks", "sources", "rules"} {
+			key := "name"
+			if kind == "rules" {
+				key = "id"
+			}
+			list := apiJSON(t, a, "GET", "/api/v1/"+kind, "", 200).([]any)
+			if len(list) == 0 {
+				t.Fatalf("no %s", kind)
+			}
+			for _, e := range list {
+				name := at(e, key).(string)
+				got := apiJSON(t, a, "GET", "/api/v1/"+kind+"/"+name, "", 200)
+				if !reflect.DeepEqual(got, e) {
+					t.Errorf("%s %s: GET of the entry %v, in the list %v", kind, name, got, e)
+				}
+				body, _ := json.Marshal(got)
+				if back := apiJSON(t, a, "PUT", "/api/v1/"+kind+"/"+name, string(body), 200); !reflect.DeepEqual(back, got) {
+					t.Errorf("%s %s: PUT answered %v, GET %v", kind, name, back, got)
+				}
+				if again := apiJSON(t, a, "GET", "/api/v1/"+kind+"/"+name, "", 200); !reflect.DeepEqual(again, got) {
+					t.Errorf("%s %s: after the PUT %v, before %v", kind, name, again, got)
+				}
+				cp := got.(map[string]any)
+				cp[key] = name + "_copy"
+				body, _ = json.Marshal(cp)
+				if created := apiJSON(t, a, "POST", "/api/v1/"+kind, string(body), 201); !reflect.DeepEqual(created, cp) {
+					t.Errorf("%s %s: POST of a copy answered %v", kind, name, created)
+				}
+				apiJSON(t, a, "DELETE", "/api/v1/"+kind+"/"+name+"_copy", "", 204)
+			}
+		}
+		if d := at(byKey(apiJSON(t, a, "GET", "/api/v1/sinks", "", 200), "name", "s1"), "max_linger_time"); d != "5ms" {
+			t.Errorf("sink s1 max_linger_time %v", d)
+		}
 	})
 
 	// problem is how the form finds the field a problem names.

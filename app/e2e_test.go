@@ -1,11 +1,9 @@
-package main
+package app
 
 import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,32 +17,17 @@ import (
 	"github.com/mqkafka/mqkafka/buffer"
 )
 
-type publishedRecord struct {
-	ID                string            `json:"id"`
-	ClientID          string            `json:"clientid"`
-	Topic             string            `json:"topic"`
-	Payload           string            `json:"payload"`
-	QoS               int               `json:"qos"`
-	Flags             map[string]bool   `json:"flags"`
-	PubProps          map[string]any    `json:"pub_props"`
-	PeerHost          string            `json:"peerhost"`
-	Timestamp         int64             `json:"timestamp"`
-	PublishReceivedAt int64             `json:"publish_received_at"`
-	Node              string            `json:"node"`
-	Extra             map[string]string `json:"-"`
-}
-
 // TestPublishesReachKafka is the walking skeleton end to end: MQTT in over
 // TCP, the real serve wiring, a real Kafka client reading what landed.
 func TestPublishesReachKafka(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "testtopic-in"))
-	a := startApp(t, baseConfig(t, kafkaAddr, "testtopic-in"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "testtopic-in"))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-1", nil)
 
 	const n = 1000
 	for i := range n {
 		payload := fmt.Sprintf(`{"seq":%d,"msg":"hello kafka"}`, i)
-		resp := publish(t, c, fmt.Sprintf("t/%d", i%10+1), 1, []byte(payload))
+		resp := testkit.Publish(t, c, fmt.Sprintf("t/%d", i%10+1), 1, []byte(payload))
 		if resp.ReasonCode != 0 {
 			t.Fatalf("publish %d: PUBACK reason %d", i, resp.ReasonCode)
 		}
@@ -59,7 +42,7 @@ func TestPublishesReachKafka(t *testing.T) {
 		if string(r.Key) != "dev-1" {
 			t.Fatalf("key = %q, want the client id", r.Key)
 		}
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatalf("value is not JSON: %v: %s", err, r.Value)
 		}
@@ -94,11 +77,11 @@ func TestPublishesReachKafka(t *testing.T) {
 func TestKafkaUnreachableAtStart(t *testing.T) {
 	port := testkit.FreePort(t)
 	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	a := startApp(t, baseConfig(t, kafkaAddr, "late-topic"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "late-topic"))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-late", nil)
 	const n = 200
 	for i := range n {
-		if resp := publish(t, c, "t/late", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
+		if resp := testkit.Publish(t, c, "t/late", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
 			t.Fatalf("publish %d refused while Kafka is down: reason %d", i, resp.ReasonCode)
 		}
 	}
@@ -112,7 +95,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 	}
 	got := map[string]bool{}
 	for _, r := range recs {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +112,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 // exist drops and counts; the other sink of the same rule is unaffected.
 func TestUnknownTopicIsDroppedAndCounted(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "exists"))
-	cfg := baseConfig(t, kafkaAddr, "exists") + `
+	cfg := testkit.BaseConfig(t, kafkaAddr, "exists") + `
 [[sinks]]
 name = "missing"
 connector = "k"
@@ -144,7 +127,7 @@ actions = ["kafka_producer:missing"]
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-2", nil)
 	const n = 100
 	for i := range n {
-		if resp := publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
+		if resp := testkit.Publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i)); resp.ReasonCode != 0 {
 			t.Fatalf("publish %d: reason %d", i, resp.ReasonCode)
 		}
 	}
@@ -160,7 +143,7 @@ actions = ["kafka_producer:missing"]
 	}
 	// The process is still healthy: a new connection publishes and is acknowledged.
 	c2 := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-3", nil)
-	if resp := publish(t, c2, "t/y", 1, []byte("after")); resp.ReasonCode != 0 {
+	if resp := testkit.Publish(t, c2, "t/y", 1, []byte("after")); resp.ReasonCode != 0 {
 		t.Fatalf("publish after drops: reason %d", resp.ReasonCode)
 	}
 }
@@ -169,7 +152,7 @@ actions = ["kafka_producer:missing"]
 // sink, and MQTT subscribers still receive it.
 func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "tt"))
-	a := startApp(t, baseConfig(t, kafkaAddr, "tt"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "tt"))
 	addr := a.broker.Addrs()[0]
 	var got atomic.Int64
 	sub := testkit.MQTTClient(t, addr, "sub", func(p *paho.Publish) {
@@ -184,7 +167,7 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	pub := testkit.MQTTClient(t, addr, "pub", nil)
 	const n = 50
 	for range n {
-		publish(t, pub, "other/1", 1, []byte("x"))
+		testkit.Publish(t, pub, "other/1", 1, []byte("x"))
 	}
 	testkit.WaitFor(t, 10*time.Second, "subscriber to get every publish", func() bool { return got.Load() == n })
 	if m := a.sinks[0].sink.Counters.Matched.Load(); m != 0 {
@@ -192,119 +175,10 @@ func TestUnmatchedPublishesOnlyRouted(t *testing.T) {
 	}
 }
 
-// TestCheckReportsEveryProblem: a typo, a wrong type and a missing required
-// key are three line-numbered errors and exit code 2.
-func TestCheckReportsEveryProblem(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bad.toml")
-	text := `[broker]
-listeners = [{ type = "tcp", address = ":1883" }]
-data_dirr = "data"
-
-[[connectors]]
-name = "k"
-bootstrap_hosts = "127.0.0.1:9092"
-
-[[sinks]]
-name = "s"
-connector = "k"
-max_inflight = "ten"
-`
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr strings.Builder
-	code := run([]string{"check", "-c", path}, &stdout, &stderr)
-	if code != 2 {
-		t.Fatalf("exit code %d, want 2; stderr:\n%s", code, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	want := []string{
-		path + `:3: unknown key "data_dirr"`,
-		path + `:9: missing required key "topic"`,
-		path + `:12: sinks[0].max_inflight: expected an integer`,
-	}
-	if len(lines) != len(want) {
-		t.Fatalf("got %d problems, want %d:\n%s", len(lines), len(want), stderr.String())
-	}
-	for i, w := range want {
-		if !strings.HasPrefix(lines[i], w) {
-			t.Errorf("problem %d = %q, want prefix %q", i, lines[i], w)
-		}
-	}
-}
-
-// TestCheckSemanticProblems: references, enums, SQL and librdkafka properties
-// are checked with their lines too.
-func TestCheckSemanticProblems(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "bad.toml")
-	text := `[[connectors]]
-name = "k"
-bootstrap_hosts = "127.0.0.1:9092"
-[connectors.properties]
-"no.such.property" = "1"
-
-[[sinks]]
-name = "s"
-connector = "nope"
-topic = "ok"
-required_acks = "all"
-
-[[rules]]
-id = "r"
-sql = 'SELECT * FORM "t/#"'
-actions = ["kafka_producer:s"]
-
-[[sinks]]
-name = "s2"
-connector = "k"
-topic = "ok"
-`
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr strings.Builder
-	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 2 {
-		t.Fatalf("exit %d, want 2", code)
-	}
-	out := stderr.String()
-	for _, w := range []string{
-		`:9: sinks[0].connector: no connector named "nope"`,
-		`:11: sinks[0].required_acks: "all" is not one of all_isr, leader_only, none`,
-		`:15: rules[0].sql: line 1, column 10: expected FROM`,
-	} {
-		if !strings.Contains(out, w) {
-			t.Errorf("missing %q in:\n%s", w, out)
-		}
-	}
-	// librdkafka's check runs once the rest is valid.
-	fixed := strings.NewReplacer(`"nope"`, `"k"`, `"all"`, `"all_isr"`, "FORM", "FROM").Replace(text)
-	if err := os.WriteFile(path, []byte(fixed), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stderr.Reset()
-	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), `:4: connectors[0].properties: librdkafka rejects the configuration`) || !strings.Contains(stderr.String(), "no.such.property") {
-		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
-	}
-}
-
-// TestExamplesAreValid: every shipped example passes check.
-func TestExamplesAreValid(t *testing.T) {
-	files, err := filepath.Glob("../../examples/*.toml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no examples found: %v", err)
-	}
-	for _, f := range files {
-		var stdout, stderr strings.Builder
-		if code := run([]string{"check", "-c", f}, &stdout, &stderr); code != 0 {
-			t.Errorf("%s: exit %d\n%s", f, code, stderr.String())
-		}
-	}
-}
-
 // TestEmbeddedKafka: the quickstart's embedded Kafka takes records like a real one.
 func TestEmbeddedKafka(t *testing.T) {
 	port := testkit.FreePort(t)
-	cfg := strings.Replace(baseConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "emb"), "shutdown_timeout", fmt.Sprintf(`
+	cfg := strings.Replace(testkit.BaseConfig(t, fmt.Sprintf("127.0.0.1:%d", port), "emb"), "shutdown_timeout", fmt.Sprintf(`
 [embedded_kafka]
 enabled = true
 listen = "127.0.0.1:%d"
@@ -315,7 +189,7 @@ topics = ["emb"]
 	cfg = strings.Replace(cfg, "\nshutdown_timeout = \"1s\"", "", 1)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-e", nil)
-	publish(t, c, "t/e", 1, []byte("hello"))
+	testkit.Publish(t, c, "t/e", 1, []byte("hello"))
 	recs := testkit.Consume(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), "emb", 1, 20*time.Second)
 	if len(recs) != 1 || !strings.Contains(string(recs[0].Value), `"payload":"hello"`) {
 		t.Fatalf("got %d records: %v", len(recs), recs)
@@ -331,13 +205,13 @@ func TestStartFailureIsAnError(t *testing.T) {
 	}
 	defer busy.Close()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "x"))
-	cfg := strings.Replace(baseConfig(t, addr, "x"), `address = "127.0.0.1:0"`, fmt.Sprintf("address = %q", busy.Addr().String()), 1)
-	path := writeFile(t, cfg)
-	c, err := loadConfig(path)
+	cfg := strings.Replace(testkit.BaseConfig(t, addr, "x"), `address = "127.0.0.1:0"`, fmt.Sprintf("address = %q", busy.Addr().String()), 1)
+	path := testkit.WriteConfig(t, cfg)
+	c, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, err := start(path, c, testkit.Logger(t)); err == nil || a != nil {
+	if a, err := Start(path, c, testVersion, testkit.Logger(t)); err == nil || a != nil {
 		t.Fatalf("start on a busy port: %v, %v", a, err)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -25,7 +25,7 @@ func TestDynamicTopicsInDiskMode(t *testing.T) {
 	port := testkit.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dataDir := t.TempDir()
-	cfg := strings.Replace(sinkConfig(t, addr, `topic = "device-${payload.device}"
+	cfg := strings.Replace(testkit.SinkConfig(t, addr, `topic = "device-${payload.device}"
 value = "${payload.n}"
 [sinks.buffer]
 mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
@@ -35,16 +35,16 @@ mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dyn", nil)
 	for i := range 20 {
-		publish(t, c, "t/d", 1, fmt.Appendf(nil, `{"device":"%c","n":%d}`, 'a'+i%2, i))
+		testkit.Publish(t, c, "t/d", 1, fmt.Appendf(nil, `{"device":"%c","n":%d}`, 'a'+i%2, i))
 	}
-	if err := a.stop(); err == nil {
+	if err := a.Stop(); err == nil {
 		t.Fatal("stop reported a drained buffer while Kafka was down")
 	}
 	testkit.NewKafka(t, port, kfake.SeedTopics(2, "device-a", "device-b"))
 	b := startApp(t, cfg)
 	c2 := testkit.MQTTClient(t, b.broker.Addrs()[0], "dyn2", nil)
-	publish(t, c2, "t/d", 1, []byte(`{"device":"a","n":20}`))
-	publish(t, c2, "t/d", 1, []byte(`{"device":"bad/name","n":21}`))
+	testkit.Publish(t, c2, "t/d", 1, []byte(`{"device":"a","n":20}`))
+	testkit.Publish(t, c2, "t/d", 1, []byte(`{"device":"bad/name","n":21}`))
 
 	for dev, want := range map[string]int{"device-a": 11, "device-b": 10} {
 		got := rawValues(t, addr, dev, want, 20*time.Second)
@@ -61,7 +61,7 @@ mode = "disk"`), "data_dir = ", fmt.Sprintf("data_dir = %q\n#", dataDir), 1)
 // partitioner would choose, so every record of a key is in one partition.
 func TestKeyDispatch(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(4, "kd"))
-	a := startApp(t, sinkConfig(t, addr, `topic = "kd"
+	a := startApp(t, testkit.SinkConfig(t, addr, `topic = "kd"
 key = "${payload.k}"
 value = "${payload.k}"
 partition_strategy = "key_dispatch"`))
@@ -72,7 +72,7 @@ partition_strategy = "key_dispatch"`))
 		"a-little-bit-longer-string": -1486304829, "abc": 479470107}
 	for i := range 50 {
 		k := keys[i%len(keys)]
-		publish(t, c, "t/kd", 1, fmt.Appendf(nil, `{"k":%q}`, k))
+		testkit.Publish(t, c, "t/kd", 1, fmt.Appendf(nil, `{"k":%q}`, k))
 	}
 	recs := testkit.Consume(t, addr, "kd", 50, 20*time.Second)
 	if len(recs) != 50 {
@@ -90,7 +90,7 @@ partition_strategy = "key_dispatch"`))
 // partition the topic does not have drops with unknown_topic.
 func TestFixedPartition(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "fx"))
-	cfg := sinkConfig(t, addr, `topic = "fx"
+	cfg := testkit.SinkConfig(t, addr, `topic = "fx"
 partition_strategy = "fixed"
 partition = 2`) + `
 [[sinks]]
@@ -108,7 +108,7 @@ actions = ["kafka_producer:s2"]
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "fx", nil)
 	for i := range 10 {
-		publish(t, c, "t/fx", 1, fmt.Appendf(nil, "m%d", i))
+		testkit.Publish(t, c, "t/fx", 1, fmt.Appendf(nil, "m%d", i))
 	}
 	recs := testkit.Consume(t, addr, "fx", 10, 20*time.Second)
 	for _, r := range recs {
@@ -137,11 +137,11 @@ func TestCompressionCodecs(t *testing.T) {
 		want         uint8
 	}{{"no_compression", "nc", 0}, {"gzip", "gz", unverifiable}, {"snappy", "sn", unverifiable}, {"lz4", "lz", unverifiable}, {"zstd", "zs", 4}} {
 		t.Run(tc.codec, func(t *testing.T) {
-			a := startApp(t, sinkConfig(t, addr, fmt.Sprintf("topic = %q\ncompression = %q", tc.topic, tc.codec)))
+			a := startApp(t, testkit.SinkConfig(t, addr, fmt.Sprintf("topic = %q\ncompression = %q", tc.topic, tc.codec)))
 			c := testkit.MQTTClient(t, a.broker.Addrs()[0], "cc-"+tc.codec, nil)
 			payload := strings.Repeat("compressible ", 50)
 			for range 20 {
-				publish(t, c, "t/c", 1, []byte(payload))
+				testkit.Publish(t, c, "t/c", 1, []byte(payload))
 			}
 			recs := testkit.Consume(t, addr, tc.topic, 20, 20*time.Second)
 			if len(recs) != 20 {
@@ -164,7 +164,7 @@ func TestCompressionCodecs(t *testing.T) {
 // timestamp template.
 func TestHeadersAndTimestamp(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "hd", "hd2"))
-	cfg := sinkConfig(t, addr, `topic = "hd"
+	cfg := testkit.SinkConfig(t, addr, `topic = "hd"
 timestamp = "${payload.ts}"
 kafka_headers = "${pub_props.User-Property}"
 kafka_ext_headers = [{ kafka_ext_header_key = "src", kafka_ext_header_value = "${clientid}" }]`) + `
@@ -216,11 +216,11 @@ actions = ["kafka_producer:s2"]
 // once a PUBACK arrives the record is already readable in Kafka.
 func TestSyncQueryMode(t *testing.T) {
 	kc, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "sy"))
-	a := startApp(t, sinkConfig(t, addr, `topic = "sy"
+	a := startApp(t, testkit.SinkConfig(t, addr, `topic = "sy"
 query_mode = "sync"
 sync_query_timeout = "1500ms"`))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "sync", nil)
-	if resp := publish(t, c, "t/s", 1, []byte("first")); resp.ReasonCode != 0 {
+	if resp := testkit.Publish(t, c, "t/s", 1, []byte("first")); resp.ReasonCode != 0 {
 		t.Fatalf("reason %#x", resp.ReasonCode)
 	}
 	// Acknowledged means in Kafka: read it back at once.
@@ -228,16 +228,16 @@ sync_query_timeout = "1500ms"`))
 		t.Fatal("PUBACK came before the record was in Kafka")
 	}
 	fault := kc.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "sy", Err: kerr.NotEnoughReplicas, Count: -1})
-	if resp := publish(t, c, "t/s", 1, []byte("refused")); resp.ReasonCode < 0x80 {
+	if resp := testkit.Publish(t, c, "t/s", 1, []byte("refused")); resp.ReasonCode < 0x80 {
 		t.Fatalf("PUBACK reason %#x while Kafka refuses produce requests", resp.ReasonCode)
 	}
 	fault.Remove()
-	if resp := publish(t, c, "t/s", 1, []byte("third")); resp.ReasonCode != 0 {
+	if resp := testkit.Publish(t, c, "t/s", 1, []byte("third")); resp.ReasonCode != 0 {
 		t.Fatalf("reason %#x after Kafka recovered", resp.ReasonCode)
 	}
 	var vals []string
 	for _, r := range testkit.Consume(t, addr, "sy", 3, 20*time.Second) {
-		var pr publishedRecord
+		var pr testkit.PublishedRecord
 		if err := json.Unmarshal(r.Value, &pr); err != nil {
 			t.Fatal(err)
 		}
@@ -254,11 +254,11 @@ sync_query_timeout = "1500ms"`))
 // back are dropped as expired, not sent.
 func TestMaxBatchAgeExpires(t *testing.T) {
 	port := testkit.FreePort(t)
-	a := startApp(t, sinkConfig(t, fmt.Sprintf("127.0.0.1:%d", port), `topic = "ex"
+	a := startApp(t, testkit.SinkConfig(t, fmt.Sprintf("127.0.0.1:%d", port), `topic = "ex"
 max_batch_age = "300ms"`))
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "ex", nil)
 	for i := range 10 {
-		publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i))
+		testkit.Publish(t, c, "t/x", 1, fmt.Appendf(nil, "m%d", i))
 	}
 	time.Sleep(500 * time.Millisecond)
 	testkit.NewKafka(t, port, kfake.SeedTopics(1, "ex"))
@@ -267,7 +267,7 @@ max_batch_age = "300ms"`))
 	if n := s.Counters.Success.Load(); n != 0 {
 		t.Fatalf("%d expired records were sent", n)
 	}
-	publish(t, c, "t/x", 1, []byte("fresh"))
+	testkit.Publish(t, c, "t/x", 1, []byte("fresh"))
 	testkit.WaitFor(t, 20*time.Second, "fresh record delivered", func() bool { return s.Counters.Success.Load() == 1 })
 }
 
@@ -275,7 +275,7 @@ max_batch_age = "300ms"`))
 // ${local.topic} names the Kafka topic after the MQTT topic.
 func TestRMQTTShorthand(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "local.topic1.egress.a"))
-	cfg := sinkConfig(t, addr, `topic = "${local.topic}"
+	cfg := testkit.SinkConfig(t, addr, `topic = "${local.topic}"
 mqtt_topic_filters = ["local/topic1/egress/#"]`)
 	cfg = strings.Replace(cfg, `actions = ["kafka_producer:s1"]`, `actions = ["kafka_producer:s0"]`, 1) + `
 [[sinks]]
@@ -285,7 +285,7 @@ topic = "unused"
 `
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "rm", nil)
-	publish(t, c, "local/topic1/egress/a", 1, []byte("hello"))
+	testkit.Publish(t, c, "local/topic1/egress/a", 1, []byte("hello"))
 	if recs := testkit.Consume(t, addr, "local.topic1.egress.a", 1, 20*time.Second); len(recs) != 1 {
 		t.Fatal("shorthand sink delivered nothing")
 	}
@@ -296,33 +296,16 @@ topic = "unused"
 func TestEnvTopicAndSelectedFields(t *testing.T) {
 	t.Setenv("MQKAFKA_VAR_KAFKA_TOPIC", "envtopic")
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "envtopic"))
-	cfg := sinkConfig(t, addr, `topic = "${kafka_topic}"`)
+	cfg := testkit.SinkConfig(t, addr, `topic = "${kafka_topic}"`)
 	cfg = strings.Replace(cfg, `sql = 'SELECT * FROM "t/#"'`,
 		`sql = "SELECT getenv('KAFKA_TOPIC') as kafka_topic, payload.device as device FROM \"t/#\" WHERE payload.temp > 30"`, 1)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "env", nil)
-	publish(t, c, "t/e", 1, []byte(`{"device":"cold","temp":3}`))
-	publish(t, c, "t/e", 1, []byte(`{"device":"hot","temp":40}`))
+	testkit.Publish(t, c, "t/e", 1, []byte(`{"device":"cold","temp":3}`))
+	testkit.Publish(t, c, "t/e", 1, []byte(`{"device":"hot","temp":40}`))
 	recs := testkit.Consume(t, addr, "envtopic", 1, 20*time.Second)
 	if len(recs) != 1 || string(recs[0].Value) != `{"kafka_topic":"envtopic","device":"hot"}` {
 		t.Fatalf("got %d records: %v", len(recs), recs)
-	}
-}
-
-func TestRuleTestCommand(t *testing.T) {
-	var out, errb strings.Builder
-	code := run([]string{"rule", "test", "--sql", `SELECT payload.device as device FROM "t/#"`,
-		"--topic", "t/1", "--payload", `{"device":"d7"}`, "-c", "../../examples/quickstart.toml", "--sink", "to_kafka"}, &out, &errb)
-	if code != 0 || !strings.Contains(out.String(), `record: {"device":"d7"}`) || !strings.Contains(out.String(), `"topic": "testtopic-in"`) {
-		t.Fatalf("exit %d\n%s%s", code, out.String(), errb.String())
-	}
-	out.Reset()
-	if code := run([]string{"rule", "test", "--sql", `SELECT * FROM "t/#" WHERE payload.x = 1`, "--topic", "t/1", "--payload", `{"x":2}`}, &out, &errb); code != 1 || !strings.Contains(out.String(), "no result") {
-		t.Fatalf("exit %d: %s", code, out.String())
-	}
-	errb.Reset()
-	if code := run([]string{"rule", "test", "--sql", `SELECT * FROM t`, "--topic", "t/1"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "line 1, column 15") {
-		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }
 
@@ -330,7 +313,7 @@ func TestRuleTestCommand(t *testing.T) {
 // partitions through three producers, and every record arrives in order.
 func TestConcurrentClients(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(6, "cc"))
-	cfg := strings.Replace(sinkConfig(t, addr, `topic = "cc"
+	cfg := strings.Replace(testkit.SinkConfig(t, addr, `topic = "cc"
 value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 	a := startApp(t, cfg)
 	if n := len(a.sinks[0].clients); n != 3 {
@@ -339,7 +322,7 @@ value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "cc", nil)
 	const n = 600
 	for i := range n {
-		publish(t, c, "t/cc", 1, fmt.Appendf(nil, "m%06d", i))
+		testkit.Publish(t, c, "t/cc", 1, fmt.Appendf(nil, "m%06d", i))
 	}
 	parts := map[int32][]string{}
 	// Each idempotent librdkafka producer has its own producer id, so the
@@ -363,7 +346,7 @@ value = "${payload}"`), `name = "k"`, "name = \"k\"\nconcurrent_clients = 3", 1)
 // straight to their partition queues instead of through the holding queue.
 func TestPartitionsLearnedBeforeListening(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "early"))
-	a := startApp(t, baseConfig(t, kafkaAddr, "early"))
+	a := startApp(t, testkit.BaseConfig(t, kafkaAddr, "early"))
 	var parts []int32
 	for _, st := range a.sinks[0].sink.Stats() {
 		parts = append(parts, st.Partition)
