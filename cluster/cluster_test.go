@@ -102,6 +102,7 @@ func join(t testing.TB, kafkaAddr, node string) *member {
 // stop stops the node; it may be called again.
 func (m *member) stop() {
 	m.once.Do(func() {
+		m.n.StopReceiving()
 		_ = m.b.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -109,39 +110,11 @@ func (m *member) stop() {
 	})
 }
 
-// inbox collects what a subscriber receives.
-type inbox struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (in *inbox) add(p *paho.Publish) {
-	in.mu.Lock()
-	in.got = append(in.got, string(p.Payload))
-	in.mu.Unlock()
-}
-
-func (in *inbox) list() []string {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return append([]string(nil), in.got...)
-}
-
-func subscribe(t testing.TB, c *paho.Client, filter string, qos byte) {
+// publish publishes at QoS 1 and waits for the PUBACK.
+func publish(t testing.TB, c *paho.Client, topic, payload string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func publish(t testing.TB, c *paho.Client, topic string, qos byte, retain bool, payload string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: []byte(payload)}); err != nil {
-		t.Fatal(err)
+	if r := testkit.Publish(t, c, topic, 1, []byte(payload)); r.ReasonCode != 0 {
+		t.Fatalf("PUBACK %d", r.ReasonCode)
 	}
 }
 
@@ -154,20 +127,19 @@ func routed(t testing.TB, m *member, want int64) {
 func TestCrossNodePublishInOrder(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	var in inbox
-	sub := testkit.MQTTClient(t, n2.addr, "sub", in.add)
-	subscribe(t, sub, "t/#", 1)
+	in := &testkit.Inbox{}
+	sub := testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
 	routed(t, n1, 1)
 	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
-	publish(t, pub, "other/topic", 1, false, "not routed")
+	publish(t, pub, "other/topic", "not routed")
 	const n = 300
 	var want []string
 	for i := range n {
 		want = append(want, fmt.Sprint(i))
-		publish(t, pub, "t/a", 1, false, want[i])
+		publish(t, pub, "t/a", want[i])
 	}
-	testkit.WaitFor(t, 20*time.Second, "every publish on n2", func() bool { return len(in.list()) >= n })
-	if got := in.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+	testkit.WaitFor(t, 20*time.Second, "every publish on n2", func() bool { return len(in.Payloads()) >= n })
+	if got := in.Payloads(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("n2's subscriber got %d messages, out of order or other ones: %v", len(got), got)
 	}
 	if s := n1.n.Status(); s.MessagesOut != n || s.MessagesDropped != 0 {
@@ -184,38 +156,25 @@ func TestCrossNodePublishInOrder(t *testing.T) {
 	routed(t, n1, 0)
 }
 
-// retainedOn is what a new subscriber to filter on m gets at once: the
-// retained messages arrive before the PUBACK of a publish made after the
-// SUBACK, on the same connection.
-func retainedOn(t testing.TB, m *member, filter string) []string {
-	t.Helper()
-	var in inbox
-	c := testkit.MQTTClient(t, m.addr, "probe", in.add)
-	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
-	subscribe(t, c, filter, 1)
-	publish(t, c, "probe/ping", 1, false, "")
-	return in.list()
-}
-
 func TestRetainedClusterWide(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	publish(t, testkit.MQTTClient(t, n1.addr, "setter", nil), "r/1", 1, true, "kept")
+	testkit.PublishRetained(t, testkit.MQTTClient(t, n1.addr, "setter", nil), "r/1", "kept")
 	testkit.WaitFor(t, 10*time.Second, "the retained message on n2", func() bool {
-		return strings.Join(retainedOn(t, n2, "r/#"), ",") == "kept"
+		return strings.Join(testkit.Retained(t, n2.addr, "r/#"), ",") == "kept"
 	})
-	publish(t, testkit.MQTTClient(t, n2.addr, "clearer", nil), "r/1", 1, true, "")
+	testkit.PublishRetained(t, testkit.MQTTClient(t, n2.addr, "clearer", nil), "r/1", "")
 	testkit.WaitFor(t, 10*time.Second, "the retained message cleared on n1", func() bool {
-		return len(retainedOn(t, n1, "r/#")) == 0
+		return len(testkit.Retained(t, n1.addr, "r/#")) == 0
 	})
 
 	// A node that starts later reads the retained messages from Kafka.
-	publish(t, testkit.MQTTClient(t, n1.addr, "setter2", nil), "r/2", 0, true, "again")
+	testkit.PublishRetained(t, testkit.MQTTClient(t, n1.addr, "setter2", nil), "r/2", "again")
 	testkit.WaitFor(t, 10*time.Second, "the second retained message on n2", func() bool {
-		return len(retainedOn(t, n2, "r/#")) == 1
+		return len(testkit.Retained(t, n2.addr, "r/#")) == 1
 	})
 	n3 := join(t, kafka, "n3")
-	if got := retainedOn(t, n3, "r/#"); strings.Join(got, ",") != "again" {
+	if got := testkit.Retained(t, n3.addr, "r/#"); strings.Join(got, ",") != "again" {
 		t.Fatalf("n3 started with retained messages %q, want \"again\"", got)
 	}
 }
@@ -223,33 +182,33 @@ func TestRetainedClusterWide(t *testing.T) {
 func TestSharedSubscriptionAcrossNodes(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	var a, b inbox
-	subscribe(t, testkit.MQTTClient(t, n1.addr, "a", a.add), "$share/g/s/#", 1)
-	subscribe(t, testkit.MQTTClient(t, n2.addr, "b", b.add), "$share/g/s/#", 1)
+	a, b := &testkit.Inbox{}, &testkit.Inbox{}
+	testkit.Subscriber(t, n1.addr, "a", 0, a, 1, "$share/g/s/#")
+	testkit.Subscriber(t, n2.addr, "b", 0, b, 1, "$share/g/s/#")
 	routed(t, n1, 1)
 	routed(t, n2, 1)
 	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
 	const n = 200
 	for i := range n {
-		publish(t, pub, "s/x", 1, false, fmt.Sprint(i))
+		publish(t, pub, "s/x", fmt.Sprint(i))
 	}
-	testkit.WaitFor(t, 20*time.Second, "every publish once", func() bool { return len(a.list())+len(b.list()) >= n })
+	testkit.WaitFor(t, 20*time.Second, "every publish once", func() bool { return len(a.Payloads())+len(b.Payloads()) >= n })
 	seen := map[string]int{}
-	for _, p := range append(a.list(), b.list()...) {
+	for _, p := range append(a.Payloads(), b.Payloads()...) {
 		seen[p]++
 	}
-	if len(seen) != n || len(a.list())+len(b.list()) != n {
-		t.Fatalf("%d distinct of %d received (%d + %d)", len(seen), n, len(a.list()), len(b.list()))
+	if len(seen) != n || len(a.Payloads())+len(b.Payloads()) != n {
+		t.Fatalf("%d distinct of %d received (%d + %d)", len(seen), n, len(a.Payloads()), len(b.Payloads()))
 	}
-	if len(a.list()) == 0 || len(b.list()) == 0 {
-		t.Fatalf("the group's load was not split: %d on n1, %d on n2", len(a.list()), len(b.list()))
+	if len(a.Payloads()) == 0 || len(b.Payloads()) == 0 {
+		t.Fatalf("the group's load was not split: %d on n1, %d on n2", len(a.Payloads()), len(b.Payloads()))
 	}
 }
 
 func TestNodeDownDropsItsRoutes(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	subscribe(t, testkit.MQTTClient(t, n2.addr, "sub", nil), "t/#", 1)
+	testkit.Subscriber(t, n2.addr, "sub", 0, &testkit.Inbox{}, 1, "t/#")
 	routed(t, n1, 1)
 	testkit.WaitFor(t, 10*time.Second, "two nodes up", func() bool {
 		s := n1.n.Status()
@@ -297,9 +256,9 @@ func TestKafkaUnreachable(t *testing.T) {
 	kc := startKafka()
 	kafka := kc.ListenAddrs()[0]
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	var local, remote inbox
-	subscribe(t, testkit.MQTTClient(t, n1.addr, "local", local.add), "t/#", 1)
-	subscribe(t, testkit.MQTTClient(t, n2.addr, "remote", remote.add), "t/#", 1)
+	local, remote := &testkit.Inbox{}, &testkit.Inbox{}
+	testkit.Subscriber(t, n1.addr, "local", 0, local, 1, "t/#")
+	testkit.Subscriber(t, n2.addr, "remote", 0, remote, 1, "t/#")
 	routed(t, n1, 1)
 	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
 
@@ -309,10 +268,10 @@ func TestKafkaUnreachable(t *testing.T) {
 	var want []string
 	for i := range n {
 		want = append(want, fmt.Sprint(i))
-		publish(t, pub, "t/x", 1, false, want[i])
+		publish(t, pub, "t/x", want[i])
 	}
-	testkit.WaitFor(t, 5*time.Second, "local delivery while Kafka is down", func() bool { return len(local.list()) == n })
-	if got := remote.list(); len(got) != 0 {
+	testkit.WaitFor(t, 5*time.Second, "local delivery while Kafka is down", func() bool { return len(local.Payloads()) == n })
+	if got := remote.Payloads(); len(got) != 0 {
 		t.Fatalf("n2 received %d with Kafka down", len(got))
 	}
 	if s := n1.n.Status(); s.Routes != 1 || s.Nodes[1].Status != "up" {
@@ -325,8 +284,8 @@ func TestKafkaUnreachable(t *testing.T) {
 		n2.stop()
 		kc.Close()
 	}()
-	testkit.WaitFor(t, 60*time.Second, "the queued publishes on n2", func() bool { return len(remote.list()) >= n })
-	if got := remote.list(); strings.Join(got, ",") != strings.Join(want, ",") {
+	testkit.WaitFor(t, 60*time.Second, "the queued publishes on n2", func() bool { return len(remote.Payloads()) >= n })
+	if got := remote.Payloads(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("n2 received %v", got)
 	}
 	if s := n1.n.Status(); s.MessagesDropped != 0 || s.Kafka != "connected" {

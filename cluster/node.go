@@ -68,6 +68,10 @@ type Node struct {
 
 	started          time.Time
 	in, out, dropped atomic.Int64
+	// life lets Close wait for the sends under way and refuse later ones:
+	// a closed librdkafka producer must not be called.
+	life   sync.RWMutex
+	closed bool
 	// reachable is false from librdkafka's "all brokers down" until Kafka
 	// next acknowledges or delivers a record.
 	reachable   atomic.Bool
@@ -81,6 +85,10 @@ type Node struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	clients sync.WaitGroup
+	// stopReceiving ends the goroutine delivering other nodes' publishes;
+	// received is closed when it has.
+	stopReceiving context.CancelFunc
+	received      chan struct{}
 }
 
 // member is a node as its heartbeats tell it.
@@ -221,9 +229,24 @@ func (n *Node) Start(local Local) error {
 	}
 	n.beat(false)
 	n.run(n.followState)
-	n.run(n.followMessages)
 	n.run(n.heartbeats)
+	ctx, cancel := context.WithCancel(n.ctx)
+	n.stopReceiving, n.received = cancel, make(chan struct{})
+	go func() {
+		defer close(n.received)
+		n.followMessages(ctx)
+	}()
 	return nil
+}
+
+// StopReceiving stops delivering what other nodes send, before the
+// broker closes: what is left stays in Kafka for this node's next start.
+// It may be called again.
+func (n *Node) StopReceiving() {
+	if n.stopReceiving != nil {
+		n.stopReceiving()
+		<-n.received
+	}
 }
 
 // startMessages assigns this node's partition of the messages topic from
@@ -277,10 +300,14 @@ func (n *Node) Close(ctx context.Context) {
 	if n.local != nil {
 		n.beat(true)
 	}
+	n.life.Lock()
+	n.closed = true
+	n.life.Unlock()
 	for _, p := range []*kafka.Producer{n.state, n.msgs} {
 		for p.Flush(100) > 0 && ctx.Err() == nil {
 		}
 	}
+	n.StopReceiving()
 	n.cancel()
 	n.wg.Wait()
 	for _, c := range []*kafka.Consumer{n.stateIn, n.msgsIn} {
@@ -301,6 +328,11 @@ func (n *Node) Remote() bool { return n.routes.size() > 0 }
 // and returns which of localShared (the shared filters this node's
 // subscribers match) this node delivers.
 func (n *Node) Route(m *Message, localShared []string) []string {
+	n.life.RLock()
+	defer n.life.RUnlock()
+	if n.closed {
+		return localShared
+	}
 	dests, keep := n.routes.match(m.Topic, localShared)
 	if len(dests) == 0 {
 		return keep
@@ -362,6 +394,11 @@ func (n *Node) Retained(m *Message) {
 }
 
 func (n *Node) produceState(name, key string, value []byte) {
+	n.life.RLock()
+	defer n.life.RUnlock()
+	if n.closed {
+		return
+	}
 	t := n.topic(name)
 	err := n.state.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &t, Partition: kafka.PartitionAny},
 		Key: []byte(key), Value: value}, nil)
@@ -506,9 +543,9 @@ func (n *Node) updateMember(node string, m *member, ref time.Time) {
 	}
 }
 
-// followMessages delivers the publishes sent to this node until Close.
-func (n *Node) followMessages() {
-	for n.ctx.Err() == nil {
+// followMessages delivers the publishes sent to this node until ctx ends.
+func (n *Node) followMessages(ctx context.Context) {
+	for ctx.Err() == nil {
 		switch ev := n.msgsIn.Poll(100).(type) {
 		case *kafka.Message:
 			n.receive(ev)
