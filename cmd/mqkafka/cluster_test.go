@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -290,4 +294,112 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 			}
 		}
 	})
+}
+
+// startHAProxy runs Debian's haproxy with examples/haproxy.cfg, its bind and
+// servers pointed at nodes, and returns the address devices connect to.
+func startHAProxy(t testing.TB, nodes []*clusterNode) string {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy is not installed (.ci/run installs Debian's)")
+	}
+	text, err := os.ReadFile("../../examples/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	cfg := strings.Replace(string(text), "bind :1883", "bind "+addr, 1)
+	for i, n := range nodes {
+		cfg = regexp.MustCompile(fmt.Sprintf(`server n%d \S+`, i+1)).ReplaceAllString(cfg, "server "+n.name+" "+n.mqtt)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-db", "-f", cfgPath)
+	out := &testkit.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", out.String())
+		}
+	})
+	testkit.WaitFor(t, 10*time.Second, "haproxy to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
+
+// TestClusterThroughHAProxy: devices that know only the load balancer's
+// address land on different nodes and see one broker: a publish reaches
+// every subscriber in order, a shared group splits and loses nothing, and
+// a retained message is there whichever node a later subscriber gets.
+func TestClusterThroughHAProxy(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	nodes := []*clusterNode{clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2"), clusterNodeConfig(t, kafka, "n3")}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" to see the three nodes up", func() bool { return n.sees(t, "n1", "n2", "n3") })
+	}
+	lb := startHAProxy(t, nodes)
+	subs := make([]*testkit.Inbox, len(nodes))
+	for i := range subs {
+		subs[i] = &testkit.Inbox{}
+		testkit.Subscriber(t, lb, fmt.Sprintf("lb-sub-%d", i), 0, subs[i], 1, "lb/#", "$share/g/job/#")
+	}
+	// leastconn gave each node one subscriber: each routes to the two others.
+	for _, n := range nodes {
+		n.routes(t, 4)
+	}
+	pub := testkit.MQTTClient(t, lb, "lb-pub", nil)
+	const n = 300
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+		testkit.Publish(t, pub, "lb/x", 1, []byte(want[i]))
+		testkit.Publish(t, pub, "job/x", 1, []byte("job"+want[i]))
+	}
+	testkit.WaitFor(t, 30*time.Second, "every publish to every subscriber", func() bool {
+		total := 0
+		for _, b := range subs {
+			total += b.Len()
+		}
+		return total >= 3*n+n
+	})
+	jobs := map[string]int{}
+	for i, b := range subs {
+		var lbs []string
+		for _, p := range b.All() {
+			if strings.HasPrefix(p.Topic, "job/") {
+				jobs[string(p.Payload)]++
+				continue
+			}
+			lbs = append(lbs, string(p.Payload))
+		}
+		if strings.Join(lbs, ",") != strings.Join(want, ",") {
+			t.Fatalf("subscriber %d got %d of lb/x, not the %d in order", i, len(lbs), n)
+		}
+	}
+	if len(jobs) != n {
+		t.Fatalf("the shared group got %d distinct jobs of %d", len(jobs), n)
+	}
+	// Checked on each node: Settle's marker would cross nodes behind the balancer.
+	testkit.PublishRetained(t, pub, "lb/retained", "here")
+	for _, n := range nodes {
+		testkit.WaitFor(t, 10*time.Second, "the retained message on "+n.name, func() bool {
+			return strings.Join(testkit.Retained(t, n.mqtt, "lb/retained"), ",") == "here"
+		})
+	}
 }
