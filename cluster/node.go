@@ -4,11 +4,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sort"
 	"strings"
@@ -56,6 +56,9 @@ type Node struct {
 	// node's partition of the messages topic.
 	stateIn, msgsIn *kafka.Consumer
 	partitions      int32 // of the messages topic
+	messagesTopic   string
+	// buffers hold the key and value of the records Route sends.
+	buffers sync.Pool
 	// retained holds what the start read, until Start applies it.
 	retained map[string]*Message
 	local    Local
@@ -113,6 +116,8 @@ type heartbeat struct {
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
 		announced: map[string]bool{}, members: map[string]*member{}, retained: map[string]*Message{}, started: time.Now()}
+	n.messagesTopic = n.topic(topicMessages)
+	n.buffers.New = func() any { return new([]byte) }
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
 	stateCM := n.producerConfig("state", 1<<30)
@@ -166,7 +171,7 @@ func (n *Node) Load(ctx context.Context) error {
 		return fmt.Errorf("cluster: kafka consumer: %w", err)
 	}
 	n.goLogs(n.stateIn.Logs())
-	if n.partitions, err = partitionCount(n.stateIn, n.topic(topicMessages), ctx); err != nil {
+	if n.partitions, err = partitionCount(n.stateIn, n.messagesTopic, ctx); err != nil {
 		return err
 	}
 	var parts []kafka.TopicPartition
@@ -259,8 +264,7 @@ func (n *Node) startMessages() error {
 		return fmt.Errorf("cluster: kafka consumer: %w", err)
 	}
 	n.goLogs(n.msgsIn.Logs())
-	t := n.topic(topicMessages)
-	tp := kafka.TopicPartition{Topic: &t, Partition: n.partitionOf(n.cfg.Node)}
+	tp := kafka.TopicPartition{Topic: &n.messagesTopic, Partition: n.partitionOf(n.cfg.Node)}
 	tp.Offset = kafka.OffsetInvalid
 	committed, err := n.msgsIn.Committed([]kafka.TopicPartition{tp}, 10_000)
 	var kerr kafka.Error
@@ -273,7 +277,7 @@ func (n *Node) startMessages() error {
 		return fmt.Errorf("cluster: the messages topic's committed offset: %w", err)
 	}
 	if tp.Offset < 0 {
-		_, high, err := n.msgsIn.QueryWatermarkOffsets(t, tp.Partition, 10_000)
+		_, high, err := n.msgsIn.QueryWatermarkOffsets(n.messagesTopic, tp.Partition, 10_000)
 		if err != nil {
 			return fmt.Errorf("cluster: the messages topic's end: %w", err)
 		}
@@ -282,16 +286,19 @@ func (n *Node) startMessages() error {
 	if err := n.msgsIn.Assign([]kafka.TopicPartition{tp}); err != nil {
 		return fmt.Errorf("cluster: reading the messages topic: %w", err)
 	}
-	n.log.Info("cluster messages partition", "topic", t, "partition", tp.Partition, "offset", tp.Offset)
+	n.log.Info("cluster messages partition", "topic", n.messagesTopic, "partition", tp.Partition, "offset", tp.Offset)
 	return nil
 }
 
-// partitionOf is the messages topic's partition a node reads; nodes may
-// share one, each skipping what is not addressed to it.
+// partitionOf is the messages topic's partition a node reads, by the
+// FNV-1a hash of its name; nodes may share one, each skipping what is not
+// addressed to it.
 func (n *Node) partitionOf(node string) int32 {
-	h := fnv.New32a()
-	h.Write([]byte(node))
-	return int32(h.Sum32() % uint32(n.partitions))
+	h := uint32(2166136261)
+	for i := 0; i < len(node); i++ {
+		h = (h ^ uint32(node[i])) * 16777619
+	}
+	return int32(h % uint32(n.partitions))
 }
 
 // Close tells the others this node stops, waits up to ctx for what it
@@ -337,14 +344,19 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 	if len(dests) == 0 {
 		return keep
 	}
-	t := n.topic(topicMessages)
+	bp := n.buffers.Get().(*[]byte)
+	defer n.buffers.Put(bp)
 	for _, d := range dests {
 		m.SharedGroupsTaken = d.groups
+		// librdkafka copies key and value: one buffer serves every record.
+		b := append(append(append((*bp)[:0], d.node...), 0), m.Origin...)
+		k := len(b)
+		b = appendMessage(b, m)
+		*bp = b
 		err := n.msgs.Produce(&kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &t, Partition: n.partitionOf(d.node)},
-			Key:            []byte(m.Origin),
-			Value:          appendMessage(nil, m),
-			Headers:        []kafka.Header{{Key: "to", Value: []byte(d.node)}},
+			TopicPartition: kafka.TopicPartition{Topic: &n.messagesTopic, Partition: n.partitionOf(d.node)},
+			Key:            b[:k],
+			Value:          b[k:],
 		}, nil)
 		if err != nil {
 			n.dropped.Add(1)
@@ -555,13 +567,14 @@ func (n *Node) followMessages(ctx context.Context) {
 	}
 }
 
+// receive delivers a record of this node's partition of the messages
+// topic if it is addressed to this node: its key is the destination node
+// and the publisher's client id, split by a NUL.
 func (n *Node) receive(msg *kafka.Message) {
 	n.reachable.Store(true)
-	for _, h := range msg.Headers {
-		if h.Key == "to" && string(h.Value) != n.cfg.Node {
-			_, _ = n.msgsIn.StoreMessage(msg)
-			return
-		}
+	if to, _, _ := bytes.Cut(msg.Key, []byte{0}); string(to) != n.cfg.Node {
+		_, _ = n.msgsIn.StoreMessage(msg)
+		return
 	}
 	m, err := decodeMessage(msg.Value)
 	if err != nil {
