@@ -54,31 +54,8 @@ func (r *runner) runCluster(ctx context.Context, name string, tag uint32, p Para
 		defer r.stopMQKafka(mq)
 		nodes = append(nodes, mq)
 	}
-	col := newCollector(tag)
-	spec := p.loadSpec(nodes[0].addr, tag, r.o.Drain)
-	sub, err := subscribe(ctx, nodes[1].addr, fmt.Sprintf("bench-sub-%08x", tag), spec.topic+"/#", subscriberQoS, col.recorder())
-	if err != nil {
-		return err
-	}
-	defer sub.close()
-	// Also waits for the subscriber's route to reach the first node.
-	if err := warmMQTT(ctx, nodes[0].addr, tag, col); err != nil {
-		return err
-	}
-	// CPU is the publishing node's; the receiving node's is in its log dir.
-	m := r.startMeasure(ctx, name, nodes[0], k, false)
-	l := newLoad(spec)
-	prog := startProgress(ctx, r.o.Progress, name+" "+p.String(), l.sent.Load, l.acked.Load, col.distinct.Load)
-	lres, lerr := l.run(ctx)
-	col.waitFor(ctx, lres.acked, idle)
-	if err := sub.close(); err != nil {
-		r.log.Warn("subscriber", "err", err)
-	}
-	prog.end()
-	m.finish(ctx, res, lres.acked)
-	res.fillLoad(lres)
-	fillFar(res, col, &l.ackSet, lres.ids, lres.first)
-	return lerr
+	// The CPU measured is the publishing node's and Kafka's.
+	return r.toSubscriber(ctx, name, tag, p, p.loadSpec(nodes[0].addr, tag, r.o.Drain), nodes[1].addr, nodes[0], k, res)
 }
 
 // oneNode is broker-raw at p's rate: the ceiling itself at full speed.
