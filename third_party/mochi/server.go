@@ -1953,6 +1953,10 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
+			// mqkafka patch: the session's subscriptions leave the topic
+			// index; they stayed, so a new session with the same client id
+			// received what the expired one had subscribed to [MQTT-4.1.0-2].
+			s.UnsubscribeClient(client)
 			s.hooks.OnClientExpired(client)
 			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}
