@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/broker"
@@ -245,14 +244,7 @@ func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
 // publishes for other nodes wait; once it is back they arrive, in order,
 // and no node was shown down meanwhile.
 func TestKafkaUnreachable(t *testing.T) {
-	port, dir := testkit.FreePort(t), t.TempDir()
-	startKafka := func() *kfake.Cluster {
-		kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return kc
-	}
+	startKafka := testkit.PersistentKafka(t)
 	kc := startKafka()
 	kafka := kc.ListenAddrs()[0]
 	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")

@@ -232,7 +232,11 @@ func (n *Node) Start(local Local) error {
 	if err := n.startMessages(); err != nil {
 		return err
 	}
-	n.beat(false)
+	// Listed at once, not when its first heartbeat is read back.
+	hb := n.beat(false)
+	n.mu.Lock()
+	n.members[n.cfg.Node] = &member{beat: hb, last: time.Now(), up: true}
+	n.mu.Unlock()
 	n.run(n.followState)
 	n.run(n.heartbeats)
 	ctx, cancel := context.WithCancel(n.ctx)
@@ -420,11 +424,12 @@ func (n *Node) produceState(name, key string, value []byte) {
 }
 
 // beat announces this node.
-func (n *Node) beat(stopped bool) {
+func (n *Node) beat(stopped bool) heartbeat {
 	hb := heartbeat{Version: n.cfg.Version, Address: n.cfg.Address, Admin: n.cfg.Admin,
 		Connections: n.local.Connections(), Started: n.started, Stopped: stopped}
 	value, _ := json.Marshal(hb)
 	n.produceState(topicNodes, n.cfg.Node, value)
+	return hb
 }
 
 func (n *Node) heartbeats() {
