@@ -207,7 +207,23 @@ func TestEntryRedactsSecrets(t *testing.T) {
 		ch.Entry["properties"].(map[string]any)["sasl.password"] != "pw2" {
 		t.Fatalf("PUT applied %v", ch.Entry)
 	}
+	// A GET copied into a POST under a new name, or a PUT of an entry that
+	// has no secret to keep, would store the placeholder as the password.
+	n := len(rt.changes)
+	copied := strings.Replace(body, `"name": "k"`, `"name": "k2"`, 1)
+	if copied == body {
+		t.Fatalf("no name to change in %s", body)
+	}
+	if resp, body := do(t, "POST", base+"/api/v1/connectors", "tok", copied); resp.StatusCode != 400 || !strings.Contains(body, "authentication.password") && !strings.Contains(body, "properties.sasl.password") {
+		t.Fatalf("POST with a placeholder secret: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := do(t, "PUT", base+"/api/v1/connectors/none", "tok", `{"bootstrap_hosts":"b:9092","properties":{"sasl.password":"******"}}`); resp.StatusCode != 400 || !strings.Contains(body, "properties.sasl.password") {
+		t.Fatalf("PUT with a placeholder secret and nothing to keep: %d %s", resp.StatusCode, body)
+	}
 	do(t, "PUT", base+"/api/v1/connectors/k", "tok", `{"bootstrap_hosts":"b:9092","authentication":{"mechanism":"plain","username":"u","password":"new"}}`)
+	if len(rt.changes) != n+1 {
+		t.Fatalf("refused bodies were applied: %d changes before, %d after", n, len(rt.changes))
+	}
 	if ch := rt.changes[len(rt.changes)-1]; ch.Entry["authentication"].(map[string]any)["password"] != "new" {
 		t.Fatalf("a new password was not taken: %v", ch.Entry)
 	}
