@@ -27,15 +27,6 @@ max_subscriptions = 100
 [broker.auth]
 allow_anonymous = true
 `, t.TempDir())))
-	subscribe := func(c *rawClient, id uint16, filters ...string) []byte {
-		t.Helper()
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id}
-		for _, f := range filters {
-			pk.Filters = append(pk.Filters, packets.Subscription{Filter: f, Qos: 1})
-		}
-		c.put(pk)
-		return c.expect(packets.Suback).ReasonCodes
-	}
 	many := func(prefix string, n int) []string {
 		fs := make([]string, n)
 		for i := range fs {
@@ -48,14 +39,14 @@ allow_anonymous = true
 		c, _ := session(t, b.Addrs()[0], packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: fmt.Sprintf("subber%d", v)}})
 		refused := map[byte]byte{5: 0x97, 4: 0x80}[v]
-		codes := subscribe(c, 1, many("a", 150)...)
+		codes := c.subscribe(1, many("a", 150)...)
 		for i, code := range codes {
 			if want := map[bool]byte{true: 1, false: refused}[i < 100]; code != want {
 				t.Fatalf("v%d: filter %d of 150 got %#x, want %#x", v, i, code, want)
 			}
 		}
 		// Held filters renew; new ones stay refused, also in later packets.
-		codes = subscribe(c, 2, "a/0", "a/99", "b/0")
+		codes = c.subscribe(2, "a/0", "a/99", "b/0")
 		if codes[0] != 1 || codes[1] != 1 || codes[2] != refused {
 			t.Fatalf("v%d: renew a/0, a/99 and new b/0: got %#x, want [1 1 %#x]", v, codes, refused)
 		}
