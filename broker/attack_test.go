@@ -19,14 +19,7 @@ import (
 // session holds at most max_subscriptions: a new filter past it gets 0x97
 // (MQTT 3.1.1: 0x80) and is counted; renewing one it holds is allowed.
 func TestAttackSubscriptionsPerClient(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_subscriptions = 100
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_subscriptions = 100`)
 	many := func(prefix string, n int) []string {
 		fs := make([]string, n)
 		for i := range fs {
@@ -64,14 +57,7 @@ allow_anonymous = true
 // 1/2), else the connection is closed (after DISCONNECT 0x97 for MQTT 5);
 // replacing or deleting a retained message is allowed.
 func TestAttackRetainedMessages(t *testing.T) {
-	b, rec := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_retained_messages = 3
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, rec := anonBroker(t, `max_retained_messages = 3`)
 	addr := b.Addrs()[0]
 	// mochi retains its $SYS topics just after it starts listening.
 	testkit.WaitFor(t, 5*time.Second, "mochi's $SYS topics retained", func() bool {
@@ -127,14 +113,7 @@ allow_anonymous = true
 // source drops it instead of retrying it for good) and counts it; a
 // subscriber then gets only the retained messages within the limit.
 func TestAttackRetainedInline(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_retained_messages = 2
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_retained_messages = 2`)
 	testkit.WaitFor(t, 5*time.Second, "mochi's $SYS topics retained", func() bool {
 		return b.srv.Topics.Retained.Len() == sysRetained
 	})

@@ -60,6 +60,20 @@ func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	return startBrokerWith(t, cfg, rec, nil), rec
 }
 
+// anonBroker starts an anonymous broker without persistence on one TCP
+// listener, with keys added to its [broker] table.
+func anonBroker(t testing.TB, keys string) (*Broker, *recorder) {
+	t.Helper()
+	return startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+%s
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir(), keys)))
+}
+
 // startBrokerWith starts a broker publishing to pub; setup, if set, runs
 // before it serves.
 func startBrokerWith(t testing.TB, cfg conf.Broker, pub Publisher, setup func(*Broker)) *Broker {

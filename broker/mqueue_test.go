@@ -33,14 +33,7 @@ func offlineSubscriber(t *testing.T, b *Broker, id string, expiry uint32) {
 // the queued ones are delivered when the client returns. The same holds for
 // a connected subscriber whose Receive Maximum is used up.
 func TestAttackOfflineQueue(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_len = 5
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_len = 5`)
 	addr := b.Addrs()[0]
 	offlineSubscriber(t, b, "offline-sub", 0xFFFFFFFF)
 	p, _ := session(t, addr, v5connect("offline-pub", true, 0))
@@ -77,14 +70,7 @@ allow_anonymous = true
 // uses up its Receive Maximum; the messages behind it wait, at most
 // max_mqueue_len of them.
 func TestAttackBlockedQueue(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_len = 5
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_len = 5`)
 	addr := b.Addrs()[0]
 	connect := v5connect("blocked-sub", true, 0)
 	connect.Properties.ReceiveMaximum = 1
@@ -119,13 +105,7 @@ allow_anonymous = true
 // asking for "never" (0xFFFFFFFF) was kept for good, about 69KB each; it is
 // now EMQX's 2h, and the CONNACK tells the client so.
 func TestSessionExpiryDefault(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, "")
 	_, ack := session(t, b.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
 	if p := ack.Properties; !p.SessionExpiryIntervalFlag || p.SessionExpiryInterval != 7200 {
 		t.Fatalf("CONNACK Session Expiry Interval %d (set %v), want 7200 (2h)", p.SessionExpiryInterval, p.SessionExpiryIntervalFlag)
@@ -176,14 +156,7 @@ func TestOfflineSessionHeap(t *testing.T) {
 // are still 1GB a session, so max_mqueue_bytes bounds their payload bytes;
 // the bytes held are given back as messages are acknowledged.
 func TestAttackOfflineQueueBytes(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_bytes = "1KB"
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_bytes = "1KB"`)
 	addr := b.Addrs()[0]
 	offlineSubscriber(t, b, "bytes-sub", 3600)
 	p, _ := session(t, addr, v5connect("bytes-pub", true, 0))
@@ -214,13 +187,7 @@ allow_anonymous = true
 // offline session (or retained) also kept the whole packet it came in: a
 // 500KB message cost 1MB. It costs its payload now.
 func TestQueuedMessageHeap(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, "")
 	addr := b.Addrs()[0]
 	offlineSubscriber(t, b, "heap-sub", 3600)
 	p, _ := session(t, addr, v5connect("heap-pub", true, 0))
