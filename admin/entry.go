@@ -71,6 +71,25 @@ func restoreSecrets(entry, cur map[string]any) {
 	}
 }
 
+// placeholderSecret returns the key path of a secret that still holds the
+// redacted placeholder, or "". Taken literally it would become the password
+// (a GET copied into a POST), so such a body is refused instead.
+func placeholderSecret(entry map[string]any) string {
+	for k, v := range entry {
+		switch x := v.(type) {
+		case string:
+			if x == redacted && secretKey(k) {
+				return k
+			}
+		case map[string]any:
+			if p := placeholderSecret(x); p != "" {
+				return k + "." + p
+			}
+		}
+	}
+	return ""
+}
+
 // entry answers GET /api/v1/{kind}/{name}/entry: the entry as written, in
 // the file or through the API, as an edit form needs it (GET
 // /api/v1/{kind}/{name} shows it with every default filled in).

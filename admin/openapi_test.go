@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // TestOpenAPICoversRoutes: openapi.json is served, parses, and documents
 // exactly the routes the server registers ({kind} stands for each kind).
 func TestOpenAPICoversRoutes(t *testing.T) {
 	base := startServer(t, &fakeRuntime{})
-	resp, body := do(t, "GET", base+"/api/v1/openapi.json", "tok", "")
+	resp, body := testkit.Do(t, "GET", base+"/api/v1/openapi.json", "tok", "")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET openapi.json: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}

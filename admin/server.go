@@ -341,6 +341,10 @@ func (s *Server) change(create bool) http.HandlerFunc {
 			}
 			s.keepSecrets(kind, name, entry)
 		}
+		if k := placeholderSecret(entry); k != "" {
+			writeJSON(w, http.StatusBadRequest, apiError{Code: "BAD_REQUEST", Message: fmt.Sprintf("%s: %q is how the API shows a secret; send the secret itself", k, redacted)})
+			return
+		}
 		// Without a name the entry cannot be merged into the configuration
 		// to be validated there; checked alone, a name of the wrong type
 		// and the entry's other bad keys are reported as such.

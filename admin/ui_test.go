@@ -3,10 +3,8 @@ package admin
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"path"
 	"regexp"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mqkafka/mqkafka/conf"
+	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // fakeRuntime is a Runtime with fixed entries that records changes.
@@ -59,24 +58,6 @@ func startServer(t *testing.T, rt Runtime) string {
 	return "http://" + s.Addr()
 }
 
-func do(t *testing.T, method, url, token, body string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
-}
-
 func uiFileNames(t *testing.T) []string {
 	t.Helper()
 	var names []string
@@ -97,7 +78,7 @@ func uiFileNames(t *testing.T) []string {
 // wants the token.
 func TestUIServed(t *testing.T) {
 	base := startServer(t, &fakeRuntime{})
-	resp, body := do(t, "GET", base+"/", "", "")
+	resp, body := testkit.Do(t, "GET", base+"/", "", "")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" ||
 		!strings.Contains(body, `<script type="module" src="app.js">`) {
 		t.Fatalf("GET /: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
@@ -108,7 +89,7 @@ func TestUIServed(t *testing.T) {
 	want := map[string]string{".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
 		".css": "text/css; charset=utf-8", ".png": "image/png"}
 	for _, name := range uiFileNames(t) {
-		resp, body := do(t, "GET", base+"/"+name, "", "")
+		resp, body := testkit.Do(t, "GET", base+"/"+name, "", "")
 		if name == "index.html" {
 			// The file server answers /index.html with a redirect to /.
 			continue
@@ -123,13 +104,13 @@ func TestUIServed(t *testing.T) {
 			t.Errorf("%s: no nosniff", name)
 		}
 	}
-	if resp, _ := do(t, "GET", base+"/nope.js", "", ""); resp.StatusCode != 404 {
+	if resp, _ := testkit.Do(t, "GET", base+"/nope.js", "", ""); resp.StatusCode != 404 {
 		t.Errorf("missing asset: %d", resp.StatusCode)
 	}
-	if resp, _ := do(t, "GET", base+"/api/v1/status", "", ""); resp.StatusCode != 401 {
+	if resp, _ := testkit.Do(t, "GET", base+"/api/v1/status", "", ""); resp.StatusCode != 401 {
 		t.Errorf("status without a token: %d", resp.StatusCode)
 	}
-	if resp, _ := do(t, "GET", base+"/api/v1/status", "tok", ""); resp.StatusCode != 200 {
+	if resp, _ := testkit.Do(t, "GET", base+"/api/v1/status", "tok", ""); resp.StatusCode != 200 {
 		t.Errorf("status with the token: %d", resp.StatusCode)
 	}
 }
@@ -172,7 +153,7 @@ func TestEntryRedactsSecrets(t *testing.T) {
 		"properties":     map[string]any{"sasl.password": "pw2", "linger.ms": "5"},
 	}}}}
 	base := startServer(t, rt)
-	resp, body := do(t, "GET", base+"/api/v1/connectors/k/entry", "tok", "")
+	resp, body := testkit.Do(t, "GET", base+"/api/v1/connectors/k/entry", "tok", "")
 	if resp.StatusCode != 200 || strings.Contains(body, "pw1") || strings.Contains(body, "pw2") {
 		t.Fatalf("entry: %d %s", resp.StatusCode, body)
 	}
@@ -188,18 +169,18 @@ func TestEntryRedactsSecrets(t *testing.T) {
 	if rt.entries["connectors"]["k"]["authentication"].(map[string]any)["password"] != "pw1" {
 		t.Fatal("redaction changed the runtime's entry")
 	}
-	if resp, body := do(t, "GET", base+"/api/v1/connectors/nope/entry", "tok", ""); resp.StatusCode != 404 || !strings.Contains(body, "NOT_FOUND") {
+	if resp, body := testkit.Do(t, "GET", base+"/api/v1/connectors/nope/entry", "tok", ""); resp.StatusCode != 404 || !strings.Contains(body, "NOT_FOUND") {
 		t.Fatalf("missing entry: %d %s", resp.StatusCode, body)
 	}
-	if resp, _ := do(t, "GET", base+"/api/v1/widgets/k/entry", "tok", ""); resp.StatusCode != 404 {
+	if resp, _ := testkit.Do(t, "GET", base+"/api/v1/widgets/k/entry", "tok", ""); resp.StatusCode != 404 {
 		t.Fatalf("unknown kind: %d", resp.StatusCode)
 	}
-	if resp, _ := do(t, "GET", base+"/api/v1/connectors/k/entry", "", ""); resp.StatusCode != 401 {
+	if resp, _ := testkit.Do(t, "GET", base+"/api/v1/connectors/k/entry", "", ""); resp.StatusCode != 401 {
 		t.Fatalf("entry without a token: %d", resp.StatusCode)
 	}
 
 	edited := strings.Replace(body, `"3s"`, `"4s"`, 1)
-	if resp, body := do(t, "PUT", base+"/api/v1/connectors/k", "tok", edited); resp.StatusCode != 200 {
+	if resp, body := testkit.Do(t, "PUT", base+"/api/v1/connectors/k", "tok", edited); resp.StatusCode != 200 {
 		t.Fatalf("PUT: %d %s", resp.StatusCode, body)
 	}
 	ch := rt.changes[len(rt.changes)-1]
@@ -207,7 +188,23 @@ func TestEntryRedactsSecrets(t *testing.T) {
 		ch.Entry["properties"].(map[string]any)["sasl.password"] != "pw2" {
 		t.Fatalf("PUT applied %v", ch.Entry)
 	}
-	do(t, "PUT", base+"/api/v1/connectors/k", "tok", `{"bootstrap_hosts":"b:9092","authentication":{"mechanism":"plain","username":"u","password":"new"}}`)
+	// A GET copied into a POST under a new name, or a PUT of an entry that
+	// has no secret to keep, would store the placeholder as the password.
+	n := len(rt.changes)
+	copied := strings.Replace(body, `"name": "k"`, `"name": "k2"`, 1)
+	if copied == body {
+		t.Fatalf("no name to change in %s", body)
+	}
+	if resp, body := testkit.Do(t, "POST", base+"/api/v1/connectors", "tok", copied); resp.StatusCode != 400 || !strings.Contains(body, "authentication.password") && !strings.Contains(body, "properties.sasl.password") {
+		t.Fatalf("POST with a placeholder secret: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := testkit.Do(t, "PUT", base+"/api/v1/connectors/none", "tok", `{"bootstrap_hosts":"b:9092","properties":{"sasl.password":"******"}}`); resp.StatusCode != 400 || !strings.Contains(body, "properties.sasl.password") {
+		t.Fatalf("PUT with a placeholder secret and nothing to keep: %d %s", resp.StatusCode, body)
+	}
+	testkit.Do(t, "PUT", base+"/api/v1/connectors/k", "tok", `{"bootstrap_hosts":"b:9092","authentication":{"mechanism":"plain","username":"u","password":"new"}}`)
+	if len(rt.changes) != n+1 {
+		t.Fatalf("refused bodies were applied: %d changes before, %d after", n, len(rt.changes))
+	}
 	if ch := rt.changes[len(rt.changes)-1]; ch.Entry["authentication"].(map[string]any)["password"] != "new" {
 		t.Fatalf("a new password was not taken: %v", ch.Entry)
 	}

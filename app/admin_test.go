@@ -3,7 +3,6 @@ package app
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,20 +26,8 @@ func adminConfig(t *testing.T, kafkaAddr, sinkTOML string) string {
 // call makes an admin request; token "" sends none.
 func call(t *testing.T, a *App, method, path, token, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+a.admin.Addr()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, b := testkit.Do(t, method, "http://"+a.admin.Addr()+path, token, body)
+	return resp.StatusCode, b
 }
 
 // metric reads one sample from a /metrics text.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,24 +16,28 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// TestSourceThroughput measures Kafka → MQTT records/s from a pre-filled
-// topic of 100 B records to one QoS 0 and one QoS 1 subscriber. It runs
-// only with MQKAFKA_SOURCE_BENCH=<records>, e.g.
+// BenchmarkSourceThroughput measures Kafka → MQTT records/s from a
+// pre-filled topic of b.N records of 100 B to one QoS 1 subscriber, alone
+// and next to a QoS 0 one, with the session store on and off. Give it a
+// count, as each round starts a whole process:
 //
-//	MQKAFKA_SOURCE_BENCH=1000000 go test -run TestSourceThroughput -v -timeout 20m ./app/
-//
-// MQKAFKA_SOURCE_BENCH_QOS0=0 leaves the QoS 0 subscriber out,
-// MQKAFKA_SOURCE_BENCH_PERSISTENCE=false the session store, and
-// MQKAFKA_SOURCE_BENCH_TRACE=1 logs the progress every second.
-func TestSourceThroughput(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("MQKAFKA_SOURCE_BENCH"))
-	if n <= 0 {
-		t.Skip("set MQKAFKA_SOURCE_BENCH=<records> to run")
+//	go test -run '^$' -bench SourceThroughput -benchtime 1000000x -timeout 20m ./app/
+func BenchmarkSourceThroughput(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		qos0        bool
+		persistence bool
+	}{{"qos1", false, true}, {"qos1+qos0", true, true}, {"qos1+qos0/persistence=false", true, false}} {
+		b.Run(c.name, func(b *testing.B) { sourceThroughput(b, c.qos0, c.persistence) })
 	}
-	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "bench"))
-	prefill(t, addr, "bench", n)
+}
 
-	cfg := testkit.SourceConfig(t, addr, `
+func sourceThroughput(b *testing.B, qos0, persistence bool) {
+	n := b.N
+	_, addr := testkit.NewKafka(b, 0, kfake.SeedTopics(3, "bench"))
+	prefill(b, addr, "bench", n)
+
+	cfg := testkit.SourceConfig(b, addr, `
 [log]
 level = "warn"
 [[sources]]
@@ -50,46 +52,31 @@ mqtt_topic = "bench/x"
 qos = 1
 payload_template = "${.value}"
 `)
-	if p := os.Getenv("MQKAFKA_SOURCE_BENCH_PERSISTENCE"); p != "" {
-		cfg = strings.Replace(cfg, "[broker.auth]", "persistence = "+p+"\n[broker.auth]", 1)
+	if !persistence {
+		cfg = strings.Replace(cfg, "[broker.auth]", "persistence = false\n[broker.auth]", 1)
 	}
-	a := startApp(t, cfg)
+	a := startApp(b, cfg)
 	mqttAddr := a.broker.Addrs()[0]
 	var q0, q1 atomic.Int64
-	if os.Getenv("MQKAFKA_SOURCE_BENCH_QOS0") != "0" {
-		benchSubscriber(t, mqttAddr, "qos0", 0, &q0)
+	if qos0 {
+		benchSubscriber(b, mqttAddr, "qos0", 0, &q0)
 	}
-	benchSubscriber(t, mqttAddr, "qos1", 1, &q1)
+	benchSubscriber(b, mqttAddr, "qos1", 1, &q1)
 
-	src := sourceByName(t, a, "bench")
-	testkit.WaitFor(t, 30*time.Second, "the first record", func() bool { return src.Counters.Received.Load() > 0 })
+	src := sourceByName(b, a, "bench")
+	testkit.WaitFor(b, 30*time.Second, "the first record", func() bool { return src.Counters.Received.Load() > 0 })
+	b.ResetTimer()
 	began := time.Now()
-	deadline := began.Add(10 * time.Minute)
-	next := began.Add(time.Second)
-	for q1.Load() < int64(n) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-		if os.Getenv("MQKAFKA_SOURCE_BENCH_TRACE") != "" && time.Now().After(next) {
-			next = next.Add(time.Second)
-			t.Logf("q0 %d q1 %d received %d", q0.Load(), q1.Load(), src.Counters.Received.Load())
-		}
-	}
+	testkit.WaitFor(b, 10*time.Minute, "every record at the QoS 1 subscriber", func() bool { return q1.Load() >= int64(n) })
 	elapsed := time.Since(began)
-	// QoS 0 may still be draining its write queue.
-	for last := int64(-1); q0.Load() != last; {
-		last = q0.Load()
-		time.Sleep(200 * time.Millisecond)
-	}
-	info := a.broker.Info()
-	t.Logf("%d records in %v: %.0f records/s to the QoS 1 subscriber (QoS 0 subscriber got %d); "+
-		"source received %d, success %d; broker dropped %d",
-		q1.Load(), elapsed.Round(time.Millisecond), float64(q1.Load())/elapsed.Seconds(), q0.Load(),
-		src.Counters.Received.Load(), src.Counters.Success.Load(), info.MessagesDropped)
-	if q1.Load() < int64(n) {
-		t.Fatalf("the QoS 1 subscriber got %d of %d", q1.Load(), n)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "records/s")
+	if qos0 {
+		b.ReportMetric(float64(q0.Load())/float64(n), "qos0-delivered/record")
 	}
 }
 
-func benchSubscriber(t *testing.T, addr, id string, qos byte, n *atomic.Int64) {
+func benchSubscriber(t testing.TB, addr, id string, qos byte, n *atomic.Int64) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -111,7 +98,7 @@ func benchSubscriber(t *testing.T, addr, id string, qos byte, n *atomic.Int64) {
 }
 
 // prefill writes n records of 100 bytes.
-func prefill(t *testing.T, addr, topic string, n int) {
+func prefill(t testing.TB, addr, topic string, n int) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic(topic),
 		kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))

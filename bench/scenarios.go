@@ -225,16 +225,23 @@ func (r *runner) runPipeline(ctx context.Context, name string, tag uint32, p Par
 
 // ceilingKafka is kafka-raw: librdkafka straight into the same Kafka.
 func (r *runner) ceilingKafka(ctx context.Context, p Params) *Result {
-	key := ceilingKey(ScenarioKafkaRaw, p)
-	if res := r.kafkaRaw[key]; res != nil {
+	p.QoS = 1
+	return r.ceiling(ctx, ScenarioKafkaRaw, p, r.kafkaRaw, r.runKafkaRaw)
+}
+
+// ceiling runs the ceiling scenario at full speed, once for each
+// ceilingKey: done holds the results so far.
+func (r *runner) ceiling(ctx context.Context, scenario string, p Params, done map[string]*Result, run func(context.Context, string, uint32, Params, *Result) error) *Result {
+	key := ceilingKey(scenario, p)
+	if res := done[key]; res != nil {
 		return res
 	}
-	p.Buffer, p.Rate, p.HalfRate, p.QoS = "", 0, false, 1
-	name, tag := r.next("kafka-raw", p)
-	res := newResult(name, ScenarioKafkaRaw, p)
-	r.kafkaRaw[key] = res
+	p.Buffer, p.Rate, p.HalfRate = "", 0, false
+	name, tag := r.next(scenario, p)
+	res := newResult(name, scenario, p)
+	done[key] = res
 	defer r.add(res)
-	res.fail(r.runKafkaRaw(ctx, name, tag, p, res))
+	res.fail(run(ctx, name, tag, p, res))
 	return res
 }
 
@@ -273,17 +280,7 @@ func (r *runner) runKafkaRaw(ctx context.Context, name string, tag uint32, p Par
 // ceilingBroker is broker-raw: the same MQTT load through mqkafka's broker,
 // with no rule and no Kafka, to one subscriber.
 func (r *runner) ceilingBroker(ctx context.Context, p Params) *Result {
-	key := ceilingKey(ScenarioBrokerRaw, p)
-	if res := r.brokerRaw[key]; res != nil {
-		return res
-	}
-	p.Buffer, p.Rate, p.HalfRate = "", 0, false
-	name, tag := r.next("broker-raw", p)
-	res := newResult(name, ScenarioBrokerRaw, p)
-	r.brokerRaw[key] = res
-	defer r.add(res)
-	res.fail(r.runBrokerRaw(ctx, name, tag, p, res))
-	return res
+	return r.ceiling(ctx, ScenarioBrokerRaw, p, r.brokerRaw, r.runBrokerRaw)
 }
 
 func (r *runner) runBrokerRaw(ctx context.Context, name string, tag uint32, p Params, res *Result) error {

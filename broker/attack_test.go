@@ -19,23 +19,7 @@ import (
 // session holds at most max_subscriptions: a new filter past it gets 0x97
 // (MQTT 3.1.1: 0x80) and is counted; renewing one it holds is allowed.
 func TestAttackSubscriptionsPerClient(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_subscriptions = 100
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
-	subscribe := func(c *rawClient, id uint16, filters ...string) []byte {
-		t.Helper()
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: id}
-		for _, f := range filters {
-			pk.Filters = append(pk.Filters, packets.Subscription{Filter: f, Qos: 1})
-		}
-		c.put(pk)
-		return c.expect(packets.Suback).ReasonCodes
-	}
+	b, _ := anonBroker(t, `max_subscriptions = 100`)
 	many := func(prefix string, n int) []string {
 		fs := make([]string, n)
 		for i := range fs {
@@ -48,14 +32,14 @@ allow_anonymous = true
 		c, _ := session(t, b.Addrs()[0], packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: fmt.Sprintf("subber%d", v)}})
 		refused := map[byte]byte{5: 0x97, 4: 0x80}[v]
-		codes := subscribe(c, 1, many("a", 150)...)
+		codes := c.subscribe(1, many("a", 150)...)
 		for i, code := range codes {
 			if want := map[bool]byte{true: 1, false: refused}[i < 100]; code != want {
 				t.Fatalf("v%d: filter %d of 150 got %#x, want %#x", v, i, code, want)
 			}
 		}
 		// Held filters renew; new ones stay refused, also in later packets.
-		codes = subscribe(c, 2, "a/0", "a/99", "b/0")
+		codes = c.subscribe(2, "a/0", "a/99", "b/0")
 		if codes[0] != 1 || codes[1] != 1 || codes[2] != refused {
 			t.Fatalf("v%d: renew a/0, a/99 and new b/0: got %#x, want [1 1 %#x]", v, codes, refused)
 		}
@@ -73,14 +57,7 @@ allow_anonymous = true
 // 1/2), else the connection is closed (after DISCONNECT 0x97 for MQTT 5);
 // replacing or deleting a retained message is allowed.
 func TestAttackRetainedMessages(t *testing.T) {
-	b, rec := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_retained_messages = 3
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, rec := anonBroker(t, `max_retained_messages = 3`)
 	addr := b.Addrs()[0]
 	// mochi retains its $SYS topics just after it starts listening.
 	testkit.WaitFor(t, 5*time.Second, "mochi's $SYS topics retained", func() bool {
@@ -136,14 +113,7 @@ allow_anonymous = true
 // source drops it instead of retrying it for good) and counts it; a
 // subscriber then gets only the retained messages within the limit.
 func TestAttackRetainedInline(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_retained_messages = 2
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_retained_messages = 2`)
 	testkit.WaitFor(t, 5*time.Second, "mochi's $SYS topics retained", func() bool {
 		return b.srv.Topics.Retained.Len() == sysRetained
 	})

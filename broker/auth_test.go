@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bufio"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -115,10 +114,8 @@ func TestWrongPasswordFlood(t *testing.T) {
 	t.Cleanup(unblock) // before the broker closes, which waits for every CONNECT
 	addr := b.Addrs()[0]
 	connect := func(v byte, id, pw string) *rawClient {
-		c := &rawClient{t: t, conn: dial(t, addr), v: v}
-		t.Cleanup(func() { c.conn.Close() })
-		c.r = bufio.NewReader(c.conn)
-		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		c := rawOn(t, dial(t, addr), v)
+		c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
 			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id,
 			UsernameFlag: true, Username: []byte("u"), PasswordFlag: true, Password: []byte(pw)}})
 		return c

@@ -1,11 +1,9 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,6 +58,20 @@ func startBroker(t testing.TB, cfg conf.Broker) (*Broker, *recorder) {
 	t.Helper()
 	rec := &recorder{}
 	return startBrokerWith(t, cfg, rec, nil), rec
+}
+
+// anonBroker starts an anonymous broker without persistence on one TCP
+// listener, with keys added to its [broker] table.
+func anonBroker(t testing.TB, keys string) (*Broker, *recorder) {
+	t.Helper()
+	return startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+%s
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir(), keys)))
 }
 
 // startBrokerWith starts a broker publishing to pub; setup, if set, runs
@@ -308,26 +320,14 @@ topics = ["sensors/#"]
 // rawConnect sends an MQTT 3.1.1 CONNECT and returns the CONNACK return code.
 func rawConnect(t *testing.T, addr string, keepalive uint16) byte {
 	t.Helper()
-	conn := dial(t, addr)
-	defer conn.Close()
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: keepalive, ClientIdentifier: "v3"}}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
+	pk := v3connect("v3", true)
+	pk.Connect.Keepalive = keepalive
+	c, ack := open(t, addr, pk)
+	defer c.conn.Close()
+	if ack.FixedHeader.Type != packets.Connack {
+		t.Fatalf("got packet type %d, want a CONNACK", ack.FixedHeader.Type)
 	}
-	if _, err := conn.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	ack := make([]byte, 4)
-	if _, err := io.ReadFull(conn, ack); err != nil {
-		t.Fatalf("reading CONNACK: %v", err)
-	}
-	if ack[0] != packets.Connack<<4 {
-		t.Fatalf("got packet %x, want a CONNACK", ack)
-	}
-	return ack[3]
+	return ack.ReasonCode
 }
 
 func TestKeepaliveBoundsAndConnackLimits(t *testing.T) {
@@ -408,10 +408,7 @@ allow_anonymous = true
 	}
 	sub(t, testkit.MQTTClient(t, b1.Addrs()[0], "cleaner", nil), "clean/#")
 	p := testkit.MQTTClient(t, b1.Addrs()[0], "pub", nil)
-	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
-		cl, ok := b1.srv.Clients.Get("keeper")
-		return ok && cl.Closed()
-	})
+	waitOffline(t, b1, "keeper")
 	for i := range 7 {
 		pub(t, p, "q/x", 1, false, fmt.Sprint(i))
 	}

@@ -6,7 +6,6 @@ package broker
 // Each test, subtest or table row names the statements it checks.
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
@@ -68,8 +67,7 @@ func open(t *testing.T, addr string, pk packets.Packet) (*rawClient, packets.Pac
 
 func openOn(t *testing.T, conn net.Conn, pk packets.Packet) (*rawClient, packets.Packet) {
 	t.Helper()
-	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: pk.ProtocolVersion}
-	t.Cleanup(func() { conn.Close() })
+	c := rawOn(t, conn, pk.ProtocolVersion)
 	c.put(pk)
 	ack, _ := c.read()
 	return c, ack
@@ -348,9 +346,7 @@ func TestConformProtocolErrors(t *testing.T) {
 		{name: "UNSUBSCRIBE without filters MQTT-3.10.3-2", publish: frame(packets.Unsubscribe<<4|2, []byte{0, 1, 0}), reason: 0x82},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}
-			c.r = bufio.NewReader(c.conn)
-			t.Cleanup(func() { c.conn.Close() })
+			c := rawOn(t, dial(t, addrs[0]), 5)
 			if tc.connect != nil {
 				c.putRaw(rawConnect5("pe", tc.connect))
 				if ack := c.expect(packets.Connack); ack.ReasonCode != tc.connack {
@@ -394,9 +390,7 @@ func TestConformV3NoV5Packets(t *testing.T) {
 		{"will retain without will flag MQTT-3.1.2-15", connect(4, 0x22, "v3bad"), -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &rawClient{t: t, conn: dial(t, addr), v: 4}
-			c.r = bufio.NewReader(c.conn)
-			t.Cleanup(func() { c.conn.Close() })
+			c := rawOn(t, dial(t, addr), 4)
 			c.putRaw(tc.connect)
 			if tc.want >= 0 {
 				if ack := c.expect(packets.Connack); ack.ReasonCode != byte(tc.want) || ack.SessionPresent { // [MQTT-3.2.2-4] (3.1.1)
@@ -458,9 +452,7 @@ func TestConformConnect(t *testing.T) {
 	_, _, addrs := conformBroker(t, "")
 	addr := addrs[0]
 	t.Run("MQTT-3.1.0-1 first packet not CONNECT", func(t *testing.T) {
-		c := &rawClient{t: t, conn: dial(t, addr), v: 5}
-		c.r = bufio.NewReader(c.conn)
-		t.Cleanup(func() { c.conn.Close() })
+		c := rawOn(t, dial(t, addr), 5)
 		c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
 		c.expectEnd()
 	})
@@ -1002,9 +994,7 @@ func TestConformServerDisconnect(t *testing.T) {
 // pipelined behind the CONNECT.
 func TestConformRefusedConnect(t *testing.T) {
 	_, rec, addrs := conformBroker(t, "")
-	c := &rawClient{t: t, conn: dial(t, addrs[0]), v: 5}
-	c.r = bufio.NewReader(c.conn)
-	t.Cleanup(func() { c.conn.Close() })
+	c := rawOn(t, dial(t, addrs[0]), 5)
 	pk := v5connect("refused", true, 0)
 	pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, levels(200), []byte("w") // over max_topic_levels
 	var buf bytes.Buffer

@@ -18,14 +18,7 @@ import (
 // fuzzConnect is a valid clean-start CONNECT of an MQTT version.
 func fuzzConnect(f *testing.F, version byte) []byte {
 	var b bytes.Buffer
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: version,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "fuzz"},
-	}
-	if err := pk.ConnectEncode(&b); err != nil {
-		f.Fatal(err)
-	}
+	testkit.RawConnect(f, &b, version, "fuzz")
 	return b.Bytes()
 }
 

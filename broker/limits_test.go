@@ -26,13 +26,18 @@ type rawClient struct {
 	v    byte
 }
 
+// rawOn is a rawClient of protocol version v over conn, closed when the
+// test ends.
+func rawOn(t testing.TB, conn net.Conn, v byte) *rawClient {
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), v: v}
+}
+
 // rawConn connects with protocol version v; the CONNACK's reason code is
 // returned, or an error if the broker closed the connection without one.
 func rawConn(t testing.TB, addr string, v byte, id string, clean bool, will string) (*rawClient, byte, error) {
 	t.Helper()
-	c := &rawClient{t: t, conn: dial(t, addr), v: v}
-	t.Cleanup(func() { c.conn.Close() })
-	c.r = bufio.NewReader(c.conn)
+	c := rawOn(t, dial(t, addr), v)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: clean, Keepalive: 30, ClientIdentifier: id}}
 	if v == 5 {
@@ -41,7 +46,7 @@ func rawConn(t testing.TB, addr string, v byte, id string, clean bool, will stri
 	if will != "" {
 		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, will, []byte("gone")
 	}
-	c.send(pk)
+	c.put(pk)
 	ack, err := c.read()
 	if err != nil {
 		return c, 0, err
@@ -50,30 +55,6 @@ func rawConn(t testing.TB, addr string, v byte, id string, clean bool, will stri
 		t.Fatalf("got packet type %d, want a CONNACK", ack.FixedHeader.Type)
 	}
 	return c, ack.ReasonCode, nil
-}
-
-func (c *rawClient) send(pk packets.Packet) {
-	c.t.Helper()
-	pk.ProtocolVersion = c.v
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Unsubscribe:
-		err = pk.UnsubscribeEncode(&buf)
-	default:
-		c.t.Fatalf("rawClient cannot send packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	// The broker may already have closed the connection; the read says so.
-	_, _ = c.conn.Write(buf.Bytes())
 }
 
 // read returns the next packet from the broker; io.EOF (or a reset) when
@@ -160,13 +141,13 @@ func (c *rawClient) subscribe(id uint16, filters ...string) []byte {
 	for _, f := range filters {
 		pk.Filters = append(pk.Filters, packets.Subscription{Filter: f, Qos: 1})
 	}
-	c.send(pk)
+	c.put(pk)
 	return c.expect(packets.Suback).ReasonCodes
 }
 
 func (c *rawClient) publish(id uint16, topic string, qos byte) {
 	c.t.Helper()
-	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: id, TopicName: topic, Payload: []byte("p")})
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: id, TopicName: topic, Payload: []byte("p")})
 }
 
 func (c *rawClient) unsubscribe(id uint16, filters ...string) {
@@ -175,7 +156,7 @@ func (c *rawClient) unsubscribe(id uint16, filters ...string) {
 	for _, f := range filters {
 		pk.Filters = append(pk.Filters, packets.Subscription{Filter: f})
 	}
-	c.send(pk)
+	c.put(pk)
 }
 
 // levels is a topic of n levels.

@@ -16,6 +16,18 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
+// offlineSubscriber leaves session id, subscribed to x at QoS 1 and
+// expiring after expiry seconds, offline for messages to queue.
+func offlineSubscriber(t *testing.T, b *Broker, id string, expiry uint32) {
+	t.Helper()
+	s, _ := session(t, b.Addrs()[0], v5connect(id, false, expiry))
+	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
+		t.Fatalf("SUBACK %#x, want 1", code)
+	}
+	s.conn.Close()
+	waitOffline(t, b, id)
+}
+
 // TestAttackOfflineQueue: a persistent session queued max_inflight (8192)
 // QoS 1/2 messages while offline, up to max_packet_size each: four such
 // sessions took heap from 1MB to 504MB with 100 publishes of 1MB. Past
@@ -23,24 +35,9 @@ import (
 // the queued ones are delivered when the client returns. The same holds for
 // a connected subscriber whose Receive Maximum is used up.
 func TestAttackOfflineQueue(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_len = 5
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_len = 5`)
 	addr := b.Addrs()[0]
-	s, _ := session(t, addr, v5connect("offline-sub", false, 0xFFFFFFFF))
-	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
-		t.Fatalf("SUBACK %#x, want 1", code)
-	}
-	s.conn.Close()
-	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
-		cl, ok := b.srv.Clients.Get("offline-sub")
-		return ok && cl.Closed()
-	})
+	offlineSubscriber(t, b, "offline-sub", 0xFFFFFFFF)
 	p, _ := session(t, addr, v5connect("offline-pub", true, 0))
 	for i := 1; i <= 12; i++ {
 		p.pub(uint16(i), "x", 1, false, fmt.Sprint(i), packets.Properties{})
@@ -75,14 +72,7 @@ allow_anonymous = true
 // uses up its Receive Maximum; the messages behind it wait, at most
 // max_mqueue_len of them.
 func TestAttackBlockedQueue(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_len = 5
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_len = 5`)
 	addr := b.Addrs()[0]
 	connect := v5connect("blocked-sub", true, 0)
 	connect.Properties.ReceiveMaximum = 1
@@ -117,13 +107,7 @@ allow_anonymous = true
 // asking for "never" (0xFFFFFFFF) was kept for good, about 69KB each; it is
 // now EMQX's 2h, and the CONNACK tells the client so.
 func TestSessionExpiryDefault(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, "")
 	_, ack := session(t, b.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
 	if p := ack.Properties; !p.SessionExpiryIntervalFlag || p.SessionExpiryInterval != 7200 {
 		t.Fatalf("CONNACK Session Expiry Interval %d (set %v), want 7200 (2h)", p.SessionExpiryInterval, p.SessionExpiryIntervalFlag)
@@ -178,10 +162,7 @@ allow_anonymous = true
 	b1, _ := startBroker(t, config("0s"))
 	c, _ := session(t, b1.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
 	c.conn.Close()
-	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
-		cl, ok := b1.srv.Clients.Get("forever")
-		return ok && cl.Closed()
-	})
+	waitOffline(t, b1, "forever")
 	if err := b1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,24 +189,9 @@ func TestOfflineSessionHeap(t *testing.T) {
 // are still 1GB a session, so max_mqueue_bytes bounds their payload bytes;
 // the bytes held are given back as messages are acknowledged.
 func TestAttackOfflineQueueBytes(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-max_mqueue_bytes = "1KB"
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, `max_mqueue_bytes = "1KB"`)
 	addr := b.Addrs()[0]
-	s, _ := session(t, addr, v5connect("bytes-sub", false, 3600))
-	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
-		t.Fatalf("SUBACK %#x, want 1", code)
-	}
-	s.conn.Close()
-	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
-		cl, ok := b.srv.Clients.Get("bytes-sub")
-		return ok && cl.Closed()
-	})
+	offlineSubscriber(t, b, "bytes-sub", 3600)
 	p, _ := session(t, addr, v5connect("bytes-pub", true, 0))
 	payload := strings.Repeat("m", 300)
 	for i := 1; i <= 10; i++ {
@@ -236,7 +202,7 @@ allow_anonymous = true
 	}
 	// 3 × 300 bytes fit in 1KB.
 	testkit.WaitFor(t, 5*time.Second, "7 messages dropped", func() bool { return b.Drops()[reasonMqueueBytes] == 7 })
-	s, _ = session(t, addr, v5connect("bytes-sub", false, 3600))
+	s, _ := session(t, addr, v5connect("bytes-sub", false, 3600))
 	for _, pk := range s.collect(3) {
 		s.ack(packets.Puback, pk.PacketID)
 	}
@@ -254,23 +220,9 @@ allow_anonymous = true
 // offline session (or retained) also kept the whole packet it came in: a
 // 500KB message cost 1MB. It costs its payload now.
 func TestQueuedMessageHeap(t *testing.T) {
-	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
-data_dir = %q
-persistence = false
-listeners = [{ address = "127.0.0.1:0" }]
-[broker.auth]
-allow_anonymous = true
-`, t.TempDir())))
+	b, _ := anonBroker(t, "")
 	addr := b.Addrs()[0]
-	s, _ := session(t, addr, v5connect("heap-sub", false, 3600))
-	if code := s.sub(1, packets.Subscription{Filter: "x", Qos: 1}, 0); code != 1 {
-		t.Fatalf("SUBACK %#x, want 1", code)
-	}
-	s.conn.Close()
-	testkit.WaitFor(t, 5*time.Second, "the subscriber is offline", func() bool {
-		cl, ok := b.srv.Clients.Get("heap-sub")
-		return ok && cl.Closed()
-	})
+	offlineSubscriber(t, b, "heap-sub", 3600)
 	p, _ := session(t, addr, v5connect("heap-pub", true, 0))
 	payload := strings.Repeat("m", 500_000)
 	var before, after runtime.MemStats

@@ -3,8 +3,6 @@ package broker
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -267,74 +265,13 @@ topics = ["alerts/#"]
 	}
 }
 
-// raw311 is an MQTT 3.1.1 connection speaking raw packets.
-type raw311 struct {
-	t    *testing.T
-	conn net.Conn
-}
-
-func (r raw311) write(encode func(*bytes.Buffer) error) {
-	r.t.Helper()
-	var buf bytes.Buffer
-	if err := encode(&buf); err != nil {
-		r.t.Fatal(err)
-	}
-	if _, err := r.conn.Write(buf.Bytes()); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-// read returns the next packet, or an error once the broker closed.
-func (r raw311) read() (packets.Packet, error) {
-	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var hb [1]byte
-	if _, err := io.ReadFull(r.conn, hb[:]); err != nil {
-		return packets.Packet{}, err
-	}
-	pk := packets.Packet{ProtocolVersion: 4}
-	if err := pk.FixedHeader.Decode(hb[0]); err != nil {
-		r.t.Fatal(err)
-	}
-	n, mul := 0, 1
-	for {
-		var b [1]byte
-		if _, err := io.ReadFull(r.conn, b[:]); err != nil {
-			return pk, err
-		}
-		n += int(b[0]&127) * mul
-		mul *= 128
-		if b[0] < 128 {
-			break
-		}
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r.conn, body); err != nil {
-		return pk, err
-	}
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	}
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return pk, nil
-}
-
 // connect311 connects client id dev1 as user and returns the CONNACK.
-func connect311(t *testing.T, addr, user string, clean bool) (raw311, packets.Packet) {
+func connect311(t *testing.T, addr, user string, clean bool) (*rawClient, packets.Packet) {
 	t.Helper()
-	r := raw311{t, dial(t, addr)}
-	t.Cleanup(func() { _ = r.conn.Close() })
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+	r := rawOn(t, dial(t, addr), 4)
+	r.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: clean, Keepalive: 30, ClientIdentifier: "dev1",
-			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte("pw")}}
-	r.write(pk.ConnectEncode)
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte("pw")}})
 	ack, err := r.read()
 	if err != nil || ack.FixedHeader.Type != packets.Connack {
 		t.Fatalf("%s: no CONNACK: %+v, %v", user, ack, err)
@@ -351,8 +288,8 @@ func TestSessionOwnerMQTT311(t *testing.T) {
 	if ack.ReasonCode != 0 {
 		t.Fatalf("alice refused: %#x", ack.ReasonCode)
 	}
-	alice.write((&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1, ProtocolVersion: 4,
-		Filters: packets.Subscriptions{{Filter: "alerts/#", Qos: 1}}}).SubscribeEncode)
+	alice.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "alerts/#", Qos: 1}}})
 	if sa, err := alice.read(); err != nil || sa.FixedHeader.Type != packets.Suback || !bytes.Equal(sa.ReasonCodes, []byte{1}) {
 		t.Fatalf("alice's SUBACK %+v, %v", sa, err)
 	}

@@ -130,10 +130,7 @@ allow_anonymous = true
 		t.Fatalf("SUBACK %#x", got)
 	}
 	c.conn.Close()
-	testkit.WaitFor(t, 5*time.Second, "the session to go offline", func() bool {
-		cl, ok := b1.srv.Clients.Get(id)
-		return ok && cl.Closed()
-	})
+	waitOffline(t, b1, id)
 	p := testkit.MQTTClient(t, b1.Addrs()[0], "pub", nil)
 	pub(t, p, topic, 1, false, "queued")
 	pub(t, p, topic, 1, true, "retained")

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
-	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -46,11 +45,8 @@ func (s *stamps) of(topic string) []time.Time {
 // encodePublish is a QoS 0 MQTT 3.1.1 PUBLISH.
 func encodePublish(t testing.TB, topic string, payload []byte) []byte {
 	t.Helper()
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4, TopicName: topic, Payload: payload}
 	var buf bytes.Buffer
-	if err := pk.PublishEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
+	testkit.RawPublish(t, &buf, topic, 0, 0, string(payload))
 	return buf.Bytes()
 }
 
@@ -65,12 +61,8 @@ func TestMaxConnRate(t *testing.T) {
 			b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf("[broker]\ndata_dir = %q\nlisteners = [{ type = %q, address = \"127.0.0.1:0\" }]\nmax_conn_rate = \"%d/s\"\n[broker.auth]\nallow_anonymous = true\n",
 				t.TempDir(), typ, rate)))
 			addr := b.Addrs()[0]
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-				Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30}}
 			var connect bytes.Buffer
-			if err := pk.ConnectEncode(&connect); err != nil {
-				t.Fatal(err)
-			}
+			testkit.RawConnect(t, &connect, 4, "")
 			// A TCP handshake is completed by the kernel, which holds the
 			// connection until the broker accepts it; a WebSocket upgrade
 			// waits for the accept too.

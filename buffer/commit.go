@@ -47,10 +47,7 @@ func (c *Committer) add(d *Disk) {
 	c.mu.Lock()
 	c.dirty = append(c.dirty, d)
 	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	notify(c.kick)
 }
 
 func (c *Committer) run() {

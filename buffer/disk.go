@@ -385,19 +385,9 @@ func (d *Disk) uncacheLocked(n int64) {
 	}
 }
 
-func (d *Disk) signal() {
-	select {
-	case d.ready <- struct{}{}:
-	default:
-	}
-}
+func (d *Disk) signal() { notify(d.ready) }
 
-func (d *Disk) pokeMaintainer() {
-	select {
-	case d.poke <- struct{}{}:
-	default:
-	}
-}
+func (d *Disk) pokeMaintainer() { notify(d.poke) }
 
 // makeRoomLocked applies the overflow policy; it returns with d.mu held.
 func (d *Disk) makeRoomLocked(ctx context.Context, size int64, n int) error {

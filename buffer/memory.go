@@ -76,12 +76,7 @@ func (m *Memory) append(ctx context.Context, recs []Record) (uint64, error) {
 	return last, nil
 }
 
-func (m *Memory) signal() {
-	select {
-	case m.ready <- struct{}{}:
-	default:
-	}
-}
+func (m *Memory) signal() { notify(m.ready) }
 
 // makeRoomLocked sheds for memory_overload_protection, then applies the
 // overflow policy; it returns with m.mu held.

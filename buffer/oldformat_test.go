@@ -1,19 +1,15 @@
 package buffer
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tidwall/wal"
 )
 
-// TestOldFormatMigrates opens a queue directory an earlier version left: a
-// tidwall/wal log and an ack point. The unacknowledged records are
-// delivered, in order, from this version's segment files, and the old files
-// are gone.
-func TestOldFormatMigrates(t *testing.T) {
-	dir := t.TempDir()
+// writeOldFormat writes records 0 to 99 into dir as a tidwall/wal log, the
+// format of earlier versions.
+func writeOldFormat(t *testing.T, dir string) {
+	t.Helper()
 	l, err := wal.Open(dir, &wal.Options{NoSync: true, LogFormat: wal.Binary, SegmentSize: 2 << 10, AllowEmpty: true})
 	if err != nil {
 		t.Fatal(err)
@@ -27,13 +23,16 @@ func TestOldFormatMigrates(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var ack [ackFileLen]byte
-	ack[0] = 1
-	putUint64(ack[1:], 30)
-	putUint32(ack[9:], crc32c(ack[:9]))
-	if err := os.WriteFile(filepath.Join(dir, ackFileName), ack[:], 0o640); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// TestOldFormatMigrates opens a queue directory an earlier version left: a
+// tidwall/wal log and an ack point. The unacknowledged records are
+// delivered, in order, from this version's segment files, and the old files
+// are gone.
+func TestOldFormatMigrates(t *testing.T) {
+	dir := t.TempDir()
+	writeOldFormat(t, dir)
+	writeAckFile(t, dir, 30)
 
 	opts := Options{SegmentBytes: 1 << 10}
 	q := open(t, ModeDisk, dir, opts)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidwall/wal"
-
 	"github.com/mqkafka/mqkafka/ack"
 )
 
@@ -103,19 +101,7 @@ func TestReviewEmptyFirstSegment(t *testing.T) {
 // unacknowledged record.
 func TestReviewMigrationCrashWhileRemovingOldFiles(t *testing.T) {
 	dir := t.TempDir()
-	l, err := wal.Open(dir, &wal.Options{NoSync: true, LogFormat: wal.Binary, SegmentSize: 2 << 10, AllowEmpty: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		r := rec(i)
-		if err := l.Write(uint64(i+1), appendEntry(nil, &r, 0)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeOldFormat(t, dir)
 	writeAckFile(t, dir, 10)
 	if old, _ := oldFormatFiles(dir); len(old) < 2 {
 		t.Fatalf("old files: %v", old)

@@ -129,10 +129,8 @@ func New(cfg conf.Source, cn conf.Connector, env Env) (*Source, error) {
 		}
 		s.maps[m.KafkaTopic] = mp
 	}
+	s.cm = clientConfig(cfg, cn, env.Node)
 	var err error
-	if s.cm, err = clientConfig(cfg, cn, env.Node); err != nil {
-		return nil, err
-	}
 	if s.c, err = s.newConsumer(); err != nil {
 		return nil, err
 	}
@@ -154,7 +152,7 @@ func (s *Source) setStatus(st connector.Status) {
 // clientConfig maps a source and its connector to librdkafka: the
 // connector's TLS, SASL and socket settings as the sinks get them, the
 // consumer's own settings, then [connectors.properties] over everything.
-func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMap, error) {
+func clientConfig(s conf.Source, cn conf.Connector, node string) kafka.ConfigMap {
 	cc := connector.Settings(cn)
 	return cc.ConfigMap(cc.IngressID(cn.Name, node, s.Name), kafka.ConfigMap{
 		"group.id":          s.Group(),
@@ -174,7 +172,7 @@ func clientConfig(s conf.Source, cn conf.Connector, node string) (kafka.ConfigMa
 		"topic.metadata.refresh.interval.ms": 10000,
 		"enable.metrics.push":                false,
 		"go.logs.channel.enable":             true,
-	}), nil
+	})
 }
 
 func (s *Source) newConsumer() (*kafka.Consumer, error) {

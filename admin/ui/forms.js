@@ -4,7 +4,7 @@
 // which is `check`'s: its problems are shown at the fields they name.
 
 import { api, ApiError, entryPath, get, testConnector } from './api.js';
-import { html, link, raw } from './dom.js';
+import { html, link, raw, statusBadge } from './dom.js';
 
 const DEFAULT = '';
 
@@ -243,6 +243,29 @@ export async function deleteEntry(ctx, kind, name, back) {
     if (e.status === 401) return;
     ctx.flash(`${e.message}${e.problems?.length ? `: ${e.problems.join('; ')}` : ''}`, 'error');
   }
+}
+
+// entryPage is the page of one sink or source: its heading with Edit and
+// Delete over body(entry, state), or a note when there is no such entry.
+export function entryPage(kind, name, body) {
+  const noun = NOUN[kind];
+  const title = `${noun[0].toUpperCase()}${noun.slice(1)} ${name}`;
+  return {
+    title,
+    mount(el, ctx) {
+      el.addEventListener('click', (ev) => {
+        if (ev.target.closest('[data-action=delete]')) deleteEntry(ctx, kind, name, `#/${kind}`);
+      });
+    },
+    live(state) {
+      const k = (state.snap[kind] || []).find((x) => x.name === name);
+      if (!k) return html`<h1>No ${noun} named ${name}</h1><p><a href="#/${kind}">All ${kind}</a></p>`;
+      return html`<h1>${title} ${statusBadge(k.status)}
+          <span class="actions"><a class="button" href="${link(kind, name, 'edit')}">Edit</a>
+          <button type="button" class="danger" data-action="delete">Delete</button></span></h1>
+        ${body(k, state)}`;
+    },
+  };
 }
 
 // entryFormPage creates (name null) or edits one entry of kind.

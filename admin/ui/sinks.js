@@ -3,7 +3,7 @@
 
 import { bytes, html, link, num, rate, statusBadge, sum } from './dom.js';
 import { lineChart } from './chart.js';
-import { deleteEntry } from './forms.js';
+import { entryPage } from './forms.js';
 
 function dropped(d) {
   return sum(Object.values(d || {}));
@@ -48,62 +48,49 @@ function dl(rows) {
 }
 
 export function sinkPage(name) {
-  return {
-    title: `Sink ${name}`,
-    mount(el, ctx) {
-      el.addEventListener('click', (ev) => {
-        if (ev.target.closest('[data-action=delete]')) deleteEntry(ctx, 'sinks', name, '#/sinks');
-      });
-    },
-    live({ snap, hist }) {
-      const k = (snap.sinks || []).find((x) => x.name === name);
-      if (!k) return html`<h1>No sink named ${name}</h1><p><a href="#/sinks">All sinks</a></p>`;
-      const c = k.config;
-      // The holding queue matters only while records wait in it for metadata.
-      const parts = (k.partitions || []).filter((p) => p.partition >= 0 || p.queuing > 0).sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
-      const drops = Object.entries(k.counters.dropped || {}).filter(([, n]) => n);
-      return html`<h1>Sink ${k.name} ${statusBadge(k.status)}
-          <span class="actions"><a class="button" href="${link('sinks', name, 'edit')}">Edit</a>
-          <button type="button" class="danger" data-action="delete">Delete</button></span></h1>
-        <div class="cards">
-          <div class="card"><div class="label">matched</div><div class="value">${num(k.counters.matched)}</div></div>
-          <div class="card"><div class="label">success</div><div class="value" id="sink-success">${num(k.counters.success)}</div></div>
-          <div class="card"><div class="label">failed</div><div class="value">${num(k.counters.failed)}</div></div>
-          <div class="card"><div class="label">retried</div><div class="value">${num(k.counters.retried)}</div></div>
-          <div class="card"><div class="label">dropped</div><div class="value">${num(dropped(k.counters.dropped))}</div>
-            <div class="sub">${drops.map(([r, n]) => `${r} ${num(n)}`).join(', ') || 'none'}</div></div>
-          <div class="card"><div class="label">queuing / inflight</div><div class="value">${num(k.counters.queuing)} / ${num(k.counters.inflight)}</div></div>
-        </div>
+  return entryPage('sinks', name, (k, { hist }) => {
+    const c = k.config;
+    // The holding queue matters only while records wait in it for metadata.
+    const parts = (k.partitions || []).filter((p) => p.partition >= 0 || p.queuing > 0).sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
+    const drops = Object.entries(k.counters.dropped || {}).filter(([, n]) => n);
+    return html`<div class="cards">
+        <div class="card"><div class="label">matched</div><div class="value">${num(k.counters.matched)}</div></div>
+        <div class="card"><div class="label">success</div><div class="value" id="sink-success">${num(k.counters.success)}</div></div>
+        <div class="card"><div class="label">failed</div><div class="value">${num(k.counters.failed)}</div></div>
+        <div class="card"><div class="label">retried</div><div class="value">${num(k.counters.retried)}</div></div>
+        <div class="card"><div class="label">dropped</div><div class="value">${num(dropped(k.counters.dropped))}</div>
+          <div class="sub">${drops.map(([r, n]) => `${r} ${num(n)}`).join(', ') || 'none'}</div></div>
+        <div class="card"><div class="label">queuing / inflight</div><div class="value">${num(k.counters.queuing)} / ${num(k.counters.inflight)}</div></div>
+      </div>
+      <section class="panel">
+        <h2>Rate, last 5 minutes</h2>
+        ${lineChart([
+          { name: 'matched', cls: 's1', points: hist.series(`sink:${name}:matched`) },
+          { name: 'success', cls: 's2', points: hist.series(`sink:${name}:success`) },
+        ], hist.now())}
+      </section>
+      <div class="columns">
         <section class="panel">
-          <h2>Rate, last 5 minutes</h2>
-          ${lineChart([
-            { name: 'matched', cls: 's1', points: hist.series(`sink:${name}:matched`) },
-            { name: 'success', cls: 's2', points: hist.series(`sink:${name}:success`) },
-          ], hist.now())}
+          <h2>Partition queues</h2>
+          ${parts.length ? html`<table class="list" id="partitions">
+            <thead><tr><th>topic</th><th class="n">partition</th><th class="n">queuing</th><th class="n">queuing_bytes</th><th class="n">inflight</th></tr></thead>
+            <tbody>${parts.map((p) => html`<tr><td><code>${p.topic}</code></td>
+              <td class="n">${p.partition < 0 ? html`<span title="records waiting for the topic's metadata">holding</span>` : p.partition}</td>
+              <td class="n">${num(p.queuing)}</td><td class="n" title="${num(p.queuing_bytes)} bytes">${bytes(p.queuing_bytes)}</td><td class="n">${num(p.inflight)}</td></tr>`)}</tbody>
+          </table>` : html`<p class="muted">No partition queues yet: they open with the first record.</p>`}
         </section>
-        <div class="columns">
-          <section class="panel">
-            <h2>Partition queues</h2>
-            ${parts.length ? html`<table class="list" id="partitions">
-              <thead><tr><th>topic</th><th class="n">partition</th><th class="n">queuing</th><th class="n">queuing_bytes</th><th class="n">inflight</th></tr></thead>
-              <tbody>${parts.map((p) => html`<tr><td><code>${p.topic}</code></td>
-                <td class="n">${p.partition < 0 ? html`<span title="records waiting for the topic's metadata">holding</span>` : p.partition}</td>
-                <td class="n">${num(p.queuing)}</td><td class="n" title="${num(p.queuing_bytes)} bytes">${bytes(p.queuing_bytes)}</td><td class="n">${num(p.inflight)}</td></tr>`)}</tbody>
-            </table>` : html`<p class="muted">No partition queues yet: they open with the first record.</p>`}
-          </section>
-          <section class="panel">
-            <h2>Buffer</h2>
-            ${dl(bufferLimits(c.buffer))}
-            <h2>Kafka</h2>
-            ${dl([
-              ['connector', k.connector], ['topic', html`<code>${c.topic}</code>`], ['key', html`<code>${c.key}</code>`],
-              ['value', html`<code>${c.value}</code>`], ['partition_strategy', c.partition_strategy + (c.partition_strategy === 'fixed' ? ` (${c.partition})` : '')],
-              ['required_acks', c.required_acks], ['compression', c.compression], ['query_mode', c.query_mode],
-              ['max_inflight', c.max_inflight], ['max_batch_bytes', c.max_batch_bytes], ['max_inflight_bytes', c.max_inflight_bytes], ['max_linger_time', c.max_linger_time],
-              ...(c.mqtt_topic_filters?.length ? [['mqtt_topic_filters', c.mqtt_topic_filters.join(', ')]] : []),
-            ])}
-          </section>
-        </div>`;
-    },
-  };
+        <section class="panel">
+          <h2>Buffer</h2>
+          ${dl(bufferLimits(c.buffer))}
+          <h2>Kafka</h2>
+          ${dl([
+            ['connector', k.connector], ['topic', html`<code>${c.topic}</code>`], ['key', html`<code>${c.key}</code>`],
+            ['value', html`<code>${c.value}</code>`], ['partition_strategy', c.partition_strategy + (c.partition_strategy === 'fixed' ? ` (${c.partition})` : '')],
+            ['required_acks', c.required_acks], ['compression', c.compression], ['query_mode', c.query_mode],
+            ['max_inflight', c.max_inflight], ['max_batch_bytes', c.max_batch_bytes], ['max_inflight_bytes', c.max_inflight_bytes], ['max_linger_time', c.max_linger_time],
+            ...(c.mqtt_topic_filters?.length ? [['mqtt_topic_filters', c.mqtt_topic_filters.join(', ')]] : []),
+          ])}
+        </section>
+      </div>`;
+  });
 }

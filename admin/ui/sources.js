@@ -2,7 +2,7 @@
 
 import { html, link, num, rate, statusBadge, sum } from './dom.js';
 import { lineChart } from './chart.js';
-import { deleteEntry } from './forms.js';
+import { entryPage } from './forms.js';
 
 function topics(c) {
   const t = Array.isArray(c?.topic) ? c.topic : c?.topic ? [c.topic] : [];
@@ -31,64 +31,51 @@ export function sourcesPage() {
 }
 
 export function sourcePage(name) {
-  return {
-    title: `Source ${name}`,
-    mount(el, ctx) {
-      el.addEventListener('click', (ev) => {
-        if (ev.target.closest('[data-action=delete]')) deleteEntry(ctx, 'sources', name, '#/sources');
-      });
-    },
-    live({ snap, hist }) {
-      const k = (snap.sources || []).find((x) => x.name === name);
-      if (!k) return html`<h1>No source named ${name}</h1><p><a href="#/sources">All sources</a></p>`;
-      const c = k.config || {};
-      const lag = [...(k.lag || [])].sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
-      return html`<h1>Source ${k.name} ${statusBadge(k.status)}
-          <span class="actions"><a class="button" href="${link('sources', name, 'edit')}">Edit</a>
-          <button type="button" class="danger" data-action="delete">Delete</button></span></h1>
-        <div class="cards">
-          <div class="card"><div class="label">received</div><div class="value">${num(k.received)}</div></div>
-          <div class="card"><div class="label">success</div><div class="value">${num(k.success)}</div></div>
-          <div class="card"><div class="label">failed</div><div class="value">${num(k.failed)}</div></div>
-          <div class="card"><div class="label">dropped</div><div class="value">${num(sum(Object.values(k.dropped || {})))}</div>
-            <div class="sub">${Object.entries(k.dropped || {}).filter(([, n]) => n).map(([r, n]) => `${r} ${num(n)}`).join(', ') || 'none'}</div></div>
-          <div class="card"><div class="label">lag</div><div class="value">${num(sum(lag.map((l) => l.lag)))}</div></div>
-        </div>
+  return entryPage('sources', name, (k, { hist }) => {
+    const c = k.config || {};
+    const lag = [...(k.lag || [])].sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
+    return html`<div class="cards">
+        <div class="card"><div class="label">received</div><div class="value">${num(k.received)}</div></div>
+        <div class="card"><div class="label">success</div><div class="value">${num(k.success)}</div></div>
+        <div class="card"><div class="label">failed</div><div class="value">${num(k.failed)}</div></div>
+        <div class="card"><div class="label">dropped</div><div class="value">${num(sum(Object.values(k.dropped || {})))}</div>
+          <div class="sub">${Object.entries(k.dropped || {}).filter(([, n]) => n).map(([r, n]) => `${r} ${num(n)}`).join(', ') || 'none'}</div></div>
+        <div class="card"><div class="label">lag</div><div class="value">${num(sum(lag.map((l) => l.lag)))}</div></div>
+      </div>
+      <section class="panel">
+        <h2>Rate, last 5 minutes</h2>
+        ${lineChart([
+          { name: 'received', cls: 's3', points: hist.series(`source:${name}:received`) },
+          { name: 'success', cls: 's2', points: hist.series(`source:${name}:success`) },
+        ], hist.now())}
+      </section>
+      <div class="columns">
         <section class="panel">
-          <h2>Rate, last 5 minutes</h2>
-          ${lineChart([
-            { name: 'received', cls: 's3', points: hist.series(`source:${name}:received`) },
-            { name: 'success', cls: 's2', points: hist.series(`source:${name}:success`) },
-          ], hist.now())}
+          <h2>Topic mapping</h2>
+          ${c.topic_mapping?.length ? html`<table class="list">
+            <thead><tr><th>Kafka topic</th><th>MQTT topic</th><th class="n">QoS</th><th>retain</th><th>payload</th></tr></thead>
+            <tbody>${c.topic_mapping.map((m) => html`<tr><td><code>${m.kafka_topic}</code></td><td><code>${m.mqtt_topic}</code></td>
+              <td class="n">${m.qos}</td><td>${m.retain ? 'yes' : 'no'}</td><td><code>${m.payload_template}</code></td></tr>`)}</tbody>
+          </table>` : html`<p class="muted">No topic_mapping: only rules reading <code>$bridges/kafka_consumer:${name}</code> see its messages.</p>`}
+          <h2>Lag per partition</h2>
+          ${lag.length ? html`<table class="list"><thead><tr><th>topic</th><th class="n">partition</th><th class="n">lag</th></tr></thead>
+            <tbody>${lag.map((l) => html`<tr><td><code>${l.topic}</code></td><td class="n">${l.partition}</td><td class="n">${num(l.lag)}</td></tr>`)}</tbody></table>`
+            : html`<p class="muted">No partitions assigned yet.</p>`}
         </section>
-        <div class="columns">
-          <section class="panel">
-            <h2>Topic mapping</h2>
-            ${c.topic_mapping?.length ? html`<table class="list">
-              <thead><tr><th>Kafka topic</th><th>MQTT topic</th><th class="n">QoS</th><th>retain</th><th>payload</th></tr></thead>
-              <tbody>${c.topic_mapping.map((m) => html`<tr><td><code>${m.kafka_topic}</code></td><td><code>${m.mqtt_topic}</code></td>
-                <td class="n">${m.qos}</td><td>${m.retain ? 'yes' : 'no'}</td><td><code>${m.payload_template}</code></td></tr>`)}</tbody>
-            </table>` : html`<p class="muted">No topic_mapping: only rules reading <code>$bridges/kafka_consumer:${name}</code> see its messages.</p>`}
-            <h2>Lag per partition</h2>
-            ${lag.length ? html`<table class="list"><thead><tr><th>topic</th><th class="n">partition</th><th class="n">lag</th></tr></thead>
-              <tbody>${lag.map((l) => html`<tr><td><code>${l.topic}</code></td><td class="n">${l.partition}</td><td class="n">${num(l.lag)}</td></tr>`)}</tbody></table>`
-              : html`<p class="muted">No partitions assigned yet.</p>`}
-          </section>
-          <section class="panel">
-            <h2>Consumer</h2>
-            <dl class="kv">
-              <dt>connector</dt><dd>${c.connector}</dd>
-              <dt>topics</dt><dd>${topics(c).join(', ')}</dd>
-              <dt>group_id</dt><dd>${c.group_id || `mqkafka-${name}`}</dd>
-              <dt>offset_reset_policy</dt><dd>${c.offset_reset_policy}</dd>
-              <dt>offset_commit_interval</dt><dd>${c.offset_commit_interval}</dd>
-              <dt>key / value encoding</dt><dd>${c.key_encoding_mode} / ${c.value_encoding_mode}</dd>
-              <dt>max_batch_bytes</dt><dd>${c.max_batch_bytes}</dd>
-              <dt>max_wait_time</dt><dd>${c.max_wait_time}</dd>
-              <dt>headers_as_user_properties</dt><dd>${String(!!c.headers_as_user_properties)}</dd>
-            </dl>
-          </section>
-        </div>`;
-    },
-  };
+        <section class="panel">
+          <h2>Consumer</h2>
+          <dl class="kv">
+            <dt>connector</dt><dd>${c.connector}</dd>
+            <dt>topics</dt><dd>${topics(c).join(', ')}</dd>
+            <dt>group_id</dt><dd>${c.group_id || `mqkafka-${name}`}</dd>
+            <dt>offset_reset_policy</dt><dd>${c.offset_reset_policy}</dd>
+            <dt>offset_commit_interval</dt><dd>${c.offset_commit_interval}</dd>
+            <dt>key / value encoding</dt><dd>${c.key_encoding_mode} / ${c.value_encoding_mode}</dd>
+            <dt>max_batch_bytes</dt><dd>${c.max_batch_bytes}</dd>
+            <dt>max_wait_time</dt><dd>${c.max_wait_time}</dd>
+            <dt>headers_as_user_properties</dt><dd>${String(!!c.headers_as_user_properties)}</dd>
+          </dl>
+        </section>
+      </div>`;
+  });
 }

@@ -67,12 +67,16 @@ func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// LogWriter writes each line to the test log.
+// LogWriter writes each line to the test log (a benchmark's only with -v).
 func LogWriter(t testing.TB) io.Writer { return tWriter{t} }
 
 type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
+	// A benchmark prints its log even when it passes, burying the figures.
+	if _, bench := w.t.(*testing.B); bench && !testing.Verbose() {
+		return len(p), nil
+	}
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
