@@ -48,6 +48,10 @@ func (b *Broker) JoinCluster(r Router) error {
 // ErrNoCluster is returned by the cluster's calls on a broker that did not join one.
 var ErrNoCluster = errors.New("broker: not in a cluster")
 
+// ErrExpired is returned by Deliver for a message whose Message Expiry
+// Interval ran out on its way from another node.
+var ErrExpired = errors.New("broker: message expired")
+
 // Deliver hands a publish from another node to this node's subscribers
 // only: it runs no rules (the node it came in ran them), is not routed
 // again and is not retained (retained messages travel on their own). Its
@@ -63,6 +67,9 @@ func (b *Broker) Deliver(m *cluster.Message) error {
 	defer func() { h.groups = nil }()
 	pk := crossPacket(m)
 	pk.FixedHeader.Retain = false
+	if pk.Expiry > 0 && pk.Expiry <= time.Now().Unix() {
+		return fmt.Errorf("broker: deliver to %q: %w", m.Topic, ErrExpired)
+	}
 	if err := b.srv.InjectPacket(h.client, pk); err != nil {
 		return fmt.Errorf("broker: deliver to %q: %w", m.Topic, err)
 	}
@@ -117,9 +124,11 @@ func crossPacket(m *cluster.Message) packets.Packet {
 	if m.PayloadFormat != nil {
 		p.PayloadFormat, p.PayloadFormatFlag = *m.PayloadFormat, true
 	}
-	p.MessageExpiryInterval = m.ExpiryInterval
 	if m.ExpiryInterval > 0 {
 		pk.Expiry = m.Created + int64(m.ExpiryInterval)
+		// A subscriber gets what is left of the interval [MQTT-3.3.2-6]:
+		// mochi counts it again from the packet's arrival here.
+		p.MessageExpiryInterval = uint32(max(pk.Expiry-time.Now().Unix(), 0))
 	}
 	p.ContentType, p.ResponseTopic, p.CorrelationData = m.ContentType, m.ResponseTopic, m.CorrelationData
 	for _, kv := range m.UserProps {
