@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -34,3 +35,28 @@ func (noRoutes) Remote() bool                                            { retur
 func (noRoutes) Route(_ *cluster.Message, localShared []string) []string { return localShared }
 func (noRoutes) Subscribed(string, bool)                                 {}
 func (noRoutes) Retained(*cluster.Message)                               {}
+
+// BenchmarkPublishWithoutRemoteRoute is what joining a cluster costs a
+// publish that no other node subscribes to: `go test -bench
+// PublishWithoutRemoteRoute -benchmem ./broker`.
+func BenchmarkPublishWithoutRemoteRoute(b *testing.B) {
+	cfg := brokerConfig(b, "[broker]\nlisteners = [{ address = \"127.0.0.1:0\" }]\npersistence = false\n[broker.auth]\nallow_anonymous = true\n")
+	payload := make([]byte, 100)
+	for _, joined := range []bool{false, true} {
+		b.Run(fmt.Sprintf("cluster=%v", joined), func(b *testing.B) {
+			br := startBrokerWith(b, cfg, noRules{}, func(br *Broker) {
+				if joined {
+					if err := br.JoinCluster(noRoutes{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := br.Publish("t/x", payload, false, 0, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
