@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,19 +20,24 @@ import (
 	"github.com/mqkafka/mqkafka/rule"
 )
 
-// noRules is a broker's rule engine with no rule.
-type noRules struct{}
+// rules is a broker's rule engine with one rule on every topic that
+// counts what it is handed.
+type rules struct{ n atomic.Int64 }
 
-func (noRules) Matches(string) bool                                  { return false }
-func (noRules) Publish(context.Context, ack.Wait, *rule.Event) error { return nil }
+func (*rules) Matches(string) bool { return true }
+func (r *rules) Publish(context.Context, ack.Wait, *rule.Event) error {
+	r.n.Add(1)
+	return nil
+}
 
 // member is one node: a broker and its membership, on one kfake.
 type member struct {
-	b    *broker.Broker
-	n    *cluster.Node
-	addr string
-	logs *testkit.SyncBuffer
-	once sync.Once
+	b     *broker.Broker
+	n     *cluster.Node
+	addr  string
+	logs  *testkit.SyncBuffer
+	once  sync.Once
+	rules rules
 }
 
 func nodeConfig(t testing.TB, kafkaAddr, node, extra string) *conf.Config {
@@ -73,7 +79,7 @@ func join(t testing.TB, kafkaAddr, node string) *member {
 	})
 	log := slog.New(slog.NewTextHandler(m.logs, nil)).With("node", node)
 	var err error
-	if m.b, err = broker.New(cfg.Broker, node, noRules{}, log); err != nil {
+	if m.b, err = broker.New(cfg.Broker, node, &m.rules, log); err != nil {
 		t.Fatal(err)
 	}
 	if m.n, err = cluster.New(cluster.Config{Cluster: *cfg.Cluster, Node: node, Connector: cfg.Connectors[0], Version: "test"}, log); err != nil {
@@ -146,6 +152,10 @@ func TestCrossNodePublishInOrder(t *testing.T) {
 	}
 	if s := n2.n.Status(); s.MessagesIn != n {
 		t.Fatalf("n2 delivered %d, want %d", s.MessagesIn, n)
+	}
+	// Sinks stay per node: the rules ran where the publishes came in.
+	if got1, got2 := n1.rules.n.Load(), n2.rules.n.Load(); got1 != n+1 || got2 != 0 {
+		t.Fatalf("the rules ran %d times on n1 and %d on n2, want %d and 0", got1, got2, n+1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
