@@ -59,6 +59,9 @@ func TestReadyzFollowsTheClusterKafka(t *testing.T) {
 	if code, body := call(t, a, "GET", "/api/v1/cluster", "s3cret", ""); code != 200 || !strings.Contains(body, `"id": "n1"`) || !strings.Contains(body, `"status": "up"`) {
 		t.Fatalf("GET /api/v1/cluster: %d %s", code, body)
 	}
+	if code, body := call(t, a, "GET", "/api/v1/config", "s3cret", ""); code != 200 || !strings.Contains(body, `"node_timeout": "1s"`) {
+		t.Fatalf("GET /api/v1/config shows no [cluster]: %d %s", code, body)
+	}
 
 	kc.Close()
 	testkit.WaitFor(t, 20*time.Second, "not ready with Kafka down", func() bool {
