@@ -33,7 +33,8 @@ type clusterNode struct {
 }
 
 // clusterNodeConfig is a node of cluster "t" on kafkaAddr, with a source of
-// topic "src" whose records are published to src/<key>.
+// topic "src" whose records are published to src/<key>, and by a rule's
+// republish to rep/<key>.
 func clusterNodeConfig(t testing.TB, kafkaAddr, name string) *clusterNode {
 	t.Helper()
 	n := &clusterNode{name: name, mqtt: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
@@ -57,6 +58,14 @@ kafka_topic = "src"
 mqtt_topic = "src/${.key}"
 qos = 1
 payload_template = "${.value}"
+
+[[rules]]
+id = "rep"
+sql = 'SELECT key, value FROM "$bridges/kafka_consumer:src"'
+[[rules.republish]]
+topic = "rep/${key}"
+payload = "${value}"
+qos = 1
 `)
 	text = strings.Replace(text, "[broker]\n", fmt.Sprintf("[broker]\nnode = %q\n", name), 1)
 	text = strings.Replace(text, `listeners = [{ address = "127.0.0.1:0" }]`, fmt.Sprintf("listeners = [{ address = %q }]", n.mqtt), 1)
@@ -220,17 +229,18 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 		t.Logf("jobs per member: n1 %d, n2 %d, n3 %d", boxes[0].Len(), boxes[1].Len(), boxes[2].Len())
 	})
 
-	t.Run("SourceRecordsReachEveryNodeOnce", func(t *testing.T) {
+	t.Run("SourceRecordsAndRepublishReachEveryNodeOnce", func(t *testing.T) {
 		boxes := make([]*testkit.Inbox, len(nodes))
 		for i, n := range nodes {
 			boxes[i] = &testkit.Inbox{}
-			testkit.Subscriber(t, n.mqtt, "src-"+n.name, 0, boxes[i], 1, "src/#", "settle/"+n.name)
+			testkit.Subscriber(t, n.mqtt, "src-"+n.name, 0, boxes[i], 1, "src/#", "rep/#", "settle/"+n.name)
 		}
 		groupStable(t, kafka, "mqkafka-src", len(nodes))
 		const n = 1000
 		testkit.Produce(t, kafka, testkit.SeqRecords("src", 0, n))
+		// Each record twice: by the source's mapping and by the rule's republish.
 		for i, b := range boxes {
-			testkit.WaitFor(t, 30*time.Second, "1,000 records on "+nodes[i].name, func() bool { return b.Len() >= n })
+			testkit.WaitFor(t, 30*time.Second, "2,000 publishes on "+nodes[i].name, func() bool { return b.Len() >= 2*n })
 		}
 		for i, b := range boxes {
 			testkit.Settle(t, nodes[i].mqtt, "settle/"+nodes[i].name, b)
@@ -238,8 +248,8 @@ func TestClusterOfThreeProcesses(t *testing.T) {
 			for _, p := range b.All() {
 				seen[p.Topic] = true
 			}
-			if b.Len() != n || len(seen) != n {
-				t.Fatalf("the subscriber on %s got %d records, %d distinct, want %d once each", nodes[i].name, b.Len(), len(seen), n)
+			if b.Len() != 2*n || len(seen) != 2*n {
+				t.Fatalf("the subscriber on %s got %d publishes, %d distinct, want the %d records once each on src/ and on rep/", nodes[i].name, b.Len(), len(seen), n)
 			}
 		}
 	})
