@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/broker"
@@ -40,7 +43,9 @@ type member struct {
 	rules rules
 }
 
-func nodeConfig(t testing.TB, kafkaAddr, node, extra string) *conf.Config {
+// nodeConfig is node's config in cluster "t"; connectorTables are added to
+// its connector.
+func nodeConfig(t testing.TB, kafkaAddr, node, connectorTables string) *conf.Config {
 	t.Helper()
 	cfg, err := conf.Parse("test.toml", fmt.Appendf(nil, `
 [broker]
@@ -56,11 +61,11 @@ replication_factor = 1
 partitions = 3
 heartbeat_interval = "200ms"
 node_timeout = "1s"
-%s
 [[connectors]]
 name = "k"
 bootstrap_hosts = %q
-`, node, t.TempDir(), extra, kafkaAddr))
+%s
+`, node, t.TempDir(), kafkaAddr, connectorTables))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,20 +236,26 @@ func TestNodeDownDropsItsRoutes(t *testing.T) {
 	}
 }
 
-func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
-	kc, kafka := testkit.NewKafka(t, 0)
-	if err := kc.CreateTopic("mqkafka.t.routes", 1, map[string]string{"cleanup.policy": "delete"}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := nodeConfig(t, kafka, "n1", "")
-	n, err := cluster.New(cluster.Config{Cluster: *cfg.Cluster, Node: "n1", Connector: cfg.Connectors[0]}, testkit.Logger(t))
+// loadError is what a node of cfg's cluster says when it loads the
+// cluster's state.
+func loadError(t testing.TB, cfg *conf.Config) error {
+	t.Helper()
+	n, err := cluster.New(cluster.Config{Cluster: *cfg.Cluster, Node: cfg.Broker.Node, Connector: cfg.Connectors[0]}, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	defer n.Close(ctx)
-	err = n.Load(ctx)
+	return n.Load(ctx)
+}
+
+func TestTopicWithWrongCleanupPolicyRefused(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	if err := kc.CreateTopic("mqkafka.t.routes", 1, map[string]string{"cleanup.policy": "delete"}); err != nil {
+		t.Fatal(err)
+	}
+	err := loadError(t, nodeConfig(t, kafka, "n1", ""))
 	if err == nil || !strings.Contains(err.Error(), "mqkafka.t.routes has cleanup.policy=delete, mqkafka needs compact") {
 		t.Fatalf("Load = %v, want the routes topic's policy refused", err)
 	}
@@ -292,5 +303,15 @@ func TestKafkaUnreachable(t *testing.T) {
 	}
 	if s := n1.n.Status(); s.MessagesDropped != 0 || s.Kafka != "connected" {
 		t.Fatalf("after Kafka came back n1 shows %+v", s)
+	}
+}
+
+func TestNoPermissionToCreateTopicsRefused(t *testing.T) {
+	// "dev" may connect, and do nothing else.
+	kafka := testkit.NewSASLKafka(t, "PLAIN", "admin", "admin", []kgo.Opt{kgo.SASL(plain.Auth{User: "admin", Pass: "admin"}.AsMechanism())},
+		kfake.EnableACLs(), kfake.User("PLAIN", "dev", "pw"))
+	err := loadError(t, nodeConfig(t, kafka, "n1", "[connectors.authentication]\nmechanism = \"plain\"\nusername = \"dev\"\npassword = \"pw\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "cluster: not allowed to create topic mqkafka.t.") || !strings.Contains(err.Error(), "grant this connector's user CREATE") {
+		t.Fatalf("Load = %v, want creating the topics refused for want of permission", err)
 	}
 }
