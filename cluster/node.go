@@ -118,7 +118,6 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		announced: map[string]bool{}, members: map[string]*member{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
 	n.buffers.New = func() any { return new([]byte) }
-	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
 	stateCM := n.producerConfig("state", 1<<30)
 	if n.state, err = kafka.NewProducer(&stateCM); err != nil {
@@ -129,6 +128,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		n.state.Close()
 		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.goLogs(n.state.Logs())
 	n.goLogs(n.msgs.Logs())
 	n.untilClosed(func() { n.reports(n.state, nil) })
