@@ -48,6 +48,13 @@ var (
 	dSubscriptions    = desc("broker_subscriptions", "Subscriptions.")
 	dBrokerDropped    = desc("broker_dropped_total", "MQTT publishes the broker did not deliver, by reason.", "reason")
 	dBrokerRefused    = desc("broker_refused_total", "Connections, packets and sessions refused for exceeding a limit, by reason.", "reason")
+	dClusterIn        = desc("cluster_messages_in_total", "Publishes from other nodes delivered here.")
+	dClusterOut       = desc("cluster_messages_out_total", "Publishes sent to other nodes that Kafka took.")
+	dClusterDropped   = desc("cluster_messages_dropped_total", "Publishes for or from other nodes dropped (queue full, refused, undeliverable).")
+	dClusterQueued    = desc("cluster_queued", "Cluster records waiting for Kafka.")
+	dClusterRoutes    = desc("cluster_routes", "Filters of other nodes that publishes are routed by.")
+	dClusterUp        = desc("cluster_node_up", "1 while a node of the cluster is up.", "node")
+	dClusterBeatAge   = desc("cluster_heartbeat_age_seconds", "Seconds since a node's last heartbeat.", "node")
 )
 
 // Describe implements prometheus.Collector.
@@ -56,7 +63,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSinkInflightB, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
 		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
-		dConnPending, dAcceptErrors} {
+		dConnPending, dAcceptErrors, dClusterIn, dClusterOut, dClusterDropped, dClusterQueued, dClusterRoutes,
+		dClusterUp, dClusterBeatAge} {
 		ch <- d
 	}
 }
@@ -122,5 +130,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range b.Refused {
 		counter(dBrokerRefused, n, reason)
+	}
+	if c := s.Cluster; c != nil {
+		counter(dClusterIn, c.MessagesIn)
+		counter(dClusterOut, c.MessagesOut)
+		counter(dClusterDropped, c.MessagesDropped)
+		gauge(dClusterQueued, int64(c.Queued))
+		gauge(dClusterRoutes, c.Routes)
+		for _, n := range c.Nodes {
+			up := int64(0)
+			if n.Status == "up" {
+				up = 1
+			}
+			gauge(dClusterUp, up, n.ID)
+			ch <- prometheus.MustNewConstMetric(dClusterBeatAge, prometheus.GaugeValue, s.Time.Sub(n.LastHeartbeat).Seconds(), n.ID)
+		}
 	}
 }

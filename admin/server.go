@@ -73,6 +73,7 @@ func (s *Server) routes() []route {
 		{pattern: "GET /metrics", handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
 		fn("GET /api/v1/openapi.json", serveOpenAPI),
 		fn("GET /api/v1/status", s.status),
+		fn("GET /api/v1/cluster", s.cluster),
 		fn("GET /api/v1/rates", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.rates.history()) }),
 		fn("GET /api/v1/config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, redactedConfig(s.rt.Config())) }),
 		fn("GET /api/v1/{kind}", s.list),
@@ -162,6 +163,16 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, 200, s.snapshot())
+}
+
+// cluster answers the nodes of the cluster, as this node sees them.
+func (s *Server) cluster(w http.ResponseWriter, _ *http.Request) {
+	c := s.rt.Snapshot().Cluster
+	if c == nil {
+		writeJSON(w, http.StatusNotFound, apiError{Code: "NOT_FOUND", Message: "this node is in no cluster: [cluster] is not set"})
+		return
+	}
+	writeJSON(w, 200, c)
 }
 
 // statusesOf returns a snapshot's statuses of kind, keyed by name.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
 )
 
@@ -20,7 +21,9 @@ type Snapshot struct {
 	Connectors []ConnectorStatus `json:"connectors"`
 	Sinks      []SinkStatus      `json:"sinks"`
 	Sources    []SourceStatus    `json:"sources"`
-	Rules      []RuleStatus      `json:"rules"`
+	// Cluster is nil on a node that stands alone.
+	Cluster *cluster.Status `json:"cluster,omitempty"`
+	Rules   []RuleStatus    `json:"rules"`
 }
 
 // BrokerStats are the MQTT broker's figures.

@@ -20,6 +20,7 @@ import (
 	"github.com/mqkafka/mqkafka/admin"
 	"github.com/mqkafka/mqkafka/broker"
 	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/producer"
 	"github.com/mqkafka/mqkafka/rule"
@@ -32,6 +33,8 @@ type App struct {
 	kafka   *kfake.Cluster
 	broker  *broker.Broker
 	admin   *admin.Server
+	// cluster is this node's membership of [cluster], nil without one.
+	cluster *cluster.Node
 	node    string
 	started time.Time
 
@@ -138,8 +141,18 @@ func (a *App) start() (err error) {
 	if a.broker, err = broker.New(cfg.Broker, a.node, &a.engine, log); err != nil {
 		return err
 	}
+	if cfg.Cluster != nil {
+		if err := a.joinCluster(); err != nil {
+			return err
+		}
+	}
 	if err := a.broker.Start(); err != nil {
 		return err
+	}
+	if a.cluster != nil {
+		if err := a.cluster.Start(a.broker); err != nil {
+			return err
+		}
 	}
 	if err := a.startSources(); err != nil {
 		return err
@@ -270,9 +283,13 @@ func (a *App) reportStats(ctx context.Context, every time.Duration) {
 // closes everything else.
 func (a *App) Stop() error {
 	a.stopSources()
+	a.stopClusterDelivery()
 	a.closeBroker()
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
+	// After the broker, so that the routes of the sessions it ended are
+	// withdrawn; before the sinks, which may drain for all of ctx.
+	a.leaveCluster(ctx)
 	var errs []error
 	for _, sr := range a.sinks {
 		if err := sr.sink.Drain(ctx); err != nil {
@@ -293,7 +310,11 @@ func (a *App) closeAll() {
 		a.cancel()
 	}
 	a.wg.Wait()
+	a.stopClusterDelivery()
 	a.closeBroker()
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	a.leaveCluster(ctx)
 	for _, sr := range a.sinks {
 		sr.close()
 	}

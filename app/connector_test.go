@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
@@ -80,49 +78,6 @@ func requireKeptNotDelivered(t *testing.T, a *App, accepts *atomic.Int64, addr, 
 	}
 }
 
-// newSASLKafka starts a kfake that requires SASL from user with mechanism
-// (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), plus opts.
-//
-// kfake serves SaslHandshake v1 only, but librdkafka wants brokers to list
-// v0 as well (every real Kafka does, 0..1) and otherwise refuses with "SASL
-// Handshake not supported by broker". The cluster's ApiVersions answer is
-// therefore read once and served again with SaslHandshake from v0; what
-// librdkafka then sends is v1, which kfake handles.
-func newSASLKafka(t *testing.T, mechanism, user, pass string, read []kgo.Opt, opts ...kfake.Opt) string {
-	t.Helper()
-	c, addr := testkit.NewKafka(t, 0, append([]kfake.Opt{kfake.EnableSASL(), kfake.Superuser(mechanism, user, pass)}, opts...)...)
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, read...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatalf("ApiVersions: %v", err)
-	}
-	maxVersion := int16(-1)
-	for i, k := range resp.ApiKeys {
-		switch k.ApiKey {
-		case int16(kmsg.SASLHandshake):
-			resp.ApiKeys[i].MinVersion = 0
-		case int16(kmsg.ApiVersions):
-			maxVersion = k.MaxVersion
-		}
-	}
-	c.ControlKey(int16(kmsg.ApiVersions), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if kreq.GetVersion() > maxVersion {
-			return nil, nil, false
-		}
-		r := *resp
-		r.SetVersion(kreq.GetVersion())
-		return &r, nil, true
-	})
-	return addr
-}
-
 // TestSASLMechanisms: each SASL mechanism delivers with the right password;
 // with a wrong one nothing is delivered, the record stays buffered, the
 // process stays up and the password shows nowhere in the log.
@@ -139,7 +94,7 @@ func TestSASLMechanisms(t *testing.T) {
 			const secret = "s3cret-Pa55"
 			read := m.mech("admin", secret)
 			t.Run("delivers", func(t *testing.T) {
-				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
+				addr := testkit.NewSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"))
 				// The password comes from a file, as file:// lets one write it.
 				pwFile := filepath.Join(t.TempDir(), "kafka-password")
 				if err := os.WriteFile(pwFile, []byte(secret+"\n"), 0o600); err != nil {
@@ -155,7 +110,7 @@ func TestSASLMechanisms(t *testing.T) {
 			})
 			t.Run("wrong password", func(t *testing.T) {
 				counted, accepts := testkit.CountAccepts()
-				addr := newSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"), counted)
+				addr := testkit.NewSASLKafka(t, m.kfake, "admin", secret, []kgo.Opt{read}, kfake.SeedTopics(1, "sasl-in"), counted)
 				const wrong = "Wr0ng-Pa55word"
 				a, log := startAppLogged(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "sasl-in"), testkit.SASLTable(m.conf, wrong)))
 				publishOne(t, a, "dev-sasl", "never")
@@ -223,7 +178,7 @@ func TestTLSConnector(t *testing.T) {
 	t.Run("SASL_SSL", func(t *testing.T) {
 		// kfake serves SASL over its TLS listener too.
 		scramRead := kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())
-		addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", []kgo.Opt{read, scramRead}, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
+		addr := testkit.NewSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", []kgo.Opt{read, scramRead}, kfake.TLS(serverTLS), kfake.SeedTopics(1, "tls-in"))
 		a := startApp(t, testkit.WithConnectorTables(t, testkit.BaseConfig(t, addr, "tls-in"), testkit.SSLTable(ca.CertFile, "")+testkit.SASLTable("scram_sha_256", "secret")))
 		publishOne(t, a, "dev-tls", "hello sasl_ssl")
 		requireDelivered(t, a, addr, "tls-in", "hello sasl_ssl", read, scramRead)

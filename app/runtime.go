@@ -188,8 +188,9 @@ func (a *App) reconfigure(cfg *conf.Config) error {
 	if err := a.startSources(); err != nil {
 		return err
 	}
-	if !reflect.DeepEqual(old.Broker, cfg.Broker) || !reflect.DeepEqual(old.Admin, cfg.Admin) || old.Log != cfg.Log {
-		a.log.Warn("broker, admin and log settings changed: they take effect at the next restart")
+	if !reflect.DeepEqual(old.Broker, cfg.Broker) || !reflect.DeepEqual(old.Admin, cfg.Admin) || old.Log != cfg.Log ||
+		!reflect.DeepEqual(old.Cluster, cfg.Cluster) {
+		a.log.Warn("broker, admin, cluster and log settings changed: they take effect at the next restart")
 	}
 	a.log.Info("configuration applied", "sinks", len(a.sinks), "rules", len(cfg.Rules), "sources", len(cfg.Sources))
 	return nil
@@ -347,6 +348,9 @@ func (a *App) Ready() (bool, string) {
 			return false, fmt.Sprintf("sink %s refuses records: %s", s.Name, s.BufferError)
 		}
 	}
+	if c := snap.Cluster; c != nil && c.Kafka != "connected" {
+		return false, fmt.Sprintf("cluster %s: Kafka is %s; publishes for other nodes wait", c.Name, c.Kafka)
+	}
 	return true, ""
 }
 
@@ -399,6 +403,7 @@ func (a *App) Snapshot() admin.Snapshot {
 		}
 	}
 	s.Sources = a.sourceStatuses()
+	s.Cluster = a.clusterStatus()
 	return s
 }
 

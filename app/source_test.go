@@ -377,7 +377,7 @@ payload_template = "${.value}"
 // [connectors.authentication], as the sinks write through it.
 func TestSourceOverSASL(t *testing.T) {
 	read := []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())}
-	addr := newSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", read, kfake.SeedTopics(1, "sasl-src"))
+	addr := testkit.NewSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", read, kfake.SeedTopics(1, "sasl-src"))
 	cfg := strings.Replace(testkit.SourceConfig(t, addr, `
 [[sources]]
 name = "src"

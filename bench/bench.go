@@ -35,6 +35,7 @@ const (
 	ScenarioSource      = "source"
 	ScenarioRecovery    = "recovery"
 	ScenarioConnections = "connections"
+	ScenarioCluster     = "cluster"
 )
 
 // DefaultScenarios is the pipeline with both its ceilings.
@@ -43,7 +44,7 @@ func DefaultScenarios() []string {
 }
 
 func allScenarios() []string {
-	return []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline, ScenarioSource, ScenarioRecovery, ScenarioConnections}
+	return []string{ScenarioKafkaRaw, ScenarioBrokerRaw, ScenarioPipeline, ScenarioSource, ScenarioRecovery, ScenarioConnections, ScenarioCluster}
 }
 
 // Options configure a bench invocation. Params holds the defaults of every
@@ -280,6 +281,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				r.source(ctx, p)
 			case ScenarioRecovery:
 				r.recovery(ctx, p)
+			case ScenarioCluster:
+				r.cluster(ctx, p)
 			}
 		}
 	}

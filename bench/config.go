@@ -23,6 +23,8 @@ type mqConfig struct {
 	// cold makes the sink's topic a template (of the same name), so that
 	// the sink opens it only when the first record names it.
 	cold bool
+	// cluster makes it a node of a cluster, with no sink.
+	cluster *clusterConfig
 }
 
 // sourceConfig maps one Kafka topic to MQTT.
@@ -56,6 +58,9 @@ func (c mqConfig) toml() string {
 	// runs and with anything else on the machine.
 	b.WriteString("[admin]\nlisten = \"\"\n")
 	fmt.Fprintf(&b, "[broker]\nlisteners = [{ address = %q }]\ndata_dir = %q\n", fmt.Sprintf("127.0.0.1:%d", c.port), c.dataDir)
+	if c.cluster != nil {
+		fmt.Fprintf(&b, "node = %q\n", c.cluster.node)
+	}
 	// The connections scenario measures how fast the broker can accept,
 	// not the default max_conn_rate.
 	b.WriteString("max_conn_rate = \"infinity\"\n")
@@ -64,6 +69,10 @@ func (c mqConfig) toml() string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "\n[[connectors]]\nname = \"kafka\"\nbootstrap_hosts = %q\n", c.kafka)
+	if cl := c.cluster; cl != nil {
+		fmt.Fprintf(&b, "\n[cluster]\nname = %q\nconnector = \"kafka\"\nreplication_factor = -1\npartitions = %d\n", cl.name, max(cl.partitions, 1))
+		return b.String()
+	}
 	if c.source != nil {
 		fmt.Fprintf(&b, `
 [[sources]]

@@ -17,6 +17,8 @@ func scenarioColor(scenario string) string {
 		return "#a0aec0"
 	case ScenarioSource:
 		return "#2f855a"
+	case ScenarioCluster:
+		return "#6b46c1"
 	}
 	return "#c05621"
 }

@@ -239,6 +239,10 @@ func (r *Report) finish() {
 					x.ratio("memory", x.Rate/mem.Rate)
 				}
 			}
+		case ScenarioCluster:
+			if br != nil {
+				x.ratio("broker_raw", x.Rate/br.Rate)
+			}
 		case ScenarioRecovery:
 			if kr != nil {
 				if dr, ok := x.Extra["drain_rate"].(float64); ok {

@@ -289,17 +289,24 @@ func (r *runner) runBrokerRaw(ctx context.Context, name string, tag uint32, p Pa
 		return err
 	}
 	defer r.stopMQKafka(mq)
+	return r.toSubscriber(ctx, name, tag, p, p.loadSpec(mq.addr, tag, r.o.Drain), mq.addr, mq, nil, res)
+}
+
+// toSubscriber runs spec's load (on spec.addr) to one subscriber on
+// subAddr and fills res; the CPU measured is mq's and k's.
+func (r *runner) toSubscriber(ctx context.Context, name string, tag uint32, p Params, spec loadSpec, subAddr string,
+	mq *mqSide, k *kafkaSide, res *Result) error {
 	col := newCollector(tag)
-	spec := p.loadSpec(mq.addr, tag, r.o.Drain)
-	sub, err := subscribe(ctx, mq.addr, fmt.Sprintf("bench-sub-%08x", tag), spec.topic+"/#", subscriberQoS, col.recorder())
+	sub, err := subscribe(ctx, subAddr, fmt.Sprintf("bench-sub-%08x", tag), spec.topic+"/#", subscriberQoS, col.recorder())
 	if err != nil {
 		return err
 	}
 	defer sub.close()
-	if err := warmMQTT(ctx, mq.addr, tag, col); err != nil {
+	// Across nodes, this also waits for the subscriber's route to arrive.
+	if err := warmMQTT(ctx, spec.addr, tag, col); err != nil {
 		return err
 	}
-	m := r.startMeasure(ctx, name, mq, nil, false)
+	m := r.startMeasure(ctx, name, mq, k, false)
 	l := newLoad(spec)
 	prog := startProgress(ctx, r.o.Progress, name+" "+p.String(), l.sent.Load, l.acked.Load, col.distinct.Load)
 	lres, lerr := l.run(ctx)

@@ -44,6 +44,9 @@ type Broker struct {
 	refused *refusals
 	limits  *limitsHook
 	queue   *queueHook
+	bridge  *bridgeHook
+	// cluster is nil unless JoinCluster made this node one of a cluster.
+	cluster *clusterHook
 	// pending holds the connections that have not sent CONNECT yet.
 	pending      *pending
 	acceptErrors atomic.Int64
@@ -118,6 +121,7 @@ func New(cfg conf.Broker, node string, pub Publisher, log *slog.Logger) (b *Brok
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	b.bridge = h
 	for i, lc := range cfg.Listeners {
 		id := fmt.Sprintf("%s-%d", lc.Type, i)
 		var cr *connRate
@@ -235,6 +239,8 @@ type bridgeHook struct {
 	log      *slog.Logger
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
+	// cluster delivers what other nodes send: their rules ran there.
+	cluster *mqtt.Client
 
 	lastRefusal atomic.Int64 // unix ns of the last refusal logged
 }
@@ -247,7 +253,7 @@ func (h *bridgeHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.acks.for
 
 func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	deferrable := pk.FixedHeader.Qos == 1 && !cl.Net.Inline
-	if !h.pub.Matches(pk.TopicName) {
+	if cl == h.cluster || !h.pub.Matches(pk.TopicName) {
 		if deferrable && h.acks.behind(cl) {
 			// Answering now would overtake the PUBACKs still pending.
 			c := h.acks.conn(cl)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/conf"
@@ -109,6 +111,37 @@ func TestSessionExpiryDefault(t *testing.T) {
 	_, ack := session(t, b.Addrs()[0], v5connect("forever", false, 0xFFFFFFFF))
 	if p := ack.Properties; !p.SessionExpiryIntervalFlag || p.SessionExpiryInterval != 7200 {
 		t.Fatalf("CONNACK Session Expiry Interval %d (set %v), want 7200 (2h)", p.SessionExpiryInterval, p.SessionExpiryIntervalFlag)
+	}
+}
+
+// TestExpiredSessionLeavesNoSubscription: an expired session's
+// subscriptions left mochi's topic index with it only once patched; a new
+// session with the same client id got what the old one had subscribed to
+// [MQTT-4.1.0-2], and a cluster node kept announcing the filter.
+func TestExpiredSessionLeavesNoSubscription(t *testing.T) {
+	b, _ := startBroker(t, brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+persistence = false
+listeners = [{ address = "127.0.0.1:0" }]
+[broker.auth]
+allow_anonymous = true
+`, t.TempDir())))
+	addr := b.Addrs()[0]
+	old := testkit.Subscriber(t, addr, "dev", 1, &testkit.Inbox{}, 1, "old/#")
+	_ = old.Disconnect(&paho.Disconnect{})
+	testkit.WaitFor(t, 10*time.Second, "the session to expire", func() bool {
+		_, ok := b.srv.Clients.Get("dev")
+		return !ok
+	})
+	if b.srv.Topics.Subscribed("old/#") || b.Info().Subscriptions != 0 {
+		t.Fatalf("the expired session's filter is still indexed (%d subscriptions)", b.Info().Subscriptions)
+	}
+	box := &testkit.Inbox{}
+	testkit.Subscriber(t, addr, "dev", 0, box, 1, "new")
+	testkit.Publish(t, testkit.MQTTClient(t, addr, "pub", nil), "old/x", 1, []byte("not yours"))
+	testkit.Settle(t, addr, "new", box)
+	if box.Len() != 0 {
+		t.Fatalf("a new session got %q, subscribed to by the expired one", box.Payloads())
 	}
 }
 

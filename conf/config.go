@@ -16,16 +16,18 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	Broker          Broker        `toml:"broker"`
-	Log             Log           `toml:"log"`
-	Admin           Admin         `toml:"admin"`
-	EmbeddedKafka   EmbeddedKafka `toml:"embedded_kafka"`
-	Connectors      []Connector   `toml:"connectors"`
-	Rules           []Rule        `toml:"rules"`
-	Sinks           []Sink        `toml:"sinks"`
-	Sources         []Source      `toml:"sources"`
-	Sysmon          Sysmon        `toml:"sysmon"`
-	Buffer          Buffer        `toml:"buffer"`
+	Broker        Broker        `toml:"broker"`
+	Log           Log           `toml:"log"`
+	Admin         Admin         `toml:"admin"`
+	EmbeddedKafka EmbeddedKafka `toml:"embedded_kafka"`
+	Connectors    []Connector   `toml:"connectors"`
+	Rules         []Rule        `toml:"rules"`
+	Sinks         []Sink        `toml:"sinks"`
+	Sources       []Source      `toml:"sources"`
+	Sysmon        Sysmon        `toml:"sysmon"`
+	Buffer        Buffer        `toml:"buffer"`
+	// Cluster is nil when the node stands alone.
+	Cluster         *Cluster      `toml:"cluster"`
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// StatsInterval is how often a one-line summary per sink is logged while
 	// there is traffic.
@@ -208,6 +210,7 @@ func (c *Config) validate() []Problem {
 	c.validateConnectors(bad, enum)
 	sinks := c.validateSinks(bad, enum)
 	c.validateSources(bad, enum)
+	c.validateCluster(bad)
 	rules := map[string]bool{}
 	for i, r := range c.Rules {
 		p := fmt.Sprintf("rules[%d]", i)

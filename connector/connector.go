@@ -98,6 +98,12 @@ func (c Config) IngressID(connector, node, source string) string {
 	return c.clientID(connector + ":ingress:" + node + ":" + source)
 }
 
+// ClusterID is the client id of a cluster node's client of a role:
+// "<prefix>:<connector>:cluster:<node>:<role>".
+func (c Config) ClusterID(connector, node, role string) string {
+	return c.clientID(connector + ":cluster:" + node + ":" + role)
+}
+
 // clientID puts the prefix before id, without the leading ":" when there is
 // no prefix.
 func (c Config) clientID(id string) string {

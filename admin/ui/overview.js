@@ -22,6 +22,19 @@ function card(label, value, sub, id) {
   return html`<div class="card" data-k="${id}"><div class="label">${label}</div><div class="value">${value}</div><div class="sub">${sub}</div></div>`;
 }
 
+// clusterPanel lists the nodes of the cluster as this node sees them.
+function clusterPanel(c) {
+  return html`<section class="panel" id="cluster">
+    <h2>Cluster ${c.name} <small class="muted">this node ${c.node} · Kafka ${c.kafka} · ${num(c.routes)} routes to other nodes ·
+      ${num(c.messages_out)} publishes out, ${num(c.messages_in)} in, ${num(c.messages_dropped)} dropped</small></h2>
+    <table class="list" id="cluster-nodes">
+      <thead><tr><th>node</th><th>status</th><th>MQTT</th><th>version</th><th class="n">connections</th><th class="n">routes</th><th>last heartbeat</th></tr></thead>
+      <tbody>${(c.nodes || []).map((n) => html`<tr><td>${n.id}</td><td>${statusBadge(n.status)}</td><td>${n.address}</td><td>${n.version}</td>
+        <td class="n">${num(n.connections)}</td><td class="n">${num(n.routes)}</td><td>${since(n.last_heartbeat)} ago</td></tr>`)}</tbody>
+    </table>
+  </section>`;
+}
+
 export function overviewPage() {
   return {
     title: 'Overview',
@@ -72,7 +85,8 @@ export function overviewPage() {
               <tbody>${ds.map((d) => html`<tr><td><code>${d.reason}</code></td><td>${d.href ? html`<a href="${d.href}">${d.where}</a>` : d.where}</td><td class="n">${num(d.n)}</td></tr>`)}</tbody>
             </table>` : html`<p class="muted" id="drops">Nothing dropped since the start.</p>`}
           </section>
-        </div>`;
+        </div>
+        ${s.cluster ? clusterPanel(s.cluster) : ''}`;
     },
   };
 }

@@ -28,6 +28,7 @@ examples:
   mqkafka bench --matrix buffer=disk rate=0,half
   mqkafka bench --scenarios kafka-raw,recovery --buffer disk --backlog 100MB
   mqkafka bench --connections 100000
+  mqkafka bench --scenarios cluster       # three nodes, publish on one, subscribe on another
 
 flags:
 `
@@ -46,7 +47,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, benchUsage)
 		fs.PrintDefaults()
 	}
-	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios(), ","), "comma-separated: pipeline, kafka-raw, broker-raw, source, recovery, connections")
+	scenarios := fs.String("scenarios", strings.Join(bench.DefaultScenarios(), ","), "comma-separated: pipeline, kafka-raw, broker-raw, source, recovery, connections, cluster")
 	var matrix []string
 	fs.Func("matrix", "a dimension name=v1,v2 (buffer, fsync, qos, size, clients, inflight, rate, partitions, messages); more may follow as arguments", func(s string) error {
 		matrix = append(matrix, strings.Fields(s)...)

@@ -150,3 +150,35 @@ func Settle(t testing.TB, addr, topic string, box *Inbox) {
 	}
 	WaitFor(t, 20*time.Second, "the marker", func() bool { return box.take(marker) })
 }
+
+// Payloads lists the payloads that arrived so far, in order of arrival.
+func (b *Inbox) Payloads() []string {
+	var out []string
+	for _, p := range b.All() {
+		out = append(out, string(p.Payload))
+	}
+	return out
+}
+
+// PublishRetained publishes a retained QoS 1 message (an empty payload
+// clears the topic's) and waits for its PUBACK.
+func PublishRetained(t testing.TB, c *paho.Client, topic, payload string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)}); err != nil {
+		t.Fatalf("publish retained %s: %v", topic, err)
+	}
+}
+
+// Retained is what a new subscriber to filter on the broker at addr is
+// sent at once: its retained messages, queued before Settle's marker.
+func Retained(t testing.TB, addr, filter string) []string {
+	t.Helper()
+	box := &Inbox{}
+	settle := fmt.Sprintf("settle/retained-%d", time.Now().UnixNano())
+	c := Subscriber(t, addr, settle, 0, box, 1, filter, settle)
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	Settle(t, addr, settle, box)
+	return box.Payloads()
+}

@@ -47,6 +47,21 @@ func NewKafka(t testing.TB, port int, opts ...kfake.Opt) (*kfake.Cluster, string
 	return c, c.ListenAddrs()[0]
 }
 
+// PersistentKafka returns a function that starts a one-broker kfake on
+// the same port and data directory at each call, so that a test can stop
+// Kafka (Close) and bring it back with what it held. The caller closes it.
+func PersistentKafka(t testing.TB) func() *kfake.Cluster {
+	port, dir := FreePort(t), t.TempDir()
+	return func() *kfake.Cluster {
+		t.Helper()
+		kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
+		if err != nil {
+			t.Fatalf("kfake: %v", err)
+		}
+		return kc
+	}
+}
+
 // Logger writes to the test log, shown when the test fails or with -v.
 func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
@@ -195,4 +197,41 @@ func TestMqkafkaSubscribersAllocatesOnlyForMatches(t *testing.T) {
 	if _, ok := subs.Subscriptions["cl2"]; !ok || len(subs.Subscriptions) != 2 {
 		t.Fatalf("merged subscriptions %v, want cl2 and cl3", subs.Subscriptions)
 	}
+}
+
+func TestMqkafkaSubscribed(t *testing.T) {
+	x := NewTopicsIndex()
+	require.False(t, x.Subscribed("a/+"))
+	x.Subscribe("c1", packets.Subscription{Filter: "a/+"})
+	x.Subscribe("c1", packets.Subscription{Filter: SharePrefix + "/g/a/+"})
+	require.True(t, x.Subscribed("a/+"))
+	require.True(t, x.Subscribed(SharePrefix+"/g/a/+"))
+	require.False(t, x.Subscribed(SharePrefix+"/h/a/+"))
+	require.False(t, x.Subscribed("a"))
+	x.Unsubscribe("a/+", "c1")
+	require.False(t, x.Subscribed("a/+"))
+	require.True(t, x.Subscribed(SharePrefix+"/g/a/+"))
+	x.Unsubscribe(SharePrefix+"/g/a/+", "c1")
+	require.False(t, x.Subscribed(SharePrefix+"/g/a/+"))
+}
+
+// selectAll records the topics it was asked to select subscribers for.
+type selectAll struct {
+	HookBase
+	topics []string
+}
+
+func (h *selectAll) ID() string           { return "select-all" }
+func (h *selectAll) Provides(b byte) bool { return b == OnSelectSubscribers }
+func (h *selectAll) OnSelectSubscribers(subs *Subscribers, pk packets.Packet) *Subscribers {
+	h.topics = append(h.topics, pk.TopicName)
+	return subs
+}
+
+func TestMqkafkaSelectSubscribersEveryPublish(t *testing.T) {
+	s := newServer()
+	h := new(selectAll)
+	require.NoError(t, s.AddHook(h, nil))
+	s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "no/subscriber"})
+	require.Equal(t, []string{"no/subscriber"}, h.topics)
 }

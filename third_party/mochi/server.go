@@ -1181,9 +1181,12 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
-	if len(subscribers.Shared) > 0 {
+	// mqkafka patch: a hook that selects is asked about every publish, not
+	// only those shared subscriptions match: mqkafka's cluster routes each
+	// publish to other nodes there, and picks a shared group's node.
+	if len(subscribers.Shared) > 0 || s.hooks.Provides(OnSelectSubscribers) {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
-		if len(subscribers.SharedSelected) == 0 {
+		if len(subscribers.SharedSelected) == 0 && len(subscribers.Shared) > 0 {
 			subscribers.SelectShared()
 		}
 		subscribers.MergeSharedSelected()
@@ -1950,6 +1953,10 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
+			// mqkafka patch: the session's subscriptions leave the topic
+			// index; they stayed, so a new session with the same client id
+			// received what the expired one had subscribed to [MQTT-4.1.0-2].
+			s.UnsubscribeClient(client)
 			s.hooks.OnClientExpired(client)
 			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}

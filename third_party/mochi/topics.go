@@ -450,6 +450,27 @@ func (x *TopicsIndex) Unsubscribe(filter, client string) bool {
 	return true
 }
 
+// Subscribed reports whether any client subscribes to exactly filter; for
+// a shared filter, whether its group has a member. (mqkafka patch: the
+// cluster announces the filters a node has subscribers for.)
+func (x *TopicsIndex) Subscribed(filter string) bool {
+	x.root.Lock()
+	defer x.root.Unlock()
+	prefix, _ := isolateParticle(filter, 0)
+	if strings.EqualFold(prefix, SharePrefix) {
+		particle := x.seek(filter, 2)
+		if particle == nil {
+			return false
+		}
+		group, _ := isolateParticle(filter, 1)
+		particle.shared.RLock()
+		defer particle.shared.RUnlock()
+		return len(particle.shared.internal[group]) > 0
+	}
+	particle := x.seek(filter, 0)
+	return particle != nil && particle.subscriptions.Len() > 0
+}
+
 // RetainMessage saves a message payload to the end of a topic address. Returns
 // 1 if a retained message was added, and -1 if the retained message was removed.
 // 0 is returned if sequential empty payloads are received.
@@ -526,6 +547,11 @@ func (x *TopicsIndex) trim(n *particle) {
 
 // Messages returns a slice of any retained messages which match a filter.
 func (x *TopicsIndex) Messages(filter string) []packets.Packet {
+	// mqkafka patch: under the lock RetainMessage takes, since the scan
+	// reads the particles' retain paths it writes (a data race between a
+	// retained publish and a subscribe).
+	x.root.Lock()
+	defer x.root.Unlock()
 	return x.scanMessages(filter, 0, nil, []packets.Packet{})
 }
 

@@ -1,0 +1,168 @@
+package cluster
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+)
+
+// routes is the routing table: every node's filters, as the routes topic
+// tells them, and an index of those of the nodes that are up, which each
+// publish is matched against.
+type routes struct {
+	self string
+
+	mu     sync.Mutex
+	byNode map[string]map[string]struct{} // every node's filters, up or down
+	up     map[string]bool                // nodes whose filters are in index
+	index  *mqtt.TopicsIndex
+	// active counts the filters in index: 0 lets a publish skip matching.
+	active atomic.Int64
+}
+
+func newRoutes(self string) *routes {
+	return &routes{self: self, byNode: map[string]map[string]struct{}{}, up: map[string]bool{}, index: mqtt.NewTopicsIndex()}
+}
+
+// set records that node has (or no longer has) subscribers for filter;
+// this node's own are kept, never matched, to find stale ones at start.
+func (r *routes) set(node, filter string, has bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fs := r.byNode[node]
+	_, had := fs[filter]
+	switch {
+	case has && !had:
+		if fs == nil {
+			fs = map[string]struct{}{}
+			r.byNode[node] = fs
+		}
+		fs[filter] = struct{}{}
+		if r.up[node] {
+			r.add(node, filter)
+		}
+	case !has && had:
+		delete(fs, filter)
+		if r.up[node] {
+			r.remove(node, filter)
+		}
+	}
+}
+
+// setUp puts a node's filters into the index, or takes them out.
+func (r *routes) setUp(node string, up bool) {
+	if node == r.self {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.up[node] == up {
+		return
+	}
+	r.up[node] = up
+	for f := range r.byNode[node] {
+		if up {
+			r.add(node, f)
+		} else {
+			r.remove(node, f)
+		}
+	}
+}
+
+func (r *routes) add(node, filter string) {
+	if r.index.Subscribe(node, packets.Subscription{Filter: filter}) {
+		r.active.Add(1)
+	}
+}
+
+func (r *routes) remove(node, filter string) {
+	if r.index.Unsubscribe(filter, node) {
+		r.active.Add(-1)
+	}
+}
+
+// size is how many filters of other nodes are routed to.
+func (r *routes) size() int64 { return r.active.Load() }
+
+// destination is one node a publish goes to, with the shared filters it
+// was picked for.
+type destination struct {
+	node   string
+	groups []string
+}
+
+// match returns the other nodes topic must go to, and which of
+// localShared (shared filters this node's subscribers match) this node
+// delivers: each shared filter goes to one node among those with a member.
+func (r *routes) match(topic string, localShared []string) (dests []destination, keep []string) {
+	if r.active.Load() == 0 {
+		return nil, localShared
+	}
+	subs := r.index.Subscribers(topic)
+	// A cluster has a few nodes: a scan finds one faster than a map.
+	to := func(node string) *destination {
+		for i := range dests {
+			if dests[i].node == node {
+				return &dests[i]
+			}
+		}
+		dests = append(dests, destination{node: node})
+		return &dests[len(dests)-1]
+	}
+	for node := range subs.Subscriptions {
+		to(node)
+	}
+	for _, f := range localShared {
+		if _, remote := subs.Shared[f]; !remote {
+			keep = append(keep, f)
+		}
+	}
+	for f, nodes := range subs.Shared {
+		local := false
+		for _, l := range localShared {
+			local = local || l == f
+		}
+		pick := rand.IntN(len(nodes) + btoi(local))
+		if pick == len(nodes) {
+			keep = append(keep, f)
+			continue
+		}
+		for node := range nodes {
+			if pick == 0 {
+				d := to(node)
+				d.groups = append(d.groups, f)
+				break
+			}
+			pick--
+		}
+	}
+	return dests, keep
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// filters returns node's filters.
+func (r *routes) filters(node string) map[string]struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]struct{}, len(r.byNode[node]))
+	for f := range r.byNode[node] {
+		out[f] = struct{}{}
+	}
+	return out
+}
+
+// count is how many filters node has announced.
+func (r *routes) count(node string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byNode[node])
+}
