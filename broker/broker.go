@@ -47,6 +47,8 @@ type Broker struct {
 	bridge  *bridgeHook
 	// cluster is nil unless JoinCluster made this node one of a cluster.
 	cluster *clusterHook
+	// sessions is nil unless ShareSessions keeps sessions in the cluster.
+	sessions *sessionHook
 	// pending holds the connections that have not sent CONNECT yet.
 	pending      *pending
 	acceptErrors atomic.Int64

@@ -19,10 +19,15 @@ const (
 	topicRoutes   = "routes"   // compacted: node + filter, tombstoned when its last subscriber goes
 	topicRetained = "retained" // compacted: MQTT topic → retained message, tombstone clears
 	topicMessages = "messages" // deleted by age: publishes, partitioned by destination node
+	topicSessions = "sessions" // compacted: client id → its session, tombstoned when it ends
+	topicQueues   = "queues"   // deleted by age: messages for offline sessions, partitioned by client id
 )
 
 // stateTopics are read from their start by every node.
-var stateTopics = []string{topicNodes, topicRoutes, topicRetained}
+var stateTopics = []string{topicNodes, topicRoutes, topicRetained, topicSessions}
+
+// logTopics are deleted by age, not compacted.
+var logTopics = []string{topicMessages, topicQueues}
 
 // clientConfig is a librdkafka client of the cluster's connector: its TLS,
 // SASL and socket settings as the sinks get them, role's own settings,
@@ -73,7 +78,7 @@ func (n *Node) topicSpec(name string) kafka.TopicSpecification {
 	switch name {
 	case topicNodes:
 		s.NumPartitions = 1
-	case topicMessages:
+	case topicMessages, topicQueues:
 		s.Config["cleanup.policy"] = "delete"
 	}
 	return s
@@ -97,7 +102,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	}
 	var missing []kafka.TopicSpecification
 	var present []kafka.ConfigResource
-	for _, name := range append(stateTopics, topicMessages) {
+	for _, name := range append(append([]string(nil), stateTopics...), logTopics...) {
 		spec := n.topicSpec(name)
 		if _, ok := md.Topics[spec.Topic]; ok {
 			present = append(present, kafka.ConfigResource{Type: kafka.ResourceTopic, Name: spec.Topic})
@@ -139,7 +144,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 			continue
 		}
 		want := "compact"
-		if r.Name == n.topic(topicMessages) {
+		if r.Name == n.topic(topicMessages) || r.Name == n.topic(topicQueues) {
 			want = "delete"
 		}
 		if got := r.Config["cleanup.policy"].Value; !strings.Contains(got, want) {

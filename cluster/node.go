@@ -42,6 +42,10 @@ type Local interface {
 	Filters() []string
 	// Connections is how many clients are connected here.
 	Connections() int64
+	// TakeOver ends the connection of client id here, if there is one,
+	// because another node holds its session now, and cancels its delayed
+	// will; the connection's end releases the session.
+	TakeOver(id string) bool
 }
 
 // Node is this process's membership of the cluster.
@@ -49,6 +53,17 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	routes *routes
+	// sessions are the cluster's sessions; queuesTopic, of queueParts
+	// partitions, holds the messages of those offline.
+	sessions    *sessionTable
+	queuesTopic string
+	queueParts  int32
+	// readers are idle consumers of the queues topic, readersMade of them
+	// exist.
+	readers      chan *kafka.Consumer
+	readersMu    sync.Mutex
+	readersMade  int
+	sessionDrops atomic.Int64
 
 	state *kafka.Producer // routes, heartbeats, retained messages
 	msgs  *kafka.Producer // cross-node publishes, within max_queue_bytes
@@ -117,6 +132,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
 		announced: map[string]bool{}, members: map[string]*member{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
+	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
 	n.buffers.New = func() any { return new([]byte) }
 	var err error
 	stateCM := n.producerConfig("state", 1<<30)
@@ -172,6 +188,9 @@ func (n *Node) Load(ctx context.Context) error {
 	}
 	n.goLogs(n.stateIn.Logs())
 	if n.partitions, err = partitionCount(n.stateIn, n.messagesTopic, ctx); err != nil {
+		return err
+	}
+	if n.queueParts, err = partitionCount(n.stateIn, n.queuesTopic, ctx); err != nil {
 		return err
 	}
 	var parts []kafka.TopicPartition
@@ -297,13 +316,7 @@ func (n *Node) startMessages() error {
 // partitionOf is the messages topic's partition a node reads, by the
 // FNV-1a hash of its name; nodes may share one, each skipping what is not
 // addressed to it.
-func (n *Node) partitionOf(node string) int32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(node); i++ {
-		h = (h ^ uint32(node[i])) * 16777619
-	}
-	return int32(h % uint32(n.partitions))
-}
+func (n *Node) partitionOf(node string) int32 { return int32(fnv(node) % uint32(n.partitions)) }
 
 // Close tells the others this node stops, waits up to ctx for what it
 // queued to reach Kafka, and closes every client.
@@ -321,6 +334,7 @@ func (n *Node) Close(ctx context.Context) {
 	n.StopReceiving()
 	n.cancel()
 	n.wg.Wait()
+	n.closeReaders()
 	for _, c := range []*kafka.Consumer{n.stateIn, n.msgsIn} {
 		if c != nil {
 			_ = c.Close()
@@ -331,9 +345,9 @@ func (n *Node) Close(ctx context.Context) {
 	n.clients.Wait()
 }
 
-// Remote reports whether any other node has a route: without one, a
-// publish has nothing to do with the cluster.
-func (n *Node) Remote() bool { return n.routes.size() > 0 }
+// Remote reports whether any other node has a route or any session is
+// offline: without either, a publish has nothing to do with the cluster.
+func (n *Node) Remote() bool { return n.routes.size() > 0 || n.sessions.queued.Load() > 0 }
 
 // Route sends m to every other node that has subscribers for its topic
 // and returns which of localShared (the shared filters this node's
@@ -344,6 +358,7 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 	if n.closed {
 		return localShared
 	}
+	n.queue(m)
 	dests, keep := n.routes.match(m.Topic, localShared)
 	if len(dests) == 0 {
 		return keep
@@ -445,6 +460,7 @@ func (n *Node) heartbeats() {
 			n.beat(false)
 		case now := <-check.C:
 			n.checkMembers(now)
+			n.sweepSessions(now)
 		}
 	}
 }
@@ -473,6 +489,8 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 		if ok {
 			n.routes.set(node, filter, msg.Value != nil)
 		}
+	case topicSessions:
+		n.applySession(key, msg.Value, loading)
 	case topicRetained:
 		m := &Message{Topic: key, Retain: true}
 		if msg.Value != nil {
@@ -552,6 +570,7 @@ func (n *Node) updateMember(node string, m *member, ref time.Time) {
 		return
 	}
 	n.routes.setUp(node, up)
+	n.sessions.nodeUp(node, up)
 	if up {
 		n.log.Info("cluster node up", "node", node, "address", m.beat.Address, "routes", n.routes.count(node))
 	} else {
@@ -645,6 +664,12 @@ type Status struct {
 	MessagesDropped int64 `json:"messages_dropped"`
 	// Queued are records waiting for Kafka.
 	Queued int `json:"queued"`
+	// Sessions are the cluster's sessions; SessionsOffline of them have
+	// their messages queued in Kafka; SessionMessagesDropped were not
+	// queued, or not resumed (over max_mqueue_len), here.
+	Sessions               int   `json:"sessions"`
+	SessionsOffline        int64 `json:"sessions_offline"`
+	SessionMessagesDropped int64 `json:"session_messages_dropped"`
 	// Kafka is "connected", or "disconnected" while librdkafka reaches
 	// none of the brokers: publishes to other nodes wait in the queue.
 	Kafka string `json:"kafka"`
@@ -670,6 +695,8 @@ func (n *Node) Status() Status {
 	if !n.reachable.Load() {
 		s.Kafka = "disconnected"
 	}
+	s.Sessions, s.SessionsOffline = n.sessions.count()
+	s.SessionMessagesDropped = n.sessionDrops.Load()
 	n.mu.Lock()
 	for id, m := range n.members {
 		st := "down"
