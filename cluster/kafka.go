@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/connector"
 )
 
@@ -74,7 +76,8 @@ func (n *Node) consumerConfig(role string) kafka.ConfigMap {
 // topicSpec is how mqkafka creates an internal topic.
 func (n *Node) topicSpec(name string) kafka.TopicSpecification {
 	s := kafka.TopicSpecification{Topic: n.topic(name), NumPartitions: n.cfg.Partitions,
-		ReplicationFactor: n.cfg.ReplicationFactor, Config: map[string]string{"cleanup.policy": "compact"}}
+		ReplicationFactor: n.cfg.ReplicationFactor,
+		Config:            map[string]string{"cleanup.policy": "compact", "max.message.bytes": strconv.Itoa(n.minTopicBytes())}}
 	switch name {
 	case topicNodes:
 		s.NumPartitions = 1
@@ -151,9 +154,18 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("cluster: topic %s has cleanup.policy=%s, mqkafka needs %s (kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=%s)",
 				r.Name, got, want, r.Name, want))
 		}
+		// A batch over it is refused whole, records that fit included.
+		if got, err := strconv.Atoi(r.Config["max.message.bytes"].Value); err == nil && got < n.minTopicBytes() {
+			errs = append(errs, fmt.Errorf("cluster: topic %s has max.message.bytes=%d, less than a batch of the connector's message.max.bytes (%d) takes; raise it (kafka-configs --alter --entity-type topics --entity-name %s --add-config max.message.bytes=%d) or lower message.max.bytes in [connectors.properties]",
+				r.Name, got, n.maxRecord, r.Name, n.minTopicBytes()))
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// minTopicBytes is the max.message.bytes an internal topic needs for the
+// largest batch librdkafka sends it.
+func (n *Node) minTopicBytes() int { return n.maxRecord + conf.BatchOverhead }
 
 // partitionCount asks Kafka how many partitions topic has.
 func partitionCount(c *kafka.Consumer, topic string, ctx context.Context) (int32, error) {

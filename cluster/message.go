@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // Message is a publish as it crosses nodes: what MQTT delivers of it.
@@ -69,6 +70,25 @@ func appendMessage(b []byte, m *Message) []byte {
 func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
+
+// encodedLen is len(appendMessage(nil, m)) with no SharedGroupsTaken,
+// counted without encoding.
+func encodedLen(m *Message) int {
+	n := 3 + varintLen(m.Created) + uvarintLen(uint64(m.ExpiryInterval)) + field(len(m.Origin)) + field(len(m.Topic)) +
+		field(len(m.ContentType)) + field(len(m.ResponseTopic)) + field(len(m.CorrelationData)) +
+		uvarintLen(uint64(len(m.UserProps))) + uvarintLen(0)
+	for _, kv := range m.UserProps {
+		n += field(len(kv[0])) + field(len(kv[1]))
+	}
+	return n + len(m.Payload)
+}
+
+// field is the encoded length of a string of n bytes.
+func field(n int) int { return uvarintLen(uint64(n)) + n }
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func varintLen(v int64) int { return uvarintLen(uint64(v<<1) ^ uint64(v>>63)) }
 
 // decodeMessage is appendMessage's inverse; the message keeps no
 // reference to b but through Payload and CorrelationData.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
 )
@@ -72,6 +73,10 @@ type Node struct {
 	stateIn, msgsIn *kafka.Consumer
 	partitions      int32 // of the messages topic
 	messagesTopic   string
+	// maxRecord is the largest record, with librdkafka's framing, the
+	// cluster sends: the connector's message.max.bytes, which the
+	// internal topics must take (ensureTopics).
+	maxRecord int
 	// buffers hold the key and value of the records Route sends.
 	buffers sync.Pool
 	// retained holds what the start read, until Start applies it.
@@ -86,6 +91,7 @@ type Node struct {
 
 	started          time.Time
 	in, out, dropped atomic.Int64
+	lastTooLargeLog  atomic.Int64
 	// life lets Close wait for the sends under way and refuse later ones:
 	// a closed librdkafka producer must not be called.
 	life   sync.RWMutex
@@ -135,6 +141,9 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
 	n.buffers.New = func() any { return new([]byte) }
 	var err error
+	if n.maxRecord, err = conf.MessageMaxBytes(cfg.Connector.Properties); err != nil {
+		return nil, fmt.Errorf("cluster: connector %s: %w", cfg.Connector.Name, err)
+	}
 	stateCM := n.producerConfig("state", 1<<30)
 	if n.state, err = kafka.NewProducer(&stateCM); err != nil {
 		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
@@ -387,6 +396,37 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 	}
 	m.SharedGroupsTaken = nil
 	return keep
+}
+
+// TooLarge returns an error wrapping ack.ErrTooLarge when m would make a
+// record larger than maxRecord: in the retained topic if it sets a retained
+// message, in the messages topic for any other node its topic is routed to
+// (counting every shared filter that node could be picked for). Kafka
+// would refuse the record after the publisher had its PUBACK.
+func (n *Node) TooLarge(m *Message) error {
+	size := encodedLen(m)
+	if m.Retain && len(m.Payload) > 0 {
+		if wire := conf.RecordOverhead + len(m.Topic) + size; wire > n.maxRecord {
+			return n.tooLarge(m, wire, topicRetained)
+		}
+	}
+	w := n.routes.widest(m.Topic)
+	if w < 0 {
+		return nil
+	}
+	if wire := conf.RecordOverhead + w + 1 + len(m.Origin) + size; wire > n.maxRecord {
+		return n.tooLarge(m, wire, topicMessages)
+	}
+	return nil
+}
+
+func (n *Node) tooLarge(m *Message, wire int, topic string) error {
+	err := fmt.Errorf("%w: %d bytes with librdkafka's framing for cluster topic %s, message.max.bytes is %d",
+		ack.ErrTooLarge, wire, n.topic(topic), n.maxRecord)
+	if logx.Allowed(&n.lastTooLargeLog) {
+		n.log.Warn("publish refused: too large to cross nodes", "client", m.Origin, "topic", m.Topic, "err", err)
+	}
+	return err
 }
 
 // Subscribed tells the cluster whether this node still has subscribers
