@@ -401,13 +401,19 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 // TooLarge returns an error wrapping ack.ErrTooLarge when m would make a
 // record larger than maxRecord: in the retained topic if it sets a retained
 // message, in the messages topic for any other node its topic is routed to
-// (counting every shared filter that node could be picked for). Kafka
+// (counting every shared filter that node could be picked for), in the
+// queues topic for an offline session that subscribes to it. Kafka
 // would refuse the record after the publisher had its PUBACK.
 func (n *Node) TooLarge(m *Message) error {
 	size := encodedLen(m)
 	if m.Retain && len(m.Payload) > 0 {
 		if wire := conf.RecordOverhead + len(m.Topic) + size; wire > n.maxRecord {
 			return n.tooLarge(m, wire, topicRetained)
+		}
+	}
+	if id := n.sessions.longestMatch(m.Topic); id >= 0 {
+		if wire := conf.RecordOverhead + id + size; wire > n.maxRecord {
+			return n.tooLarge(m, wire, topicQueues)
 		}
 	}
 	w := n.routes.widest(m.Topic)

@@ -153,6 +153,19 @@ func (t *sessionTable) match(topic string) map[string]byte {
 	return out
 }
 
+// longestMatch is the length of the longest client id of the sessions
+// queued in Kafka that subscribe to topic, -1 if there is none.
+func (t *sessionTable) longestMatch(topic string) int {
+	if t.queued.Load() == 0 {
+		return -1
+	}
+	longest := -1
+	for id := range t.index.Subscribers(topic).Subscriptions {
+		longest = max(longest, len(id))
+	}
+	return longest
+}
+
 // expired returns the sessions past their expiry, and those (not
 // persistent) left connected on a node that is down, which node must
 // tombstone: each is the job of its holder, or while the holder is down of
