@@ -206,3 +206,46 @@ func TestClusterSessions(t *testing.T) {
 		}
 	})
 }
+
+// TestClusterSessionsThroughHAProxy: a device that knows only the load
+// balancer's address resumes its persistent session wherever it lands,
+// and a second connection with its client id ends the first.
+func TestClusterSessionsThroughHAProxy(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	nodes := []*clusterNode{clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2"), clusterNodeConfig(t, kafka, "n3")}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" to see the three nodes up", func() bool { return n.sees(t, "n1", "n2", "n3") })
+	}
+	lb := startHAProxy(t, nodes)
+
+	c, _, _ := sessionClient(t, lb, "lb-resume", 300, nil, 0, nil, nil)
+	subscribe(t, c, "lbs/#")
+	_ = c.Disconnect(&paho.Disconnect{})
+	for _, n := range nodes {
+		n.offlineOn(t, 1)
+	}
+	want := publishSeq(t, testkit.MQTTClient(t, lb, "lb-resume-pub", nil), "lbs/a", 300)
+	box := &testkit.Inbox{}
+	got := make(chan byte, 1)
+	_, ca, _ := sessionClient(t, lb, "lb-resume", 300, nil, 0, box, func(d *paho.Disconnect) { got <- d.ReasonCode })
+	if !ca.SessionPresent {
+		t.Fatal("session present = 0 through the balancer")
+	}
+	testkit.WaitFor(t, 30*time.Second, "300 queued messages", func() bool { return box.Len() >= 300 })
+	if p := box.Payloads(); strings.Join(p, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %d messages, not the 300 in order", len(p))
+	}
+
+	sessionClient(t, lb, "lb-resume", 300, nil, 0, nil, nil)
+	select {
+	case code := <-got:
+		if code != 0x8E {
+			t.Fatalf("the first connection got DISCONNECT 0x%02X, want 0x8E", code)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the first connection got no DISCONNECT within 2 s")
+	}
+}
