@@ -260,7 +260,7 @@ func (h *clusterHook) announce(filter string) {
 }
 
 func (h *clusterHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
-	if cl == h.client {
+	if cl == h.client || strings.HasPrefix(pk.TopicName, "$") {
 		return
 	}
 	m := crossMessage(&pk)

@@ -2,11 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -103,5 +105,69 @@ func TestTopicTooSmallForMessageMaxBytesRefused(t *testing.T) {
 	err := loadError(t, nodeConfig(t, kafka, "n1", ""))
 	if err == nil || !strings.Contains(err.Error(), "mqkafka.t.messages has max.message.bytes=100000, less than a batch of the connector's message.max.bytes (1000000) takes") {
 		t.Fatalf("Load = %v, want the messages topic's max.message.bytes refused", err)
+	}
+}
+
+// rawMessage encodes a message as version 1 of the cluster's codec does,
+// for a test that writes what a node would not.
+func rawMessage(version, flags byte, topic, payload string) []byte {
+	b := binary.AppendVarint([]byte{version, flags, 0}, time.Now().Unix())
+	b = binary.AppendUvarint(b, 0)
+	for _, s := range []string{"intruder", topic, "", "", ""} {
+		b = append(binary.AppendUvarint(b, uint64(len(s))), s...)
+	}
+	return append(binary.AppendUvarint(binary.AppendUvarint(b, 0), 0), payload...)
+}
+
+// TestMalformedInternalRecords: records no node writes, from another writer
+// or a newer version, in every internal topic, crash no node, reach no
+// client, and the cluster goes on working.
+func TestMalformedInternalRecords(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	all1, all2, sub := &testkit.Inbox{}, &testkit.Inbox{}, &testkit.Inbox{}
+	testkit.Subscriber(t, n1.addr, "all1", 0, all1, 1, "#")
+	testkit.Subscriber(t, n2.addr, "all2", 0, all2, 1, "#")
+	testkit.Subscriber(t, n2.addr, "sub", 0, sub, 1, "t/#")
+	routed(t, n1, 2)
+	rec := func(topic, key string, value []byte, partition int32) *kgo.Record {
+		return &kgo.Record{Topic: "mqkafka.t." + topic, Key: []byte(key), Value: value, Partition: partition}
+	}
+	var recs []*kgo.Record
+	for _, v := range [][]byte{nil, []byte("not json"), []byte(`{"started":"yesterday"}`), []byte(`{"connections":"many"}`)} {
+		recs = append(recs, rec("nodes", "n9", v, 0), rec("nodes", "", v, 0))
+	}
+	deep := strings.Repeat("a/", 20_000) + "#"
+	for _, f := range []string{"", "#/a", "a/#/b", "$share/", "$share/g", "$share//x", "+/+/#", deep} {
+		recs = append(recs, rec("routes", "n2\x00"+f, []byte{1}, 0), rec("routes", "n9\x00"+f, []byte{1}, 1))
+	}
+	recs = append(recs, rec("routes", "no separator", []byte{1}, 2))
+	bad := [][]byte{{}, {1}, []byte("garbage that is long enough"), rawMessage(9, 1, "t/x", "v9"),
+		rawMessage(1, 3, "t/x", "qos3"), rawMessage(1, 1, "", "empty topic"), rawMessage(1, 1, "t/#", "wildcard"),
+		rawMessage(1, 1, "$SYS/x", "sys"), rawMessage(1, 0xf1, "t/x", "unknown flags")}
+	for i, v := range bad {
+		for p := range int32(3) {
+			recs = append(recs, rec("messages", "n2\x00intruder", v, p), rec("messages", "n1\x00intruder", v, p))
+		}
+		recs = append(recs, rec("retained", []string{"", "t/#", "t/+", "$SYS/x", "t/r"}[i%5], v, int32(i%3)))
+	}
+	testkit.Produce(t, kafka, recs, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	publish(t, pub, "t/ok", "ok")
+	testkit.WaitFor(t, 20*time.Second, "a publish across nodes after the garbage", func() bool { return len(sub.Payloads()) >= 1 })
+	testkit.Settle(t, n1.addr, "t/settle", all2)
+	testkit.Settle(t, n1.addr, "t/settle", all1)
+	for name, box := range map[string]*testkit.Inbox{"all1": all1, "all2": all2, "sub": sub} {
+		for _, p := range box.All() {
+			if p.Topic != "t/ok" && !strings.HasPrefix(string(p.Payload), "settle-") {
+				t.Errorf("%s received %q on %q", name, p.Payload, p.Topic)
+			}
+		}
+	}
+	for _, addr := range []string{n1.addr, n2.addr} {
+		if got := testkit.Retained(t, addr, "t/#"); len(got) != 0 {
+			t.Errorf("a new subscriber to t/# on %s gets retained %q", addr, got)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"strings"
 )
 
 // Message is a publish as it crosses nodes: what MQTT delivers of it.
@@ -101,6 +102,9 @@ func decodeMessage(b []byte) (*Message, error) {
 		return nil, fmt.Errorf("cluster: message encoded in version %d, this node reads %d", b[0], codecVersion)
 	}
 	flags, format := b[1], b[2]
+	if flags&3 == 3 || flags&^(3|flagRetain|flagPayloadFormat) != 0 {
+		return nil, fmt.Errorf("cluster: message flags %#x, this node reads QoS 0-2, retain and payload format", flags)
+	}
 	d.b = b[3:]
 	m := &Message{QoS: flags & 3, Retain: flags&flagRetain != 0}
 	if flags&flagPayloadFormat != 0 {
@@ -127,8 +131,17 @@ func decodeMessage(b []byte) (*Message, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	if !routable(m.Topic) {
+		return nil, fmt.Errorf("cluster: message for topic %q, which no node routes", m.Topic)
+	}
 	m.Payload = d.b
 	return m, nil
+}
+
+// routable reports whether topic is a topic name a node shares with the
+// others: none starting with '$' ($SYS and the like are each node's own).
+func routable(topic string) bool {
+	return topic != "" && topic[0] != '$' && !strings.ContainsAny(topic, "+#\x00")
 }
 
 // decoder reads what appendMessage wrote; the first error sticks.

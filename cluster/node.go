@@ -541,8 +541,13 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 		m := &Message{Topic: key, Retain: true}
 		if msg.Value != nil {
 			var err error
-			if m, err = decodeMessage(msg.Value); err != nil {
-				n.log.Warn("cluster retained message unreadable", "topic", key, "err", err)
+			if m, err = decodeMessage(msg.Value); err == nil && m.Topic != key {
+				err = fmt.Errorf("cluster: retained message for topic %q under key %q", m.Topic, key)
+			}
+			if err != nil {
+				if logx.Allowed(&n.lastErrLog) {
+					n.log.Warn("cluster retained message unreadable", "topic", key, "err", err)
+				}
 				return
 			}
 		}
@@ -649,7 +654,9 @@ func (n *Node) receive(msg *kafka.Message) {
 	m, err := decodeMessage(msg.Value)
 	if err != nil {
 		n.dropped.Add(1)
-		n.log.Warn("cross-node publish unreadable", "offset", msg.TopicPartition.Offset, "err", err)
+		if logx.Allowed(&n.lastDropLog) {
+			n.log.Warn("cross-node publish unreadable", "offset", msg.TopicPartition.Offset, "err", err)
+		}
 	} else if err := n.local.Deliver(m); err != nil {
 		n.dropped.Add(1)
 		if logx.Allowed(&n.lastDropLog) {
