@@ -86,6 +86,8 @@ type Node struct {
 	mu        sync.Mutex
 	announced map[string]bool // this node's filters as last produced
 	members   map[string]*member
+	// unanswered are the nodes that let a session claim time out, and when.
+	unanswered map[string]time.Time
 	// selfHeard is when this run's last heartbeat was sent, as read back.
 	selfHeard time.Time
 
@@ -136,7 +138,7 @@ type heartbeat struct {
 // New creates the node's producers; nothing is read before Load.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
-		announced: map[string]bool{}, members: map[string]*member{}, retained: map[string]*Message{}, started: time.Now()}
+		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
 	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
 	n.buffers.New = func() any { return new([]byte) }

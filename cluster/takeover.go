@@ -13,8 +13,9 @@ import (
 )
 
 // maxHandoverWait bounds how long a CONNECT waits for the node holding its
-// session connected to end that connection and hand the session over.
-const maxHandoverWait = 5 * time.Second
+// session connected to end that connection and hand the session over: a
+// node that is up answers in a few Kafka round trips.
+const maxHandoverWait = 2 * time.Second
 
 // queueWait bounds a read of a session's queue and the wait for the
 // offset of a hand-over mark.
@@ -48,7 +49,7 @@ func (n *Node) Session(id string) *Session {
 // and counted).
 func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, limit int) (Claimed, error) {
 	s := n.Session(id)
-	if s != nil && s.Connected && s.Node != n.cfg.Node && n.isUp(s.Node) {
+	if s != nil && s.Connected && s.Node != n.cfg.Node && n.answers(s.Node) {
 		claim := *s
 		claim.Claim, claim.Epoch = n.cfg.Node, s.Epoch+1
 		n.putSession(id, &claim)
@@ -83,18 +84,27 @@ func (n *Node) awaitHandover(ctx context.Context, id string, epoch uint64) *Sess
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			n.log.Warn("session takeover: the node holding it did not hand it over in time", "client", id, "node", s.Node)
+			n.log.Warn("session takeover: the node holding it did not hand it over in time; no more waiting for it until its next heartbeat",
+				"client", id, "node", s.Node)
+			n.mu.Lock()
+			n.unanswered[s.Node] = time.Now()
+			n.mu.Unlock()
 			return s
 		}
 	}
 }
 
-// isUp reports whether node is up as its heartbeats tell.
-func (n *Node) isUp(node string) bool {
+// answers reports whether node is worth waiting for: up as its heartbeats
+// tell, and not silent to a claim since its last heartbeat.
+func (n *Node) answers(node string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	m := n.members[node]
-	return m != nil && m.up
+	if m == nil || !m.up {
+		return false
+	}
+	since, silent := n.unanswered[node]
+	return !silent || m.last.After(since)
 }
 
 // Hold records that client id is connected here with session s; a
