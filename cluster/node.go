@@ -507,7 +507,7 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	key := string(msg.Key)
 	switch strings.TrimPrefix(*msg.TopicPartition.Topic, n.cfg.TopicPrefix()) {
 	case topicNodes:
-		n.heard(key, msg)
+		n.heard(key, msg, loading)
 	case topicRoutes:
 		node, filter, ok := strings.Cut(key, "\x00")
 		if ok {
@@ -535,10 +535,12 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	}
 }
 
-// heard notes a node's heartbeat; its time is the record's, so that a
-// heartbeat read at start counts from when it was sent (the nodes' clocks
-// are assumed within a fraction of node_timeout).
-func (n *Node) heard(node string, msg *kafka.Message) {
+// heard notes a node's heartbeat. One read at start counts from the
+// record's time, so that a node long gone is not shown up (the nodes'
+// clocks are assumed within a fraction of node_timeout); one read since
+// counts from when it arrived, so that a node whose clock is off is not
+// shown down while its heartbeats keep coming.
+func (n *Node) heard(node string, msg *kafka.Message, loading bool) {
 	var hb heartbeat
 	if msg.Value == nil || json.Unmarshal(msg.Value, &hb) != nil {
 		return
@@ -551,9 +553,9 @@ func (n *Node) heard(node string, msg *kafka.Message) {
 		n.members[node] = m
 	}
 	now := time.Now()
-	m.beat, m.last = hb, msg.Timestamp
-	if m.last.After(now) {
-		m.last = now
+	m.beat, m.last = hb, now
+	if loading && msg.Timestamp.Before(now) {
+		m.last = msg.Timestamp
 	}
 	if node == n.cfg.Node && hb.Started.Equal(n.started) {
 		n.selfHeard = m.last
