@@ -211,3 +211,22 @@ func TestNodeWithClockBehind(t *testing.T) {
 		<-beat.C
 	}
 }
+
+// TestNodeNameRunsTwice: a second process with a running node's name takes
+// over its partition and tombstones its routes, so publishes from other
+// nodes stop reaching the first one's subscribers; both say so.
+func TestNodeNameRunsTwice(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	first, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	testkit.Subscriber(t, first.addr, "sub", 0, &testkit.Inbox{}, 1, "t/#")
+	routed(t, n2, 1)
+	second := join(t, kafka, "n1")
+	for _, m := range []*member{first, second} {
+		testkit.WaitFor(t, 10*time.Second, "the conflict reported", func() bool {
+			return strings.Contains(m.n.Status().Conflict, "another process runs node n1")
+		})
+	}
+	if !strings.Contains(first.logs.String(), "cluster node name runs twice") {
+		t.Fatal("the first process logged no conflict")
+	}
+}

@@ -73,10 +73,13 @@ type Node struct {
 	members   map[string]*member
 	// selfHeard is when this run's last heartbeat was sent, as read back.
 	selfHeard time.Time
+	// twin says which other process heartbeats under this node's name.
+	twin string
 
 	started          time.Time
 	in, out, dropped atomic.Int64
 	lastTooLargeLog  atomic.Int64
+	lastTwinLog      atomic.Int64
 	// life lets Close wait for the sends under way and refuse later ones:
 	// a closed librdkafka producer must not be called.
 	life   sync.RWMutex
@@ -559,6 +562,12 @@ func (n *Node) heard(node string, msg *kafka.Message, loading bool) {
 	}
 	if node == n.cfg.Node && hb.Started.Equal(n.started) {
 		n.selfHeard = m.last
+	} else if node == n.cfg.Node && !loading && !hb.Stopped {
+		n.twin = fmt.Sprintf("another process runs node %s (started %s, address %s): both read its partition and announce its routes; give each node its own [broker] node",
+			node, hb.Started.Format(time.RFC3339Nano), hb.Address)
+		if logx.Allowed(&n.lastTwinLog) {
+			n.log.Error("cluster node name runs twice", "node", node, "other_started", hb.Started, "other_address", hb.Address)
+		}
 	}
 	n.updateMember(node, m, n.reference(now))
 }
@@ -697,6 +706,9 @@ type Status struct {
 	// Kafka is "connected", or "disconnected" while librdkafka reaches
 	// none of the brokers: publishes to other nodes wait in the queue.
 	Kafka string `json:"kafka"`
+	// Conflict is set once another process heartbeats under this node's
+	// name.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // NodeStatus is one node of the cluster.
@@ -720,6 +732,7 @@ func (n *Node) Status() Status {
 		s.Kafka = "disconnected"
 	}
 	n.mu.Lock()
+	s.Conflict = n.twin
 	for id, m := range n.members {
 		st := "down"
 		if m.up {
