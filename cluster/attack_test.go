@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
@@ -169,5 +171,62 @@ func TestMalformedInternalRecords(t *testing.T) {
 		if got := testkit.Retained(t, addr, "t/#"); len(got) != 0 {
 			t.Errorf("a new subscriber to t/# on %s gets retained %q", addr, got)
 		}
+	}
+}
+
+// TestNodeWithClockBehind: a node whose clock is an hour behind stamps its
+// heartbeats an hour old; the others still see it up, and route to it, as
+// long as its heartbeats keep arriving.
+func TestNodeWithClockBehind(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := join(t, kafka, "n1")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	late := func(topic, key string, value []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r := &kgo.Record{Topic: "mqkafka.t." + topic, Key: []byte(key), Value: value, Timestamp: time.Now().Add(-time.Hour)}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late("routes", "n9\x00t/#", []byte{1})
+	started := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	var last cluster.Status
+	deadline := time.Now().Add(10 * time.Second)
+	beat := time.NewTicker(200 * time.Millisecond)
+	defer beat.Stop()
+	for n := 0; ; n++ {
+		// n9 beats every 200ms, as heartbeat_interval says.
+		late("nodes", "n9", fmt.Appendf(nil, `{"version":"test","started":%q}`, started))
+		if last = n1.n.Status(); len(last.Nodes) == 2 && last.Nodes[1].Status == "up" && last.Routes == 1 && n >= 10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n9, beating with its clock an hour behind: %+v", last)
+		}
+		<-beat.C
+	}
+}
+
+// TestNodeNameRunsTwice: a second process with a running node's name takes
+// over its partition and tombstones its routes, so publishes from other
+// nodes stop reaching the first one's subscribers; both say so.
+func TestNodeNameRunsTwice(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	first, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	testkit.Subscriber(t, first.addr, "sub", 0, &testkit.Inbox{}, 1, "t/#")
+	routed(t, n2, 1)
+	second := join(t, kafka, "n1")
+	for _, m := range []*member{first, second} {
+		testkit.WaitFor(t, 10*time.Second, "the conflict reported", func() bool {
+			return strings.Contains(m.n.Status().Conflict, "another process runs node n1")
+		})
+	}
+	if !strings.Contains(first.logs.String(), "cluster node name runs twice") {
+		t.Fatal("the first process logged no conflict")
 	}
 }

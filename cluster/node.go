@@ -90,10 +90,13 @@ type Node struct {
 	unanswered map[string]time.Time
 	// selfHeard is when this run's last heartbeat was sent, as read back.
 	selfHeard time.Time
+	// twin says which other process heartbeats under this node's name.
+	twin string
 
 	started          time.Time
 	in, out, dropped atomic.Int64
 	lastTooLargeLog  atomic.Int64
+	lastTwinLog      atomic.Int64
 	// life lets Close wait for the sends under way and refuse later ones:
 	// a closed librdkafka producer must not be called.
 	life   sync.RWMutex
@@ -531,7 +534,7 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	key := string(msg.Key)
 	switch strings.TrimPrefix(*msg.TopicPartition.Topic, n.cfg.TopicPrefix()) {
 	case topicNodes:
-		n.heard(key, msg)
+		n.heard(key, msg, loading)
 	case topicRoutes:
 		node, filter, ok := strings.Cut(key, "\x00")
 		if ok {
@@ -561,10 +564,12 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	}
 }
 
-// heard notes a node's heartbeat; its time is the record's, so that a
-// heartbeat read at start counts from when it was sent (the nodes' clocks
-// are assumed within a fraction of node_timeout).
-func (n *Node) heard(node string, msg *kafka.Message) {
+// heard notes a node's heartbeat. One read at start counts from the
+// record's time, so that a node long gone is not shown up (the nodes'
+// clocks are assumed within a fraction of node_timeout); one read since
+// counts from when it arrived, so that a node whose clock is off is not
+// shown down while its heartbeats keep coming.
+func (n *Node) heard(node string, msg *kafka.Message, loading bool) {
 	var hb heartbeat
 	if msg.Value == nil || json.Unmarshal(msg.Value, &hb) != nil {
 		return
@@ -577,12 +582,18 @@ func (n *Node) heard(node string, msg *kafka.Message) {
 		n.members[node] = m
 	}
 	now := time.Now()
-	m.beat, m.last = hb, msg.Timestamp
-	if m.last.After(now) {
-		m.last = now
+	m.beat, m.last = hb, now
+	if loading && msg.Timestamp.Before(now) {
+		m.last = msg.Timestamp
 	}
 	if node == n.cfg.Node && hb.Started.Equal(n.started) {
 		n.selfHeard = m.last
+	} else if node == n.cfg.Node && !loading && !hb.Stopped {
+		n.twin = fmt.Sprintf("another process runs node %s (started %s, address %s): both read its partition and announce its routes; give each node its own [broker] node",
+			node, hb.Started.Format(time.RFC3339Nano), hb.Address)
+		if logx.Allowed(&n.lastTwinLog) {
+			n.log.Error("cluster node name runs twice", "node", node, "other_started", hb.Started, "other_address", hb.Address)
+		}
 	}
 	n.updateMember(node, m, n.reference(now))
 }
@@ -728,6 +739,9 @@ type Status struct {
 	// Kafka is "connected", or "disconnected" while librdkafka reaches
 	// none of the brokers: publishes to other nodes wait in the queue.
 	Kafka string `json:"kafka"`
+	// Conflict is set once another process heartbeats under this node's
+	// name.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // NodeStatus is one node of the cluster.
@@ -753,6 +767,7 @@ func (n *Node) Status() Status {
 	s.Sessions, s.SessionsOffline = n.sessions.count()
 	s.SessionMessagesDropped = n.sessionDrops.Load()
 	n.mu.Lock()
+	s.Conflict = n.twin
 	for id, m := range n.members {
 		st := "down"
 		if m.up {
