@@ -53,6 +53,9 @@ var (
 	dClusterDropped   = desc("cluster_messages_dropped_total", "Publishes for or from other nodes dropped (queue full, refused, undeliverable).")
 	dClusterQueued    = desc("cluster_queued", "Cluster records waiting for Kafka.")
 	dClusterRoutes    = desc("cluster_routes", "Filters of other nodes that publishes are routed by.")
+	dClusterSessions  = desc("cluster_sessions", "Sessions of the cluster, connected or persistent and offline.")
+	dClusterOffline   = desc("cluster_sessions_offline", "Persistent sessions whose messages are queued in Kafka.")
+	dClusterSessDrop  = desc("cluster_session_messages_dropped_total", "Messages for offline sessions not queued, or not resumed, on this node.")
 	dClusterUp        = desc("cluster_node_up", "1 while a node of the cluster is up.", "node")
 	dClusterBeatAge   = desc("cluster_heartbeat_age_seconds", "Seconds since a node's last heartbeat.", "node")
 )
@@ -64,7 +67,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
 		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
 		dConnPending, dAcceptErrors, dClusterIn, dClusterOut, dClusterDropped, dClusterQueued, dClusterRoutes,
-		dClusterUp, dClusterBeatAge} {
+		dClusterSessions, dClusterOffline, dClusterSessDrop, dClusterUp, dClusterBeatAge} {
 		ch <- d
 	}
 }
@@ -137,6 +140,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dClusterDropped, c.MessagesDropped)
 		gauge(dClusterQueued, int64(c.Queued))
 		gauge(dClusterRoutes, c.Routes)
+		gauge(dClusterSessions, int64(c.Sessions))
+		gauge(dClusterOffline, c.SessionsOffline)
+		counter(dClusterSessDrop, c.SessionMessagesDropped)
 		for _, n := range c.Nodes {
 			up := int64(0)
 			if n.Status == "up" {

@@ -34,6 +34,9 @@ func (a *App) joinCluster() error {
 	if err := a.broker.JoinCluster(n); err != nil {
 		return err
 	}
+	if err := a.broker.ShareSessions(n); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(a.ctx, clusterWait)
 	defer cancel()
 	if err := n.Load(ctx); err != nil {

@@ -75,3 +75,17 @@ func TestReadyzFollowsTheClusterKafka(t *testing.T) {
 	}()
 	testkit.WaitFor(t, 30*time.Second, "ready again", func() bool { code, _ := ready(); return code == http.StatusOK })
 }
+
+// TestReadyzNodeNameRunsTwice: two processes with one node name break each
+// other's routes; each says so in /readyz.
+func TestReadyzNodeNameRunsTwice(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	a := startApp(t, clusterNodeConfig(t, kafka, "n1"))
+	b := startApp(t, clusterNodeConfig(t, kafka, "n1"))
+	for _, x := range []*App{a, b} {
+		testkit.WaitFor(t, 10*time.Second, "not ready: the node name runs twice", func() bool {
+			code, body := call(t, x, "GET", "/readyz", "s3cret", "")
+			return code == http.StatusServiceUnavailable && strings.Contains(body, "cluster t: another process runs node n1")
+		})
+	}
+}

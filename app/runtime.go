@@ -348,6 +348,9 @@ func (a *App) Ready() (bool, string) {
 			return false, fmt.Sprintf("sink %s refuses records: %s", s.Name, s.BufferError)
 		}
 	}
+	if c := snap.Cluster; c != nil && c.Conflict != "" {
+		return false, fmt.Sprintf("cluster %s: %s", c.Name, c.Conflict)
+	}
 	if c := snap.Cluster; c != nil && c.Kafka != "connected" {
 		return false, fmt.Sprintf("cluster %s: Kafka is %s; publishes for other nodes wait", c.Name, c.Kafka)
 	}

@@ -17,7 +17,8 @@ type clusterConfig struct {
 // cluster is three mqkafka nodes on one Kafka: the MQTT clients publish on
 // the first, one subscriber reads on the second, so that every message
 // crosses nodes through Kafka. broker-raw, run with it at the same rate, is
-// the same load on one node.
+// the same load on one node. Then the first node is killed and the
+// persistent sessions it held move to the others (moveSessions).
 func (r *runner) cluster(ctx context.Context, p Params) *Result {
 	p.Buffer, p.Fsync, p.HalfRate = "", "", false
 	key := ceilingKey(ScenarioCluster, p) + fmt.Sprintf(" rate=%v", p.Rate)
@@ -55,7 +56,10 @@ func (r *runner) runCluster(ctx context.Context, name string, tag uint32, p Para
 		nodes = append(nodes, mq)
 	}
 	// The CPU measured is the publishing node's and Kafka's.
-	return r.toSubscriber(ctx, name, tag, p, p.loadSpec(nodes[0].addr, tag, r.o.Drain), nodes[1].addr, nodes[0], k, res)
+	if err := r.toSubscriber(ctx, name, tag, p, p.loadSpec(nodes[0].addr, tag, r.o.Drain), nodes[1].addr, nodes[0], k, res); err != nil {
+		return err
+	}
+	return r.moveSessions(ctx, tag, nodes[0], nodes[1:], res)
 }
 
 // oneNode is broker-raw at p's rate: the ceiling itself at full speed.

@@ -49,23 +49,30 @@ type mqttConn struct {
 // set, is the source address; recvMax is the client's own Receive Maximum
 // (0: the protocol default).
 func dialMQTT(ctx context.Context, addr string, local *net.TCPAddr, clientID string, recvMax uint16) (*mqttConn, error) {
+	c, _, err := dialSession(ctx, addr, local, clientID, recvMax, 0)
+	return c, err
+}
+
+// dialSession is dialMQTT with a Session Expiry Interval: above 0, the
+// session is resumed (clean start 0) and present tells whether it was.
+func dialSession(ctx context.Context, addr string, local *net.TCPAddr, clientID string, recvMax uint16, expiry uint32) (c *mqttConn, present bool, err error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if local != nil {
 		d.LocalAddr = local
 	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt dial %s: %w", addr, err)
+		return nil, false, fmt.Errorf("mqtt dial %s: %w", addr, err)
 	}
-	c := &mqttConn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10), receiveMax: 65535}
-	if err := c.handshake(ctx, clientID, recvMax); err != nil {
+	c = &mqttConn{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10), receiveMax: 65535}
+	if present, err = c.handshake(ctx, clientID, recvMax, expiry); err != nil {
 		nc.Close()
-		return nil, err
+		return nil, false, err
 	}
-	return c, nil
+	return c, present, nil
 }
 
-func (c *mqttConn) handshake(ctx context.Context, clientID string, recvMax uint16) error {
+func (c *mqttConn) handshake(ctx context.Context, clientID string, recvMax uint16, expiry uint32) (present bool, err error) {
 	deadline := time.Now().Add(10 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -77,33 +84,38 @@ func (c *mqttConn) handshake(ctx context.Context, clientID string, recvMax uint1
 	if recvMax > 0 {
 		props = append(props, 0x21, byte(recvMax>>8), byte(recvMax))
 	}
+	flags := byte(0x02) // clean start
+	if expiry > 0 {
+		flags = 0
+		props = append(props, 0x11, byte(expiry>>24), byte(expiry>>16), byte(expiry>>8), byte(expiry))
+	}
 	var vh []byte
-	vh = append(vh, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02 /* clean start */, keepAlive>>8, keepAlive&0xff)
+	vh = append(vh, 0, 4, 'M', 'Q', 'T', 'T', 5, flags, keepAlive>>8, keepAlive&0xff)
 	vh = appendVBI(vh, len(props))
 	vh = append(vh, props...)
 	vh = appendString(vh, clientID)
 	pkt := append([]byte{pktConnect << 4}, appendVBI(nil, len(vh))...)
 	pkt = append(pkt, vh...)
 	if _, err := c.bw.Write(pkt); err != nil {
-		return fmt.Errorf("mqtt connect: %w", err)
+		return false, fmt.Errorf("mqtt connect: %w", err)
 	}
 	if err := c.bw.Flush(); err != nil {
-		return fmt.Errorf("mqtt connect: %w", err)
+		return false, fmt.Errorf("mqtt connect: %w", err)
 	}
 	typ, _, body, err := c.readPacket()
 	if err != nil {
-		return fmt.Errorf("mqtt connack: %w", err)
+		return false, fmt.Errorf("mqtt connack: %w", err)
 	}
 	if typ != pktConnack || len(body) < 2 {
-		return fmt.Errorf("mqtt connack: unexpected packet type %d", typ)
+		return false, fmt.Errorf("mqtt connack: unexpected packet type %d", typ)
 	}
 	if body[1] != 0 {
-		return fmt.Errorf("mqtt connect refused: reason 0x%02x", body[1])
+		return false, fmt.Errorf("mqtt connect refused: reason 0x%02x", body[1])
 	}
 	if rm, ok := findUint16Prop(body[2:], 0x21); ok && rm > 0 {
 		c.receiveMax = int(rm)
 	}
-	return nil
+	return body[0]&1 == 1, nil
 }
 
 // subscribe subscribes to one filter and waits for the SUBACK.

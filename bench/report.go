@@ -334,6 +334,11 @@ func (r *Report) Table(w io.Writer) {
 	}
 	fmt.Fprintln(tw, "run\tparams\trate/s\tpub/s\tpuback p50/p99/p999 ms\te2e p50/p99/p999 ms\tlost\tdup\tCPU s\tkfake CPU s\tbench CPU s\tother CPU s\tpeak RSS MB\tallocs/msg\t×kafka-raw\t×broker-raw\t×memory\t")
 	for _, x := range r.Runs {
+		if x.Scenario == ScenarioCluster && x.Skipped == "" && x.Extra != nil {
+			fmt.Fprintf(w, "%s: %v persistent sessions moved off a killed node: all back in %.2fs (per session p50 %.0f ms, p99 %.0f ms from the kill), %v with session present, %v got a publish on their moved subscription\n",
+				x.Name, x.Extra["moved_sessions"], asF(x.Extra["moved_all_seconds"]), asF(x.Extra["moved_p50_ms"]), asF(x.Extra["moved_p99_ms"]),
+				x.Extra["moved_session_present"], x.Extra["moved_subscriptions_delivered"])
+		}
 		if x.Scenario == ScenarioConnections {
 			continue
 		}
@@ -363,6 +368,11 @@ func (r *Report) Table(w io.Writer) {
 			fmt.Fprintf(w, "%s: backlog %v records (%v MB) buffered at %s/s with Kafka down; drained in %.2fs after restart (%.2fs from 'started') = %s/s\n",
 				x.Name, x.Extra["backlog_records"], x.Extra["backlog_mb"], count(int64(asF(x.Extra["ingest_rate"]))),
 				asF(x.Extra["drain_seconds_from_exec"]), asF(x.Extra["drain_seconds"]), count(int64(asF(x.Extra["drain_rate"]))))
+		}
+		if x.Scenario == ScenarioCluster && x.Skipped == "" && x.Extra != nil {
+			fmt.Fprintf(w, "%s: %v persistent sessions moved off a killed node: all back in %.2fs (per session p50 %.0f ms, p99 %.0f ms from the kill), %v with session present, %v got a publish on their moved subscription\n",
+				x.Name, x.Extra["moved_sessions"], asF(x.Extra["moved_all_seconds"]), asF(x.Extra["moved_p50_ms"]), asF(x.Extra["moved_p99_ms"]),
+				x.Extra["moved_session_present"], x.Extra["moved_subscriptions_delivered"])
 		}
 		if x.Scenario == ScenarioConnections {
 			if x.Skipped != "" {

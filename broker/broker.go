@@ -47,6 +47,8 @@ type Broker struct {
 	bridge  *bridgeHook
 	// cluster is nil unless JoinCluster made this node one of a cluster.
 	cluster *clusterHook
+	// sessions is nil unless ShareSessions keeps sessions in the cluster.
+	sessions *sessionHook
 	// pending holds the connections that have not sent CONNECT yet.
 	pending      *pending
 	acceptErrors atomic.Int64
@@ -241,6 +243,8 @@ type bridgeHook struct {
 	idSeq    atomic.Uint64
 	// cluster delivers what other nodes send: their rules ran there.
 	cluster *mqtt.Client
+	// route is nil unless the broker joined a cluster.
+	route *clusterHook
 
 	lastRefusal atomic.Int64 // unix ns of the last refusal logged
 }
@@ -253,6 +257,13 @@ func (h *bridgeHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.acks.for
 
 func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	deferrable := pk.FixedHeader.Qos == 1 && !cl.Net.Inline
+	if h.route != nil && cl != h.cluster {
+		// Before the sinks, which would keep what the client is refused.
+		if err := h.route.tooLarge(&pk); err != nil {
+			h.acks.drain(cl)
+			return h.refuse(cl, pk, err)
+		}
+	}
 	if cl == h.cluster || !h.pub.Matches(pk.TopicName) {
 		if deferrable && h.acks.behind(cl) {
 			// Answering now would overtake the PUBACKs still pending.
@@ -304,6 +315,11 @@ func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if logx.Allowed(&h.lastRefusal) {
 		h.log.Warn("publish refused: a sink did not take it", "client", cl.ID, "topic", pk.TopicName, "err", err)
 	}
+	return h.refuse(cl, pk, err)
+}
+
+// refuse answers a publish a sink or the cluster did not take.
+func (h *bridgeHook) refuse(cl *mqtt.Client, pk packets.Packet, err error) (packets.Packet, error) {
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
 		switch {
 		case errors.Is(err, ack.ErrFull):

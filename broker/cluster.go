@@ -25,7 +25,14 @@ type Router interface {
 	Subscribed(filter string, has bool)
 	// Retained shares a retained message, or its clearing.
 	Retained(m *cluster.Message)
+	// TooLarge returns an error wrapping ack.ErrTooLarge when m, retained
+	// or routed, would make a record larger than Kafka takes.
+	TooLarge(m *cluster.Message) error
 }
+
+// reasonClusterTooLarge counts the publishes refused because their record
+// to the other nodes would be larger than Kafka takes.
+const reasonClusterTooLarge = "cluster_too_large"
 
 // clusterClientPrefix names the inline client that delivers what other
 // nodes send; a random suffix keeps a device from taking its id.
@@ -35,12 +42,13 @@ const clusterClientPrefix = "$cluster-"
 // goes to the other nodes r routes it to, and r learns this node's
 // subscriptions and retained messages. It must be called before Start.
 func (b *Broker) JoinCluster(r Router) error {
-	h := &clusterHook{srv: b.srv, r: r}
+	h := &clusterHook{srv: b.srv, r: r, refusedTooLarge: b.refused.counter(reasonClusterTooLarge)}
 	h.client = b.srv.NewClient(nil, mqtt.LocalListener, clusterClientPrefix+fmt.Sprintf("%x", b.bridge.idPrefix), true)
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return fmt.Errorf("broker: cluster: %w", err)
 	}
 	b.bridge.cluster = h.client
+	b.bridge.route = h
 	b.cluster = h
 	return nil
 }
@@ -168,6 +176,8 @@ type clusterHook struct {
 	// message it is injecting, read by OnSelectSubscribers in its goroutine.
 	deliverMu sync.Mutex
 	groups    []string
+
+	refusedTooLarge *atomic.Int64
 }
 
 func (h *clusterHook) ID() string { return "mqkafka-cluster" }
@@ -178,6 +188,19 @@ func (h *clusterHook) Provides(b byte) bool {
 		return true
 	}
 	return false
+}
+
+// tooLarge refuses a publish whose record to the other nodes Kafka would
+// refuse after its publisher had the PUBACK.
+func (h *clusterHook) tooLarge(pk *packets.Packet) error {
+	if strings.HasPrefix(pk.TopicName, "$") || !(h.r.Remote() || pk.FixedHeader.Retain && len(pk.Payload) > 0) {
+		return nil
+	}
+	err := h.r.TooLarge(crossMessage(pk))
+	if err != nil {
+		h.refusedTooLarge.Add(1)
+	}
+	return err
 }
 
 func (h *clusterHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
@@ -237,7 +260,7 @@ func (h *clusterHook) announce(filter string) {
 }
 
 func (h *clusterHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
-	if cl == h.client {
+	if cl == h.client || strings.HasPrefix(pk.TopicName, "$") {
 		return
 	}
 	m := crossMessage(&pk)

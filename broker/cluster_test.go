@@ -35,6 +35,7 @@ func (noRoutes) Remote() bool                                            { retur
 func (noRoutes) Route(_ *cluster.Message, localShared []string) []string { return localShared }
 func (noRoutes) Subscribed(string, bool)                                 {}
 func (noRoutes) Retained(*cluster.Message)                               {}
+func (noRoutes) TooLarge(*cluster.Message) error                         { return nil }
 
 // BenchmarkPublishWithoutRemoteRoute is what joining a cluster costs a
 // publish that no other node subscribes to: `go test -bench

@@ -75,7 +75,13 @@ bootstrap_hosts = %q
 // join starts a broker in the cluster, stopped when the test ends.
 func join(t testing.TB, kafkaAddr, node string) *member {
 	t.Helper()
-	cfg := nodeConfig(t, kafkaAddr, node, "")
+	return joinWith(t, kafkaAddr, node, "")
+}
+
+// joinWith is join with tables added to the node's config.
+func joinWith(t testing.TB, kafkaAddr, node, tables string) *member {
+	t.Helper()
+	cfg := nodeConfig(t, kafkaAddr, node, tables)
 	m := &member{logs: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/connector"
 )
 
@@ -19,10 +21,15 @@ const (
 	topicRoutes   = "routes"   // compacted: node + filter, tombstoned when its last subscriber goes
 	topicRetained = "retained" // compacted: MQTT topic → retained message, tombstone clears
 	topicMessages = "messages" // deleted by age: publishes, partitioned by destination node
+	topicSessions = "sessions" // compacted: client id → its session, tombstoned when it ends
+	topicQueues   = "queues"   // deleted by age: messages for offline sessions, partitioned by client id
 )
 
 // stateTopics are read from their start by every node.
-var stateTopics = []string{topicNodes, topicRoutes, topicRetained}
+var stateTopics = []string{topicNodes, topicRoutes, topicRetained, topicSessions}
+
+// logTopics are deleted by age, not compacted.
+var logTopics = []string{topicMessages, topicQueues}
 
 // clientConfig is a librdkafka client of the cluster's connector: its TLS,
 // SASL and socket settings as the sinks get them, role's own settings,
@@ -69,11 +76,12 @@ func (n *Node) consumerConfig(role string) kafka.ConfigMap {
 // topicSpec is how mqkafka creates an internal topic.
 func (n *Node) topicSpec(name string) kafka.TopicSpecification {
 	s := kafka.TopicSpecification{Topic: n.topic(name), NumPartitions: n.cfg.Partitions,
-		ReplicationFactor: n.cfg.ReplicationFactor, Config: map[string]string{"cleanup.policy": "compact"}}
+		ReplicationFactor: n.cfg.ReplicationFactor,
+		Config:            map[string]string{"cleanup.policy": "compact", "max.message.bytes": strconv.Itoa(n.minTopicBytes())}}
 	switch name {
 	case topicNodes:
 		s.NumPartitions = 1
-	case topicMessages:
+	case topicMessages, topicQueues:
 		s.Config["cleanup.policy"] = "delete"
 	}
 	return s
@@ -97,7 +105,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	}
 	var missing []kafka.TopicSpecification
 	var present []kafka.ConfigResource
-	for _, name := range append(stateTopics, topicMessages) {
+	for _, name := range append(append([]string(nil), stateTopics...), logTopics...) {
 		spec := n.topicSpec(name)
 		if _, ok := md.Topics[spec.Topic]; ok {
 			present = append(present, kafka.ConfigResource{Type: kafka.ResourceTopic, Name: spec.Topic})
@@ -139,16 +147,25 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 			continue
 		}
 		want := "compact"
-		if r.Name == n.topic(topicMessages) {
+		if r.Name == n.topic(topicMessages) || r.Name == n.topic(topicQueues) {
 			want = "delete"
 		}
 		if got := r.Config["cleanup.policy"].Value; !strings.Contains(got, want) {
 			errs = append(errs, fmt.Errorf("cluster: topic %s has cleanup.policy=%s, mqkafka needs %s (kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=%s)",
 				r.Name, got, want, r.Name, want))
 		}
+		// A batch over it is refused whole, records that fit included.
+		if got, err := strconv.Atoi(r.Config["max.message.bytes"].Value); err == nil && got < n.minTopicBytes() {
+			errs = append(errs, fmt.Errorf("cluster: topic %s has max.message.bytes=%d, less than a batch of the connector's message.max.bytes (%d) takes; raise it (kafka-configs --alter --entity-type topics --entity-name %s --add-config max.message.bytes=%d) or lower message.max.bytes in [connectors.properties]",
+				r.Name, got, n.maxRecord, r.Name, n.minTopicBytes()))
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// minTopicBytes is the max.message.bytes an internal topic needs for the
+// largest batch librdkafka sends it.
+func (n *Node) minTopicBytes() int { return n.maxRecord + conf.BatchOverhead }
 
 // partitionCount asks Kafka how many partitions topic has.
 func partitionCount(c *kafka.Consumer, topic string, ctx context.Context) (int32, error) {

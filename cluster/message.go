@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
+	"strings"
 )
 
 // Message is a publish as it crosses nodes: what MQTT delivers of it.
@@ -70,6 +72,25 @@ func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
+// encodedLen is len(appendMessage(nil, m)) with no SharedGroupsTaken,
+// counted without encoding.
+func encodedLen(m *Message) int {
+	n := 3 + varintLen(m.Created) + uvarintLen(uint64(m.ExpiryInterval)) + field(len(m.Origin)) + field(len(m.Topic)) +
+		field(len(m.ContentType)) + field(len(m.ResponseTopic)) + field(len(m.CorrelationData)) +
+		uvarintLen(uint64(len(m.UserProps))) + uvarintLen(0)
+	for _, kv := range m.UserProps {
+		n += field(len(kv[0])) + field(len(kv[1]))
+	}
+	return n + len(m.Payload)
+}
+
+// field is the encoded length of a string of n bytes.
+func field(n int) int { return uvarintLen(uint64(n)) + n }
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
+
+func varintLen(v int64) int { return uvarintLen(uint64(v<<1) ^ uint64(v>>63)) }
+
 // decodeMessage is appendMessage's inverse; the message keeps no
 // reference to b but through Payload and CorrelationData.
 func decodeMessage(b []byte) (*Message, error) {
@@ -81,6 +102,9 @@ func decodeMessage(b []byte) (*Message, error) {
 		return nil, fmt.Errorf("cluster: message encoded in version %d, this node reads %d", b[0], codecVersion)
 	}
 	flags, format := b[1], b[2]
+	if flags&3 == 3 || flags&^(3|flagRetain|flagPayloadFormat) != 0 {
+		return nil, fmt.Errorf("cluster: message flags %#x, this node reads QoS 0-2, retain and payload format", flags)
+	}
 	d.b = b[3:]
 	m := &Message{QoS: flags & 3, Retain: flags&flagRetain != 0}
 	if flags&flagPayloadFormat != 0 {
@@ -107,8 +131,17 @@ func decodeMessage(b []byte) (*Message, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	if !routable(m.Topic) {
+		return nil, fmt.Errorf("cluster: message for topic %q, which no node routes", m.Topic)
+	}
 	m.Payload = d.b
 	return m, nil
+}
+
+// routable reports whether topic is a topic name a node shares with the
+// others: none starting with '$' ($SYS and the like are each node's own).
+func routable(topic string) bool {
+	return topic != "" && topic[0] != '$' && !strings.ContainsAny(topic, "+#\x00")
 }
 
 // decoder reads what appendMessage wrote; the first error sticks.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
 )
@@ -42,6 +43,10 @@ type Local interface {
 	Filters() []string
 	// Connections is how many clients are connected here.
 	Connections() int64
+	// TakeOver ends the connection of client id here, if there is one,
+	// because another node holds its session now, and cancels its delayed
+	// will; the connection's end releases the session.
+	TakeOver(id string) bool
 }
 
 // Node is this process's membership of the cluster.
@@ -49,6 +54,17 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	routes *routes
+	// sessions are the cluster's sessions; queuesTopic, of queueParts
+	// partitions, holds the messages of those offline.
+	sessions    *sessionTable
+	queuesTopic string
+	queueParts  int32
+	// readers are idle consumers of the queues topic, readersMade of them
+	// exist.
+	readers      chan *kafka.Consumer
+	readersMu    sync.Mutex
+	readersMade  int
+	sessionDrops atomic.Int64
 
 	state *kafka.Producer // routes, heartbeats, retained messages
 	msgs  *kafka.Producer // cross-node publishes, within max_queue_bytes
@@ -57,6 +73,10 @@ type Node struct {
 	stateIn, msgsIn *kafka.Consumer
 	partitions      int32 // of the messages topic
 	messagesTopic   string
+	// maxRecord is the largest record, with librdkafka's framing, the
+	// cluster sends: the connector's message.max.bytes, which the
+	// internal topics must take (ensureTopics).
+	maxRecord int
 	// buffers hold the key and value of the records Route sends.
 	buffers sync.Pool
 	// retained holds what the start read, until Start applies it.
@@ -66,11 +86,17 @@ type Node struct {
 	mu        sync.Mutex
 	announced map[string]bool // this node's filters as last produced
 	members   map[string]*member
+	// unanswered are the nodes that let a session claim time out, and when.
+	unanswered map[string]time.Time
 	// selfHeard is when this run's last heartbeat was sent, as read back.
 	selfHeard time.Time
+	// twin says which other process heartbeats under this node's name.
+	twin string
 
 	started          time.Time
 	in, out, dropped atomic.Int64
+	lastTooLargeLog  atomic.Int64
+	lastTwinLog      atomic.Int64
 	// life lets Close wait for the sends under way and refuse later ones:
 	// a closed librdkafka producer must not be called.
 	life   sync.RWMutex
@@ -115,10 +141,14 @@ type heartbeat struct {
 // New creates the node's producers; nothing is read before Load.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
-		announced: map[string]bool{}, members: map[string]*member{}, retained: map[string]*Message{}, started: time.Now()}
+		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
+	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
 	n.buffers.New = func() any { return new([]byte) }
 	var err error
+	if n.maxRecord, err = conf.MessageMaxBytes(cfg.Connector.Properties); err != nil {
+		return nil, fmt.Errorf("cluster: connector %s: %w", cfg.Connector.Name, err)
+	}
 	stateCM := n.producerConfig("state", 1<<30)
 	if n.state, err = kafka.NewProducer(&stateCM); err != nil {
 		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
@@ -172,6 +202,9 @@ func (n *Node) Load(ctx context.Context) error {
 	}
 	n.goLogs(n.stateIn.Logs())
 	if n.partitions, err = partitionCount(n.stateIn, n.messagesTopic, ctx); err != nil {
+		return err
+	}
+	if n.queueParts, err = partitionCount(n.stateIn, n.queuesTopic, ctx); err != nil {
 		return err
 	}
 	var parts []kafka.TopicPartition
@@ -297,13 +330,7 @@ func (n *Node) startMessages() error {
 // partitionOf is the messages topic's partition a node reads, by the
 // FNV-1a hash of its name; nodes may share one, each skipping what is not
 // addressed to it.
-func (n *Node) partitionOf(node string) int32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(node); i++ {
-		h = (h ^ uint32(node[i])) * 16777619
-	}
-	return int32(h % uint32(n.partitions))
-}
+func (n *Node) partitionOf(node string) int32 { return int32(fnv(node) % uint32(n.partitions)) }
 
 // Close tells the others this node stops, waits up to ctx for what it
 // queued to reach Kafka, and closes every client.
@@ -321,6 +348,7 @@ func (n *Node) Close(ctx context.Context) {
 	n.StopReceiving()
 	n.cancel()
 	n.wg.Wait()
+	n.closeReaders()
 	for _, c := range []*kafka.Consumer{n.stateIn, n.msgsIn} {
 		if c != nil {
 			_ = c.Close()
@@ -331,9 +359,9 @@ func (n *Node) Close(ctx context.Context) {
 	n.clients.Wait()
 }
 
-// Remote reports whether any other node has a route: without one, a
-// publish has nothing to do with the cluster.
-func (n *Node) Remote() bool { return n.routes.size() > 0 }
+// Remote reports whether any other node has a route or any session is
+// offline: without either, a publish has nothing to do with the cluster.
+func (n *Node) Remote() bool { return n.routes.size() > 0 || n.sessions.queued.Load() > 0 }
 
 // Route sends m to every other node that has subscribers for its topic
 // and returns which of localShared (the shared filters this node's
@@ -344,6 +372,7 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 	if n.closed {
 		return localShared
 	}
+	n.queue(m)
 	dests, keep := n.routes.match(m.Topic, localShared)
 	if len(dests) == 0 {
 		return keep
@@ -372,6 +401,43 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 	}
 	m.SharedGroupsTaken = nil
 	return keep
+}
+
+// TooLarge returns an error wrapping ack.ErrTooLarge when m would make a
+// record larger than maxRecord: in the retained topic if it sets a retained
+// message, in the messages topic for any other node its topic is routed to
+// (counting every shared filter that node could be picked for), in the
+// queues topic for an offline session that subscribes to it. Kafka
+// would refuse the record after the publisher had its PUBACK.
+func (n *Node) TooLarge(m *Message) error {
+	size := encodedLen(m)
+	if m.Retain && len(m.Payload) > 0 {
+		if wire := conf.RecordOverhead + len(m.Topic) + size; wire > n.maxRecord {
+			return n.tooLarge(m, wire, topicRetained)
+		}
+	}
+	if id := n.sessions.longestMatch(m.Topic); id >= 0 {
+		if wire := conf.RecordOverhead + id + size; wire > n.maxRecord {
+			return n.tooLarge(m, wire, topicQueues)
+		}
+	}
+	w := n.routes.widest(m.Topic)
+	if w < 0 {
+		return nil
+	}
+	if wire := conf.RecordOverhead + w + 1 + len(m.Origin) + size; wire > n.maxRecord {
+		return n.tooLarge(m, wire, topicMessages)
+	}
+	return nil
+}
+
+func (n *Node) tooLarge(m *Message, wire int, topic string) error {
+	err := fmt.Errorf("%w: %d bytes with librdkafka's framing for cluster topic %s, message.max.bytes is %d",
+		ack.ErrTooLarge, wire, n.topic(topic), n.maxRecord)
+	if logx.Allowed(&n.lastTooLargeLog) {
+		n.log.Warn("publish refused: too large to cross nodes", "client", m.Origin, "topic", m.Topic, "err", err)
+	}
+	return err
 }
 
 // Subscribed tells the cluster whether this node still has subscribers
@@ -445,6 +511,7 @@ func (n *Node) heartbeats() {
 			n.beat(false)
 		case now := <-check.C:
 			n.checkMembers(now)
+			n.sweepSessions(now)
 		}
 	}
 }
@@ -467,18 +534,25 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	key := string(msg.Key)
 	switch strings.TrimPrefix(*msg.TopicPartition.Topic, n.cfg.TopicPrefix()) {
 	case topicNodes:
-		n.heard(key, msg)
+		n.heard(key, msg, loading)
 	case topicRoutes:
 		node, filter, ok := strings.Cut(key, "\x00")
 		if ok {
 			n.routes.set(node, filter, msg.Value != nil)
 		}
+	case topicSessions:
+		n.applySession(key, msg.Value, loading)
 	case topicRetained:
 		m := &Message{Topic: key, Retain: true}
 		if msg.Value != nil {
 			var err error
-			if m, err = decodeMessage(msg.Value); err != nil {
-				n.log.Warn("cluster retained message unreadable", "topic", key, "err", err)
+			if m, err = decodeMessage(msg.Value); err == nil && m.Topic != key {
+				err = fmt.Errorf("cluster: retained message for topic %q under key %q", m.Topic, key)
+			}
+			if err != nil {
+				if logx.Allowed(&n.lastErrLog) {
+					n.log.Warn("cluster retained message unreadable", "topic", key, "err", err)
+				}
 				return
 			}
 		}
@@ -490,10 +564,12 @@ func (n *Node) apply(msg *kafka.Message, loading bool) {
 	}
 }
 
-// heard notes a node's heartbeat; its time is the record's, so that a
-// heartbeat read at start counts from when it was sent (the nodes' clocks
-// are assumed within a fraction of node_timeout).
-func (n *Node) heard(node string, msg *kafka.Message) {
+// heard notes a node's heartbeat. One read at start counts from the
+// record's time, so that a node long gone is not shown up (the nodes'
+// clocks are assumed within a fraction of node_timeout); one read since
+// counts from when it arrived, so that a node whose clock is off is not
+// shown down while its heartbeats keep coming.
+func (n *Node) heard(node string, msg *kafka.Message, loading bool) {
 	var hb heartbeat
 	if msg.Value == nil || json.Unmarshal(msg.Value, &hb) != nil {
 		return
@@ -506,12 +582,18 @@ func (n *Node) heard(node string, msg *kafka.Message) {
 		n.members[node] = m
 	}
 	now := time.Now()
-	m.beat, m.last = hb, msg.Timestamp
-	if m.last.After(now) {
-		m.last = now
+	m.beat, m.last = hb, now
+	if loading && msg.Timestamp.Before(now) {
+		m.last = msg.Timestamp
 	}
 	if node == n.cfg.Node && hb.Started.Equal(n.started) {
 		n.selfHeard = m.last
+	} else if node == n.cfg.Node && !loading && !hb.Stopped {
+		n.twin = fmt.Sprintf("another process runs node %s (started %s, address %s): both read its partition and announce its routes; give each node its own [broker] node",
+			node, hb.Started.Format(time.RFC3339Nano), hb.Address)
+		if logx.Allowed(&n.lastTwinLog) {
+			n.log.Error("cluster node name runs twice", "node", node, "other_started", hb.Started, "other_address", hb.Address)
+		}
 	}
 	n.updateMember(node, m, n.reference(now))
 }
@@ -552,6 +634,7 @@ func (n *Node) updateMember(node string, m *member, ref time.Time) {
 		return
 	}
 	n.routes.setUp(node, up)
+	n.sessions.nodeUp(node, up)
 	if up {
 		n.log.Info("cluster node up", "node", node, "address", m.beat.Address, "routes", n.routes.count(node))
 	} else {
@@ -584,7 +667,9 @@ func (n *Node) receive(msg *kafka.Message) {
 	m, err := decodeMessage(msg.Value)
 	if err != nil {
 		n.dropped.Add(1)
-		n.log.Warn("cross-node publish unreadable", "offset", msg.TopicPartition.Offset, "err", err)
+		if logx.Allowed(&n.lastDropLog) {
+			n.log.Warn("cross-node publish unreadable", "offset", msg.TopicPartition.Offset, "err", err)
+		}
 	} else if err := n.local.Deliver(m); err != nil {
 		n.dropped.Add(1)
 		if logx.Allowed(&n.lastDropLog) {
@@ -645,9 +730,18 @@ type Status struct {
 	MessagesDropped int64 `json:"messages_dropped"`
 	// Queued are records waiting for Kafka.
 	Queued int `json:"queued"`
+	// Sessions are the cluster's sessions; SessionsOffline of them have
+	// their messages queued in Kafka; SessionMessagesDropped were not
+	// queued, or not resumed (over max_mqueue_len), here.
+	Sessions               int   `json:"sessions"`
+	SessionsOffline        int64 `json:"sessions_offline"`
+	SessionMessagesDropped int64 `json:"session_messages_dropped"`
 	// Kafka is "connected", or "disconnected" while librdkafka reaches
 	// none of the brokers: publishes to other nodes wait in the queue.
 	Kafka string `json:"kafka"`
+	// Conflict is set once another process heartbeats under this node's
+	// name.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // NodeStatus is one node of the cluster.
@@ -670,7 +764,10 @@ func (n *Node) Status() Status {
 	if !n.reachable.Load() {
 		s.Kafka = "disconnected"
 	}
+	s.Sessions, s.SessionsOffline = n.sessions.count()
+	s.SessionMessagesDropped = n.sessionDrops.Load()
 	n.mu.Lock()
+	s.Conflict = n.twin
 	for id, m := range n.members {
 		st := "down"
 		if m.up {

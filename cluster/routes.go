@@ -166,3 +166,28 @@ func (r *routes) count(node string) int {
 	defer r.mu.Unlock()
 	return len(r.byNode[node])
 }
+
+// widest is, among the other nodes topic goes to, the most bytes of a
+// record that depend on its destination: the node's name in the key and
+// every shared filter it could be picked for; -1 when it goes to none.
+func (r *routes) widest(topic string) int {
+	if r.active.Load() == 0 {
+		return -1
+	}
+	subs := r.index.Subscribers(topic)
+	per := map[string][2]int{} // node → bytes of its shared filters, their count
+	for node := range subs.Subscriptions {
+		per[node] = per[node]
+	}
+	for f, nodes := range subs.Shared {
+		for node := range nodes {
+			p := per[node]
+			per[node] = [2]int{p[0] + field(len(f)), p[1] + 1}
+		}
+	}
+	w := -1
+	for node, p := range per {
+		w = max(w, len(node)+p[0]+uvarintLen(uint64(p[1]))-uvarintLen(0))
+	}
+	return w
+}

@@ -209,6 +209,17 @@ func (c *Config) validateConnectors(bad func(path, format string, args ...any), 
 // DefaultMessageMaxBytes is librdkafka's default message.max.bytes.
 const DefaultMessageMaxBytes = 1_000_000
 
+// RecordOverhead is librdkafka's bound on one record's framing
+// (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD): its length, attributes, timestamp
+// delta, offset delta, key length, value length and header count, each
+// varint counted at its widest. A record's key, value and headers plus
+// this are what librdkafka measures against message.max.bytes.
+const RecordOverhead = 5 + 1 + 10 + 5 + 5 + 5 + 5
+
+// BatchOverhead is a Kafka record batch's header, which a broker counts
+// with the batch's records against a topic's max.message.bytes.
+const BatchOverhead = 61
+
 // MessageMaxBytes is the message.max.bytes of a connector's properties: the
 // largest record, with librdkafka's framing, its producers take. The value
 // must be a plain decimal number in librdkafka's range, so that mqkafka's

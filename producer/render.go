@@ -99,7 +99,7 @@ func (r *renderer) render(rec rule.Record, scratch []byte, now int64, out *buffe
 		buf = r.value.Render(buf, rec)
 	}
 	// Before the copy below, so that an oversized publish costs none.
-	if n := recordOverhead + len(buf); r.limit != nil && n > r.limit.wire {
+	if n := conf.RecordOverhead + len(buf); r.limit != nil && n > r.limit.wire {
 		return "", buf, r.limit.tooLarge(n)
 	}
 	// One exact allocation holds key and value.

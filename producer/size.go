@@ -6,21 +6,16 @@ import (
 
 	"github.com/mqkafka/mqkafka/ack"
 	"github.com/mqkafka/mqkafka/buffer"
+	"github.com/mqkafka/mqkafka/conf"
 )
-
-// recordOverhead is librdkafka's bound on one record's framing
-// (RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD): its length, attributes, timestamp
-// delta, offset delta, key length, value length and header count, each
-// varint counted at its widest.
-const recordOverhead = 5 + 1 + 10 + 5 + 5 + 5 + 5
 
 // wireSize is what librdkafka measures against message.max.bytes when it
 // takes a record (rd_kafka_msg_max_wire_size): key, value, headers as
-// serialised, and recordOverhead. A record over the limit is refused by
+// serialised, and conf.RecordOverhead. A record over the limit is refused by
 // Produce with ErrMsgSizeTooLarge, so it is refused here before it is
 // buffered.
 func wireSize(r *buffer.Record) int {
-	n := recordOverhead + len(r.Key) + len(r.Value)
+	n := conf.RecordOverhead + len(r.Key) + len(r.Value)
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		n += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)

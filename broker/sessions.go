@@ -1,0 +1,230 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+
+	"github.com/mqkafka/mqkafka/cluster"
+	"github.com/mqkafka/mqkafka/internal/logx"
+)
+
+// Sessions is where a cluster keeps its sessions (cluster.Node is one).
+type Sessions interface {
+	// Session is client id's live session record, nil if none.
+	Session(id string) *cluster.Session
+	// Claim makes this node the holder of id's session, taking it over
+	// from the node holding it connected, and with resume reads what was
+	// queued for it (up to limit).
+	Claim(ctx context.Context, id string, resume, persistent bool, limit int) (cluster.Claimed, error)
+	// Hold records that id is connected here.
+	Hold(id string, s cluster.Session)
+	// Release records that id's connection here ended, queuing inflight.
+	Release(id string, s cluster.Session, inflight []*cluster.Message)
+	// End removes id's session from the cluster.
+	End(id string)
+}
+
+// ShareSessions keeps this node's sessions in the cluster's: a CONNECT
+// takes its session over from whichever node holds it, and a persistent
+// session whose client goes lives on in Kafka, not here. It must be called
+// after JoinCluster and before Start.
+func (b *Broker) ShareSessions(s Sessions) error {
+	if b.cluster == nil {
+		return ErrNoCluster
+	}
+	h := &sessionHook{srv: b.srv, s: s, routes: b.cluster, store: b.store, ownerCheck: b.access.sessionOwner,
+		refused: b.refused, limit: b.queue.maxLen, log: b.log.With("component", "cluster-sessions")}
+	if err := b.srv.AddHook(h, nil); err != nil {
+		return fmt.Errorf("broker: cluster sessions: %w", err)
+	}
+	b.sessions = h
+	return nil
+}
+
+// TakeOver ends client id's connection here, with DISCONNECT 0x8E for
+// MQTT 5, because its session continues on another node; a delayed will
+// of id is cancelled [MQTT-3.1.3-9]. It reports whether a connection ended.
+func (b *Broker) TakeOver(id string) bool {
+	b.srv.CancelDelayedWill(id)
+	h := b.sessions
+	if h == nil {
+		return false
+	}
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		return false
+	}
+	h.handover.Store(cl, true)
+	_ = b.srv.DisconnectClient(cl, packets.ErrSessionTakenOver)
+	return true
+}
+
+// sessionHook moves sessions between this node and the cluster.
+type sessionHook struct {
+	mqtt.HookBase
+	srv        *mqtt.Server
+	s          Sessions
+	routes     *clusterHook
+	store      *storeHook // nil without persistence
+	ownerCheck bool
+	refused    *refusals
+	limit      int
+	log        *slog.Logger
+	// claims carry what OnConnect claimed to OnSessionEstablished.
+	claims sync.Map // *mqtt.Client → cluster.Claimed
+	// handover marks the clients whose session another node took.
+	handover    sync.Map // *mqtt.Client → bool
+	lastRefusal atomic.Int64
+}
+
+func (h *sessionHook) ID() string { return "mqkafka-cluster-sessions" }
+
+func (h *sessionHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed:
+		return true
+	}
+	return false
+}
+
+// persistent reports whether cl's session outlives its connection.
+func persistent(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+// OnConnect checks the session's owner cluster-wide, claims the session
+// and, to resume it from another node, puts it here as an offline session
+// that mochi then hands to cl as it would a local one.
+func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if cl.Net.Inline {
+		return nil
+	}
+	if s := h.s.Session(cl.ID); s != nil && h.ownerCheck && s.Owner != string(cl.Properties.Username) {
+		h.refused.add("session_owner")
+		if logx.Allowed(&h.lastRefusal) {
+			h.log.Info("client refused: its client id belongs to another user's session in the cluster (logged at most once a second)",
+				"client", cl.ID, "username", string(cl.Properties.Username), "node", s.Node)
+		}
+		if err := h.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil); err != nil {
+			return fmt.Errorf("refused session send ack: %w", err)
+		}
+		return packets.ErrNotAuthorized
+	}
+	c, err := h.s.Claim(context.Background(), cl.ID, !pk.Connect.Clean, persistent(cl), h.limit)
+	if err != nil {
+		h.log.Warn("session resumed without what was queued for it", "client", cl.ID, "err", err)
+	}
+	if c.Session != nil {
+		if _, local := h.srv.Clients.Get(cl.ID); !local {
+			h.srv.Clients.Add(h.offline(cl.ID, c.Session))
+		}
+	}
+	h.claims.Store(cl, c)
+	return nil
+}
+
+// offline is session s of client id as mochi keeps a disconnected one.
+func (h *sessionHook) offline(id string, s *cluster.Session) *mqtt.Client {
+	cl := h.srv.NewClient(nil, mqtt.LocalListener, id, false)
+	cl.Properties.Username = []byte(s.Owner)
+	cl.Properties.ProtocolVersion = s.Version
+	cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag = s.Expiry, true
+	for _, sub := range s.Subscriptions {
+		cl.State.Subscriptions.Add(sub.Filter, packets.Subscription{Filter: sub.Filter, Qos: sub.QoS, NoLocal: sub.NoLocal,
+			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier})
+	}
+	cl.Stop(packets.ErrSessionTakenOver)
+	return cl
+}
+
+// OnSessionEstablished delivers what was queued for a resumed session,
+// announces its subscriptions and records that it is connected here.
+func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if cl.Net.Inline {
+		return
+	}
+	c := cluster.Claimed{From: -1}
+	if v, ok := h.claims.LoadAndDelete(cl); ok {
+		c = v.(cluster.Claimed)
+	}
+	for _, m := range c.Messages {
+		if err := h.srv.PublishToClient(cl, packets.Subscription{Qos: m.QoS}, crossPacket(m)); err != nil {
+			h.log.Debug("queued message not delivered", "client", cl.ID, "topic", m.Topic, "err", err)
+		}
+	}
+	for f := range cl.State.Subscriptions.GetAll() {
+		h.routes.announce(f)
+	}
+	h.s.Hold(cl.ID, record(cl, c.From))
+}
+
+// OnDisconnect releases the session to the cluster: a persistent one
+// leaves this node with what was in flight for it, which goes to Kafka.
+func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if cl.Net.Inline || cl.Net.Conn == nil {
+		return
+	}
+	_, handedOver := h.handover.LoadAndDelete(cl)
+	h.claims.Delete(cl)
+	if cl.IsTakenOver() && !handedOver {
+		return // by a client of this node, which holds the session now
+	}
+	if handedOver {
+		h.srv.CancelDelayedWill(cl.ID)
+	}
+	if expire && !handedOver {
+		h.s.End(cl.ID)
+		return
+	}
+	var inflight []*cluster.Message
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if pk.FixedHeader.Type == packets.Publish {
+			inflight = append(inflight, crossMessage(&pk))
+		}
+	}
+	h.s.Release(cl.ID, record(cl, -1), inflight)
+	if expire {
+		return
+	}
+	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
+		cl.ClearInflights()
+		h.srv.UnsubscribeClient(cl)
+		h.srv.Clients.Delete(cl.ID)
+		if h.store != nil {
+			h.store.OnClientExpired(cl)
+		}
+	}
+}
+
+// OnSubscribed records a connected persistent session's new subscriptions.
+func (h *sessionHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.update(cl) }
+
+// OnUnsubscribed records a connected persistent session's subscriptions.
+func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) { h.update(cl) }
+
+func (h *sessionHook) update(cl *mqtt.Client) {
+	if !cl.Net.Inline && !cl.Closed() && persistent(cl) {
+		h.s.Hold(cl.ID, record(cl, -1))
+	}
+}
+
+// record is cl's session as the cluster keeps it; from < 0 keeps the
+// recorded offset of its queue.
+func record(cl *mqtt.Client, from int64) cluster.Session {
+	s := cluster.Session{Owner: string(cl.Properties.Username), Persistent: persistent(cl), Version: cl.Properties.ProtocolVersion,
+		Expiry: cl.Properties.Props.SessionExpiryInterval, From: from}
+	for _, sub := range cl.State.Subscriptions.GetAll() {
+		s.Subscriptions = append(s.Subscriptions, cluster.Subscription{Filter: sub.Filter, QoS: sub.Qos, NoLocal: sub.NoLocal,
+			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier})
+	}
+	return s
+}

@@ -1,0 +1,212 @@
+package cluster
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
+)
+
+// Session is a session's record in the sessions topic, keyed by its client
+// id: who holds it, and what a node resuming it needs.
+type Session struct {
+	// Owner is the user name that made the session.
+	Owner string `json:"owner"`
+	// Node holds the session; Connected tells whether its client is
+	// connected there.
+	Node      string `json:"node"`
+	Connected bool   `json:"connected"`
+	// Persistent sessions outlive their connection.
+	Persistent bool `json:"persistent"`
+	// Claim is a node asking Node to end the connection and hand over.
+	Claim string `json:"claim,omitempty"`
+	// Epoch grows with each claim and each connection.
+	Epoch   uint64 `json:"epoch"`
+	Version byte   `json:"protocol_version"`
+	// Expiry is the Session Expiry Interval in seconds (0: never, for a
+	// persistent session), counted from Disconnected (Unix seconds).
+	Expiry       uint32 `json:"expiry"`
+	Disconnected int64  `json:"disconnected,omitempty"`
+	// From is the offset of the session's partition of the queues topic
+	// from which what was queued for it is not delivered yet.
+	From          int64          `json:"from"`
+	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+}
+
+// Subscription is a subscription of a session, with its options.
+type Subscription struct {
+	Filter            string `json:"filter"`
+	QoS               byte   `json:"qos"`
+	NoLocal           bool   `json:"no_local,omitempty"`
+	RetainAsPublished bool   `json:"retain_as_published,omitempty"`
+	RetainHandling    byte   `json:"retain_handling,omitempty"`
+	Identifier        int    `json:"identifier,omitempty"`
+}
+
+// expired reports whether an offline session's expiry has passed at now.
+func (s *Session) expired(now time.Time) bool {
+	return !s.Connected && (!s.Persistent || s.Expiry > 0 && s.Disconnected+int64(s.Expiry) <= now.Unix())
+}
+
+// sessionTable is every session of the cluster as the sessions topic tells
+// them, and an index of the filters of those whose messages are queued in
+// Kafka: persistent sessions offline, or held by a node that is down.
+type sessionTable struct {
+	mu   sync.Mutex
+	byID map[string]*Session
+	down map[string]bool // nodes shown down
+	// changed is closed, and replaced, at each change of byID.
+	changed chan struct{}
+	index   *mqtt.TopicsIndex
+	inIndex map[string]*Session // the sessions whose filters are in index
+	// queued counts the sessions in index: 0 lets a publish skip matching.
+	queued atomic.Int64
+}
+
+func newSessionTable() *sessionTable {
+	return &sessionTable{byID: map[string]*Session{}, down: map[string]bool{}, changed: make(chan struct{}),
+		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}}
+}
+
+// get returns a copy of id's record, nil if there is none.
+func (t *sessionTable) get(id string) (*Session, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.byID[id]
+	if s == nil {
+		return nil, t.changed
+	}
+	c := *s
+	return &c, t.changed
+}
+
+// set applies a record (nil: a tombstone).
+func (t *sessionTable) set(id string, s *Session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s == nil {
+		delete(t.byID, id)
+	} else {
+		t.byID[id] = s
+	}
+	t.reindex(id, s)
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// nodeUp queues, or stops queueing, for the connected sessions of a node
+// as it goes down or comes back.
+func (t *sessionTable) nodeUp(node string, up bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if up {
+		delete(t.down, node)
+	} else {
+		t.down[node] = true
+	}
+	for id, s := range t.byID {
+		if s.Node == node {
+			t.reindex(id, s)
+		}
+	}
+}
+
+// reindex puts id's filters into the index while its messages are to be
+// queued in Kafka; t.mu held.
+func (t *sessionTable) reindex(id string, s *Session) {
+	queue := s != nil && s.Persistent && (!s.Connected || t.down[s.Node])
+	if old := t.inIndex[id]; old != nil {
+		if queue && old == s {
+			return
+		}
+		for _, sub := range old.Subscriptions {
+			t.index.Unsubscribe(sub.Filter, id)
+		}
+		delete(t.inIndex, id)
+		t.queued.Add(-1)
+	}
+	if !queue {
+		return
+	}
+	for _, sub := range s.Subscriptions {
+		t.index.Subscribe(id, packets.Subscription{Filter: sub.Filter, Qos: sub.QoS})
+	}
+	t.inIndex[id] = s
+	t.queued.Add(1)
+}
+
+// match returns the sessions whose messages are queued in Kafka that
+// subscribe to topic, with the highest QoS they subscribe with.
+func (t *sessionTable) match(topic string) map[string]byte {
+	subs := t.index.Subscribers(topic)
+	if len(subs.Subscriptions) == 0 {
+		return nil
+	}
+	out := make(map[string]byte, len(subs.Subscriptions))
+	for id, sub := range subs.Subscriptions {
+		out[id] = sub.Qos
+	}
+	return out
+}
+
+// longestMatch is the length of the longest client id of the sessions
+// queued in Kafka that subscribe to topic, -1 if there is none.
+func (t *sessionTable) longestMatch(topic string) int {
+	if t.queued.Load() == 0 {
+		return -1
+	}
+	longest := -1
+	for id := range t.index.Subscribers(topic).Subscriptions {
+		longest = max(longest, len(id))
+	}
+	return longest
+}
+
+// expired returns the sessions past their expiry, and those (not
+// persistent) left connected on a node that is down, which node must
+// tombstone: each is the job of its holder, or while the holder is down of
+// the first of the nodes up by name, so that one node does it.
+func (t *sessionTable) expired(node string, up []string, now time.Time) []string {
+	sort.Strings(up)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for id, s := range t.byID {
+		stale := s.expired(now) || (s.Connected && !s.Persistent && t.down[s.Node])
+		if !stale {
+			continue
+		}
+		responsible := s.Node
+		if t.down[s.Node] && len(up) > 0 {
+			responsible = up[0]
+		}
+		if responsible == node {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// count is how many sessions the cluster has, and how many of them queue
+// their messages in Kafka.
+func (t *sessionTable) count() (all int, queued int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID), t.queued.Load()
+}
+
+// decodeSession reads a record of the sessions topic.
+func decodeSession(value []byte) (*Session, error) {
+	if value == nil {
+		return nil, nil
+	}
+	s := new(Session)
+	if err := json.Unmarshal(value, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

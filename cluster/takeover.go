@@ -1,0 +1,375 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/mqkafka/mqkafka/internal/logx"
+)
+
+// maxHandoverWait bounds how long a CONNECT waits for the node holding its
+// session connected to end that connection and hand the session over: a
+// node that is up answers in a few Kafka round trips.
+const maxHandoverWait = 2 * time.Second
+
+// queueWait bounds a read of a session's queue and the wait for the
+// offset of a hand-over mark.
+const queueWait = 10 * time.Second
+
+// Claimed is what Claim found for a client id.
+type Claimed struct {
+	// Session is the session to resume, nil if there is none or it expired.
+	Session *Session
+	// Messages were queued for it while it was offline, in order.
+	Messages []*Message
+	// From is where the session's queue is read up to.
+	From int64
+}
+
+// Session returns the live record of client id: nil if there is none or
+// it expired.
+func (n *Node) Session(id string) *Session {
+	s, _ := n.sessions.get(id)
+	if s == nil || s.expired(time.Now()) {
+		return nil
+	}
+	return s
+}
+
+// Claim makes this node the one that holds client id's session. If another
+// node that is up holds it connected, it is asked to end that connection
+// and hand over, and Claim waits for it (up to one Kafka round trip and
+// a bit; at most maxHandoverWait). With resume, the messages queued for
+// the session are read, up to limit (0: no limit; what is over is dropped
+// and counted).
+func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, limit int) (Claimed, error) {
+	s := n.Session(id)
+	if s != nil && s.Connected && s.Node != n.cfg.Node && n.answers(s.Node) {
+		claim := *s
+		claim.Claim, claim.Epoch = n.cfg.Node, s.Epoch+1
+		n.putSession(id, &claim)
+		s = n.awaitHandover(ctx, id, claim.Epoch)
+	}
+	var c Claimed
+	if !persistent && (s == nil || !resume) {
+		return c, nil
+	}
+	from := int64(kafka.OffsetEnd)
+	if resume && s != nil && s.Persistent {
+		c.Session, from = s, s.From
+	}
+	msgs, end, err := n.readQueue(ctx, id, from, limit)
+	if err != nil {
+		return c, err
+	}
+	c.Messages, c.From = msgs, end
+	return c, nil
+}
+
+// awaitHandover waits until the record of id says the old holder let the
+// session go (or epoch passed), and returns the record then.
+func (n *Node) awaitHandover(ctx context.Context, id string, epoch uint64) *Session {
+	ctx, cancel := context.WithTimeout(ctx, min(n.cfg.NodeTimeout, maxHandoverWait))
+	defer cancel()
+	for {
+		s, changed := n.sessions.get(id)
+		if s == nil || !s.Connected || s.Epoch > epoch || s.Node == n.cfg.Node {
+			return s
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			n.log.Warn("session takeover: the node holding it did not hand it over in time; no more waiting for it until its next heartbeat",
+				"client", id, "node", s.Node)
+			n.mu.Lock()
+			n.unanswered[s.Node] = time.Now()
+			n.mu.Unlock()
+			return s
+		}
+	}
+}
+
+// answers reports whether node is worth waiting for: up as its heartbeats
+// tell, and not silent to a claim since its last heartbeat.
+func (n *Node) answers(node string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := n.members[node]
+	if m == nil || !m.up {
+		return false
+	}
+	since, silent := n.unanswered[node]
+	return !silent || m.last.After(since)
+}
+
+// Hold records that client id is connected here with session s; a
+// negative s.From keeps the recorded one.
+func (n *Node) Hold(id string, s Session) {
+	cur, _ := n.sessions.get(id)
+	if cur != nil {
+		s.Epoch = cur.Epoch + 1
+		if s.From < 0 {
+			s.From = cur.From
+		}
+	}
+	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, true, "", 0
+	n.putSession(id, &s)
+}
+
+// Release records that client id's connection here ended: its session
+// (unless it was not persistent and no node claims it) goes to Kafka. What
+// was in flight for it is queued first, after a mark whose offset the
+// record keeps, so that the node resuming it reads both in order.
+func (n *Node) Release(id string, s Session, inflight []*Message) {
+	cur, _ := n.sessions.get(id)
+	if cur != nil && cur.Node != n.cfg.Node {
+		return // another node holds it already
+	}
+	claimed := cur != nil && cur.Claim != ""
+	if !s.Persistent && !claimed {
+		if cur != nil {
+			n.putSession(id, nil)
+		}
+		return
+	}
+	if cur != nil {
+		s.Epoch, s.From = cur.Epoch, cur.From
+	}
+	if s.Persistent {
+		if from, err := n.queueInflight(id, inflight); err != nil {
+			n.log.Warn("session released without its messages in flight (they are delivered again from where it was resumed)",
+				"client", id, "err", err)
+		} else {
+			s.From = from
+		}
+	}
+	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, false, "", time.Now().Unix()
+	n.putSession(id, &s)
+}
+
+// End removes client id's session from the cluster, if this node holds it.
+func (n *Node) End(id string) {
+	if cur, _ := n.sessions.get(id); cur != nil && cur.Node == n.cfg.Node && cur.Claim == "" {
+		n.putSession(id, nil)
+	}
+}
+
+// putSession applies a record here at once and shares it.
+func (n *Node) putSession(id string, s *Session) {
+	n.sessions.set(id, s)
+	var value []byte
+	if s != nil {
+		value, _ = json.Marshal(s)
+	}
+	n.produceState(topicSessions, id, value)
+}
+
+// applySession takes a record of the sessions topic; another node holding
+// or claiming a session this node holds ends its connection here.
+func (n *Node) applySession(id string, value []byte, loading bool) {
+	s, err := decodeSession(value)
+	if err != nil {
+		n.log.Warn("cluster session record unreadable", "client", id, "err", err)
+		return
+	}
+	n.sessions.set(id, s)
+	if loading || s == nil || n.local == nil {
+		return
+	}
+	// A node's own claim, read back, is not another node's.
+	if s.Claim != n.cfg.Node && ((s.Claim != "" && s.Node == n.cfg.Node) || (s.Connected && s.Node != n.cfg.Node)) {
+		if !n.local.TakeOver(id) && s.Node == n.cfg.Node {
+			// Nothing here to hand over: the claimant need not wait.
+			off := *s
+			off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
+			n.putSession(id, &off)
+		}
+	}
+}
+
+// queuePartition is the partition of the queues topic of client id's session.
+func (n *Node) queuePartition(id string) int32 { return int32(fnv(id) % uint32(n.queueParts)) }
+
+// queue writes m to the queue of each session offline in Kafka that
+// subscribes to its topic, at QoS min(publish, subscription); QoS 0 is
+// not queued.
+func (n *Node) queue(m *Message) {
+	if n.sessions.queued.Load() == 0 || m.QoS == 0 {
+		return
+	}
+	for id, qos := range n.sessions.match(m.Topic) {
+		q := *m
+		q.QoS, q.SharedGroupsTaken = min(q.QoS, qos), nil
+		if q.QoS == 0 {
+			continue
+		}
+		n.produceQueue(id, appendMessage(nil, &q), nil)
+	}
+}
+
+func (n *Node) produceQueue(id string, value []byte, reports chan kafka.Event) error {
+	err := n.msgs.Produce(&kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &n.queuesTopic, Partition: n.queuePartition(id)},
+		Key:            []byte(id),
+		Value:          value,
+	}, reports)
+	if err != nil {
+		n.sessionDrops.Add(1)
+		if logx.Allowed(&n.lastDropLog) {
+			n.log.Warn("message for an offline session dropped (max_queue_bytes reached while Kafka does not take them)",
+				"client", id, "err", err)
+		}
+	}
+	return err
+}
+
+// markValue is a record of the queues topic that is no message: where a
+// session's queue starts over.
+var markValue = []byte{0}
+
+// queueInflight writes a mark and then inflight to id's queue, and
+// returns the mark's offset once Kafka has it.
+func (n *Node) queueInflight(id string, inflight []*Message) (int64, error) {
+	n.life.RLock()
+	defer n.life.RUnlock()
+	if n.closed {
+		return 0, errors.New("cluster: closed")
+	}
+	reports := make(chan kafka.Event, 1)
+	if err := n.produceQueue(id, markValue, reports); err != nil {
+		return 0, err
+	}
+	for _, m := range inflight {
+		_ = n.produceQueue(id, appendMessage(nil, m), nil)
+	}
+	select {
+	case ev := <-reports:
+		msg, ok := ev.(*kafka.Message)
+		if !ok || msg.TopicPartition.Error != nil {
+			return 0, fmt.Errorf("cluster: queue mark of %s: %v", id, ev)
+		}
+		return int64(msg.TopicPartition.Offset), nil
+	case <-time.After(queueWait):
+		return 0, fmt.Errorf("cluster: queue mark of %s not acknowledged within %s", id, queueWait)
+	}
+}
+
+// readQueue reads id's queue from offset from (kafka.OffsetEnd: nothing,
+// only where it ends) to its end, keeping up to limit messages.
+func (n *Node) readQueue(ctx context.Context, id string, from int64, limit int) ([]*Message, int64, error) {
+	c, err := n.queueReader()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() { n.readers <- c }()
+	p := n.queuePartition(id)
+	_, high, err := c.QueryWatermarkOffsets(n.queuesTopic, p, waitMillis(ctx))
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: the end of queue partition %d: %w", p, err)
+	}
+	if from < 0 || from >= high {
+		return nil, high, nil
+	}
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &n.queuesTopic, Partition: p, Offset: kafka.Offset(from)}}); err != nil {
+		return nil, 0, fmt.Errorf("cluster: reading queue partition %d: %w", p, err)
+	}
+	defer func() { _ = c.Unassign() }()
+	ctx, cancel := context.WithTimeout(ctx, queueWait)
+	defer cancel()
+	var out []*Message
+	for next := from; next < high; {
+		if ctx.Err() != nil {
+			return out, next, fmt.Errorf("cluster: queue of %s read to %d of %d: %w", id, next, high, ctx.Err())
+		}
+		msg, ok := c.Poll(100).(*kafka.Message)
+		if !ok {
+			continue
+		}
+		next = int64(msg.TopicPartition.Offset) + 1
+		if string(msg.Key) != id || len(msg.Value) == 0 || msg.Value[0] != codecVersion {
+			continue
+		}
+		if limit > 0 && len(out) >= limit {
+			n.sessionDrops.Add(1)
+			continue
+		}
+		m, err := decodeMessage(msg.Value)
+		if err != nil {
+			n.sessionDrops.Add(1)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out, high, nil
+}
+
+// maxQueueReaders bounds the consumers that read sessions' queues at once.
+const maxQueueReaders = 4
+
+// queueReader takes a consumer for reading queues, made when fewer than
+// maxQueueReaders exist.
+func (n *Node) queueReader() (*kafka.Consumer, error) {
+	select {
+	case c := <-n.readers:
+		return c, nil
+	default:
+	}
+	n.readersMu.Lock()
+	if n.readersMade < maxQueueReaders {
+		n.readersMade++
+		n.readersMu.Unlock()
+		cm := n.consumerConfig(topicQueues)
+		c, err := kafka.NewConsumer(&cm)
+		if err != nil {
+			n.readersMu.Lock()
+			n.readersMade--
+			n.readersMu.Unlock()
+			return nil, fmt.Errorf("cluster: kafka consumer: %w", err)
+		}
+		n.goLogs(c.Logs())
+		return c, nil
+	}
+	n.readersMu.Unlock()
+	return <-n.readers, nil
+}
+
+// closeReaders closes the queue readers, waiting for those in use.
+func (n *Node) closeReaders() {
+	n.readersMu.Lock()
+	made := n.readersMade
+	n.readersMu.Unlock()
+	for range made {
+		_ = (<-n.readers).Close()
+	}
+}
+
+// sweepSessions tombstones the sessions this node is responsible for that
+// expired.
+func (n *Node) sweepSessions(now time.Time) {
+	var up []string
+	n.mu.Lock()
+	for node, m := range n.members {
+		if m.up {
+			up = append(up, node)
+		}
+	}
+	n.mu.Unlock()
+	// Late by the time a takeover may take, so that a tombstone never
+	// lands after the record of the node that took a session over.
+	for _, id := range n.sessions.expired(n.cfg.Node, up, now.Add(-maxHandoverWait)) {
+		n.putSession(id, nil)
+	}
+}
+
+func fnv(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// sessionClient connects an MQTT 5 client to addr with client id and
+// session expiry (clean start only when 0); onDisconnect gets the server's
+// DISCONNECT.
+func sessionClient(t testing.TB, addr, id string, expiry uint32, will *paho.WillMessage, willDelay uint32,
+	box *testkit.Inbox, onDisconnect func(*paho.Disconnect)) (*paho.Client, *paho.Connack, net.Conn) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := paho.ClientConfig{ClientID: id, Conn: conn, OnServerDisconnect: onDisconnect}
+	if box != nil {
+		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { box.Add(pr.Packet); return true, nil },
+		}
+	}
+	c := paho.NewClient(cc)
+	cp := &paho.Connect{ClientID: id, CleanStart: expiry == 0, KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+	if will != nil {
+		cp.WillMessage = will
+		cp.WillProperties = &paho.WillProperties{WillDelayInterval: &willDelay}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect %s to %s: %v %+v", id, addr, err, ca)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return c, ca, conn
+}
+
+func subscribe(t testing.TB, c *paho.Client, filter string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// offlineOn waits until n sees want sessions queued in Kafka.
+func (n *clusterNode) offlineOn(t testing.TB, want int64) {
+	t.Helper()
+	testkit.WaitFor(t, 20*time.Second, fmt.Sprintf("%d offline sessions seen by %s", want, n.name), func() bool {
+		return n.status(t).SessionsOffline == want
+	})
+}
+
+// publishSeq publishes n QoS 1 messages 0..n-1 to topic and returns them.
+func publishSeq(t testing.TB, c *paho.Client, topic string, n int) []string {
+	t.Helper()
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+		if r := testkit.Publish(t, c, topic, 1, []byte(want[i])); r.ReasonCode != 0 {
+			t.Fatalf("PUBACK %d", r.ReasonCode)
+		}
+	}
+	return want
+}
+
+// TestClusterSessions runs #17's scenarios on three `mqkafka serve`
+// processes: a persistent session resumed on another node with what was
+// queued for it, takeover across nodes (MQTT 5 and 3.1.1), expiry and a
+// delayed will cluster-wide, and a node killed while it held an offline
+// session.
+func TestClusterSessions(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	nodes := []*clusterNode{clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2"), clusterNodeConfig(t, kafka, "n3")}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" to see the three nodes up", func() bool { return n.sees(t, "n1", "n2", "n3") })
+	}
+
+	t.Run("ResumeOnAnotherNodeInOrder", func(t *testing.T) {
+		c, _, _ := sessionClient(t, n1.mqtt, "resume", 300, nil, 0, &testkit.Inbox{}, nil)
+		subscribe(t, c, "resume/#")
+		_ = c.Disconnect(&paho.Disconnect{})
+		n2.offlineOn(t, 1)
+		want := publishSeq(t, testkit.MQTTClient(t, n2.mqtt, "resume-pub", nil), "resume/a", 500)
+		box := &testkit.Inbox{}
+		c, ca, _ := sessionClient(t, n3.mqtt, "resume", 300, nil, 0, box, nil)
+		if !ca.SessionPresent {
+			t.Fatal("session present = 0 on n3")
+		}
+		testkit.WaitFor(t, 30*time.Second, "500 queued messages on n3", func() bool { return box.Len() >= 500 })
+		if got := box.Payloads(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("n3 got %d messages, not the 500 in order", len(got))
+		}
+		// The subscription came along: a publish now reaches it live.
+		n1.routes(t, 1)
+		testkit.Publish(t, testkit.MQTTClient(t, n1.mqtt, "resume-pub2", nil), "resume/b", 1, []byte("live"))
+		testkit.WaitFor(t, 10*time.Second, "a live publish on n3", func() bool { return box.Len() == 501 })
+		_ = c.Disconnect(&paho.Disconnect{})
+		n1.offlineOn(t, 1)
+		c, _, _ = sessionClient(t, n3.mqtt, "resume", 0, nil, 0, nil, nil) // clean start ends it
+		_ = c.Disconnect(&paho.Disconnect{})
+		n1.offlineOn(t, 0)
+	})
+
+	t.Run("TakeoverMQTT5", func(t *testing.T) {
+		got := make(chan byte, 1)
+		sessionClient(t, n1.mqtt, "twice", 300, nil, 0, nil, func(d *paho.Disconnect) { got <- d.ReasonCode })
+		c2, _, _ := sessionClient(t, n2.mqtt, "twice", 300, nil, 0, nil, nil)
+		select {
+		case code := <-got:
+			if code != 0x8E {
+				t.Fatalf("the connection on n1 got DISCONNECT 0x%02X, want 0x8E", code)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("the connection on n1 got no DISCONNECT within 2 s")
+		}
+		if r := testkit.Publish(t, c2, "twice/x", 1, []byte("x")); r.ReasonCode != 0 {
+			t.Fatalf("the connection on n2 is not usable: PUBACK %d", r.ReasonCode)
+		}
+		_ = c2.Disconnect(&paho.Disconnect{})
+	})
+
+	t.Run("TakeoverMQTT311", func(t *testing.T) {
+		connect := func(addr string) net.Conn {
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			var buf bytes.Buffer
+			testkit.RawConnect(t, &buf, 4, "twice311")
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			ack := make([]byte, 4)
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+				t.Fatalf("CONNACK % x: %v", ack, err)
+			}
+			return conn
+		}
+		old := connect(n1.mqtt)
+		connect(n3.mqtt)
+		_ = old.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, err := old.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("the 3.1.1 connection on n1 was not closed within 2 s: read %d, %v", n, err)
+		}
+	})
+
+	t.Run("ExpiryAndDelayedWillOnce", func(t *testing.T) {
+		wills := &testkit.Inbox{}
+		testkit.Subscriber(t, n2.mqtt, "will-watch", 0, wills, 1, "will/#")
+		n1.routes(t, 1)
+		_, _, conn := sessionClient(t, n1.mqtt, "expiring", 2, &paho.WillMessage{Topic: "will/expiring", QoS: 1, Payload: []byte("gone")}, 1, nil, nil)
+		conn.Close() // no DISCONNECT: the will is due
+		gone := time.Now()
+		testkit.WaitFor(t, 10*time.Second, "the will on n2", func() bool { return wills.Len() >= 1 })
+		testkit.WaitFor(t, 10*time.Second, "the session's expiry", func() bool { return time.Since(gone) > 3*time.Second })
+		if wills.Len() != 1 {
+			t.Fatalf("the will was published %d times", wills.Len())
+		}
+		c, ca, _ := sessionClient(t, n3.mqtt, "expiring", 2, nil, 0, nil, nil)
+		if ca.SessionPresent {
+			t.Fatal("session present = 1 after the session expired")
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+		if wills.Len() != 1 {
+			t.Fatalf("the will was published %d times", wills.Len())
+		}
+	})
+
+	t.Run("HolderKilledWhileOffline", func(t *testing.T) {
+		before := n2.status(t).SessionsOffline
+		c, _, _ := sessionClient(t, n1.mqtt, "survivor", 300, nil, 0, nil, nil)
+		subscribe(t, c, "survivor/#")
+		_ = c.Disconnect(&paho.Disconnect{})
+		n2.offlineOn(t, before+1)
+		want := publishSeq(t, testkit.MQTTClient(t, n2.mqtt, "survivor-pub", nil), "survivor/a", 100)
+		n1.p.kill()
+		box := &testkit.Inbox{}
+		_, ca, _ := sessionClient(t, n3.mqtt, "survivor", 300, nil, 0, box, nil)
+		if !ca.SessionPresent {
+			t.Fatal("session present = 0 on n3 after n1 was killed")
+		}
+		testkit.WaitFor(t, 30*time.Second, "the 100 queued messages on n3", func() bool { return box.Len() >= 100 })
+		if got := box.Payloads(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("n3 got %d messages, not the 100 in order", len(got))
+		}
+	})
+}
+
+// TestClusterSessionsThroughHAProxy: a device that knows only the load
+// balancer's address resumes its persistent session wherever it lands,
+// and a second connection with its client id ends the first.
+func TestClusterSessionsThroughHAProxy(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	nodes := []*clusterNode{clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2"), clusterNodeConfig(t, kafka, "n3")}
+	for _, n := range nodes {
+		n.start(t)
+	}
+	for _, n := range nodes {
+		testkit.WaitFor(t, 20*time.Second, n.name+" to see the three nodes up", func() bool { return n.sees(t, "n1", "n2", "n3") })
+	}
+	lb := startHAProxy(t, nodes)
+
+	c, _, _ := sessionClient(t, lb, "lb-resume", 300, nil, 0, nil, nil)
+	subscribe(t, c, "lbs/#")
+	_ = c.Disconnect(&paho.Disconnect{})
+	for _, n := range nodes {
+		n.offlineOn(t, 1)
+	}
+	want := publishSeq(t, testkit.MQTTClient(t, lb, "lb-resume-pub", nil), "lbs/a", 300)
+	box := &testkit.Inbox{}
+	got := make(chan byte, 1)
+	_, ca, _ := sessionClient(t, lb, "lb-resume", 300, nil, 0, box, func(d *paho.Disconnect) { got <- d.ReasonCode })
+	if !ca.SessionPresent {
+		t.Fatal("session present = 0 through the balancer")
+	}
+	testkit.WaitFor(t, 30*time.Second, "300 queued messages", func() bool { return box.Len() >= 300 })
+	if p := box.Payloads(); strings.Join(p, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %d messages, not the 300 in order", len(p))
+	}
+
+	sessionClient(t, lb, "lb-resume", 300, nil, 0, nil, nil)
+	select {
+	case code := <-got:
+		if code != 0x8E {
+			t.Fatalf("the first connection got DISCONNECT 0x%02X, want 0x8E", code)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the first connection got no DISCONNECT within 2 s")
+	}
+}
