@@ -230,3 +230,36 @@ func TestNodeNameRunsTwice(t *testing.T) {
 		t.Fatal("the first process logged no conflict")
 	}
 }
+
+// TestMaxRoutes: the distinct filters a node announces, which every node
+// keeps, are bounded whatever its clients subscribe: past max_routes a new
+// filter gets SUBACK 0x97, counted; a filter already announced is taken.
+func TestMaxRoutes(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	cfg := nodeConfig(t, kafka, "n2", "")
+	cfg.Cluster.MaxRoutes = 3
+	n1, n2 := join(t, kafka, "n1"), joinConfig(t, "n2", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var codes []byte
+	for i := range 3 {
+		c := testkit.MQTTClient(t, n2.addr, fmt.Sprint("c", i), nil)
+		var subs []paho.SubscribeOptions
+		for j := range 2 {
+			subs = append(subs, paho.SubscribeOptions{Topic: fmt.Sprintf("f/%d", i+j), QoS: 1})
+		}
+		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+		if sa == nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, sa.Reasons...)
+	}
+	// f/0 f/1 | f/1 f/2 | f/2 f/3: f/3 would be the fourth.
+	if want := []byte{1, 1, 1, 1, 1, 0x97}; string(codes) != string(want) {
+		t.Fatalf("SUBACK reasons %v, want %v", codes, want)
+	}
+	routed(t, n1, 3)
+	if got := n2.b.Refused()["max_routes"]; got != 1 {
+		t.Fatalf("refused max_routes = %d, want 1", got)
+	}
+}

@@ -417,6 +417,14 @@ func (n *Node) tooLarge(m *Message, wire int, topic string) error {
 	return err
 }
 
+// Full reports whether this node announces max_routes filters: a new one
+// would be refused.
+func (n *Node) Full() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg.MaxRoutes > 0 && len(n.announced) >= n.cfg.MaxRoutes
+}
+
 // Subscribed tells the cluster whether this node still has subscribers
 // for filter; a change is announced in the routes topic.
 func (n *Node) Subscribed(filter string, has bool) {
