@@ -263,3 +263,31 @@ func TestMaxRoutes(t *testing.T) {
 		t.Fatalf("refused max_routes = %d, want 1", got)
 	}
 }
+
+// TestRetainedLimitClusterWide: max_retained_messages counts the retained
+// messages of every node, so clients cannot pass it by retaining on
+// several nodes (but for those set at once on two nodes, before each has
+// read the other's).
+func TestRetainedLimitClusterWide(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	var nodes []*member
+	for _, name := range []string{"n1", "n2"} {
+		cfg := nodeConfig(t, kafka, name, "")
+		cfg.Broker.MaxRetainedMessages = 3
+		nodes = append(nodes, joinConfig(t, name, cfg))
+	}
+	pub1 := testkit.MQTTClient(t, nodes[0].addr, "pub1", nil)
+	for i := range 3 {
+		testkit.PublishRetained(t, pub1, fmt.Sprint("r/", i), "kept")
+	}
+	testkit.WaitFor(t, 10*time.Second, "n2 holding n1's retained messages", func() bool {
+		return len(testkit.Retained(t, nodes[1].addr, "r/#")) == 3
+	})
+	pub2 := testkit.MQTTClient(t, nodes[1].addr, "pub2", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := pub2.Publish(ctx, &paho.Publish{Topic: "r/3", QoS: 1, Retain: true, Payload: []byte("one more")})
+	if r == nil || r.ReasonCode != 0x97 {
+		t.Fatalf("a fourth retained topic, on n2: %v %+v; want PUBACK 0x97", err, r)
+	}
+}
