@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
@@ -289,5 +292,67 @@ func TestRetainedLimitClusterWide(t *testing.T) {
 	r, err := pub2.Publish(ctx, &paho.Publish{Topic: "r/3", QoS: 1, Retain: true, Payload: []byte("one more")})
 	if r == nil || r.ReasonCode != 0x97 {
 		t.Fatalf("a fourth retained topic, on n2: %v %+v; want PUBACK 0x97", err, r)
+	}
+}
+
+// TestMessagesTopicRecreated: after the messages topic is deleted and
+// created again, publishes cross nodes again; those made while it was
+// missing may be lost, counted.
+func TestMessagesTopicRecreated(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	in := &testkit.Inbox{}
+	testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
+	routed(t, n1, 1)
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	topic := "mqkafka.t.messages"
+	var produced atomic.Int64 // requests to produce to the messages topic
+	kc.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		for _, pt := range req.(*kmsg.ProduceRequest).Topics {
+			if pt.Topic == topic {
+				produced.Add(1)
+			}
+		}
+		return nil, nil, false
+	})
+	// n1's producer has a sequence number on the partition.
+	publish(t, pub, "t/a", "before")
+	testkit.WaitFor(t, 10*time.Second, "a publish across nodes", func() bool { return len(in.Payloads()) == 1 })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	dt := kmsg.NewDeleteTopicsRequestTopic()
+	dt.Topic = &topic
+	del.Topics, del.TopicNames, del.TimeoutMillis = []kmsg.DeleteTopicsRequestTopic{dt}, []string{topic}, 5000
+	if resp, err := del.RequestWith(ctx, cl); err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("delete %s: %v %+v", topic, err, resp)
+	}
+	before := produced.Load()
+	for i := range 5 {
+		publish(t, pub, "t/a", fmt.Sprint("while missing ", i))
+	}
+	// Kafka answers that it knows no such topic.
+	testkit.WaitFor(t, 10*time.Second, "n1 trying to send while the topic is missing", func() bool { return produced.Load() > before })
+	create := kmsg.NewPtrCreateTopicsRequest()
+	ct := kmsg.NewCreateTopicsRequestTopic()
+	ct.Topic, ct.NumPartitions, ct.ReplicationFactor = topic, 3, 1
+	create.Topics, create.TimeoutMillis = []kmsg.CreateTopicsRequestTopic{ct}, 5000
+	if resp, err := create.RequestWith(ctx, cl); err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("create %s: %v %+v", topic, err, resp)
+	}
+	for i := 0; ; i++ {
+		publish(t, pub, "t/a", "after")
+		if slices.Contains(in.Payloads(), "after") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no publish crossed after the messages topic came back; n1: %+v", n1.n.Status())
+		}
+		testkit.WaitFor(t, 5*time.Second, "n1's queue drained", func() bool { return n1.n.Status().Queued == 0 || ctx.Err() != nil })
 	}
 }
