@@ -177,7 +177,7 @@ func (r *routes) widest(topic string) int {
 	subs := r.index.Subscribers(topic)
 	per := map[string][2]int{} // node → bytes of its shared filters, their count
 	for node := range subs.Subscriptions {
-		per[node] = per[node]
+		per[node] = [2]int{}
 	}
 	for f, nodes := range subs.Shared {
 		for node := range nodes {
