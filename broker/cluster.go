@@ -25,10 +25,16 @@ type Router interface {
 	Subscribed(filter string, has bool)
 	// Retained shares a retained message, or its clearing.
 	Retained(m *cluster.Message)
+	// Full reports whether this node announces as many filters as it may.
+	Full() bool
 	// TooLarge returns an error wrapping ack.ErrTooLarge when m, retained
 	// or routed, would make a record larger than Kafka takes.
 	TooLarge(m *cluster.Message) error
 }
+
+// reasonRoutes counts the filters refused because this node announces
+// [cluster] max_routes.
+const reasonRoutes = "max_routes"
 
 // reasonClusterTooLarge counts the publishes refused because their record
 // to the other nodes would be larger than Kafka takes.
@@ -42,7 +48,8 @@ const clusterClientPrefix = "$cluster-"
 // goes to the other nodes r routes it to, and r learns this node's
 // subscriptions and retained messages. It must be called before Start.
 func (b *Broker) JoinCluster(r Router) error {
-	h := &clusterHook{srv: b.srv, r: r, refusedTooLarge: b.refused.counter(reasonClusterTooLarge)}
+	h := &clusterHook{srv: b.srv, r: r, refusedTooLarge: b.refused.counter(reasonClusterTooLarge),
+		refusedRoutes: b.refused.counter(reasonRoutes)}
 	h.client = b.srv.NewClient(nil, mqtt.LocalListener, clusterClientPrefix+fmt.Sprintf("%x", b.bridge.idPrefix), true)
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return fmt.Errorf("broker: cluster: %w", err)
@@ -177,14 +184,14 @@ type clusterHook struct {
 	deliverMu sync.Mutex
 	groups    []string
 
-	refusedTooLarge *atomic.Int64
+	refusedTooLarge, refusedRoutes *atomic.Int64
 }
 
 func (h *clusterHook) ID() string { return "mqkafka-cluster" }
 
 func (h *clusterHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSelectSubscribers, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnRetainMessage:
+	case mqtt.OnSelectSubscribers, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnRetainMessage, mqtt.OnSubscriptionCheck:
 		return true
 	}
 	return false
@@ -235,6 +242,18 @@ func contains(list []string, s string) bool {
 			return true
 		}
 	}
+	return false
+}
+
+// OnSubscriptionCheck refuses a filter no session here subscribes to yet
+// once the node announces max_routes: each is a record in the routes topic
+// and an entry in every node's memory, and max_subscriptions bounds one
+// session only (mochi answers 0x97 quota exceeded; MQTT 3.1.1: 0x80).
+func (h *clusterHook) OnSubscriptionCheck(cl *mqtt.Client, filter string) bool {
+	if h.srv.Topics.Subscribed(filter) || !h.r.Full() {
+		return true
+	}
+	h.refusedRoutes.Add(1)
 	return false
 }
 

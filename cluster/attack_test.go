@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/conf"
@@ -228,5 +231,128 @@ func TestNodeNameRunsTwice(t *testing.T) {
 	}
 	if !strings.Contains(first.logs.String(), "cluster node name runs twice") {
 		t.Fatal("the first process logged no conflict")
+	}
+}
+
+// TestMaxRoutes: the distinct filters a node announces, which every node
+// keeps, are bounded whatever its clients subscribe: past max_routes a new
+// filter gets SUBACK 0x97, counted; a filter already announced is taken.
+func TestMaxRoutes(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	cfg := nodeConfig(t, kafka, "n2", "")
+	cfg.Cluster.MaxRoutes = 3
+	n1, n2 := join(t, kafka, "n1"), joinConfig(t, "n2", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var codes []byte
+	for i := range 3 {
+		c := testkit.MQTTClient(t, n2.addr, fmt.Sprint("c", i), nil)
+		var subs []paho.SubscribeOptions
+		for j := range 2 {
+			subs = append(subs, paho.SubscribeOptions{Topic: fmt.Sprintf("f/%d", i+j), QoS: 1})
+		}
+		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+		if sa == nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, sa.Reasons...)
+	}
+	// f/0 f/1 | f/1 f/2 | f/2 f/3: f/3 would be the fourth.
+	if want := []byte{1, 1, 1, 1, 1, 0x97}; string(codes) != string(want) {
+		t.Fatalf("SUBACK reasons %v, want %v", codes, want)
+	}
+	routed(t, n1, 3)
+	if got := n2.b.Refused()["max_routes"]; got != 1 {
+		t.Fatalf("refused max_routes = %d, want 1", got)
+	}
+}
+
+// TestRetainedLimitClusterWide: max_retained_messages counts the retained
+// messages of every node, so clients cannot pass it by retaining on
+// several nodes (but for those set at once on two nodes, before each has
+// read the other's).
+func TestRetainedLimitClusterWide(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	var nodes []*member
+	for _, name := range []string{"n1", "n2"} {
+		cfg := nodeConfig(t, kafka, name, "")
+		cfg.Broker.MaxRetainedMessages = 3
+		nodes = append(nodes, joinConfig(t, name, cfg))
+	}
+	pub1 := testkit.MQTTClient(t, nodes[0].addr, "pub1", nil)
+	for i := range 3 {
+		testkit.PublishRetained(t, pub1, fmt.Sprint("r/", i), "kept")
+	}
+	testkit.WaitFor(t, 10*time.Second, "n2 holding n1's retained messages", func() bool {
+		return len(testkit.Retained(t, nodes[1].addr, "r/#")) == 3
+	})
+	pub2 := testkit.MQTTClient(t, nodes[1].addr, "pub2", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := pub2.Publish(ctx, &paho.Publish{Topic: "r/3", QoS: 1, Retain: true, Payload: []byte("one more")})
+	if r == nil || r.ReasonCode != 0x97 {
+		t.Fatalf("a fourth retained topic, on n2: %v %+v; want PUBACK 0x97", err, r)
+	}
+}
+
+// TestMessagesTopicRecreated: after the messages topic is deleted and
+// created again, publishes cross nodes again; those made while it was
+// missing may be lost, counted.
+func TestMessagesTopicRecreated(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
+	in := &testkit.Inbox{}
+	testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
+	routed(t, n1, 1)
+	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	topic := "mqkafka.t.messages"
+	var produced atomic.Int64 // requests to produce to the messages topic
+	kc.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		for _, pt := range req.(*kmsg.ProduceRequest).Topics {
+			if pt.Topic == topic {
+				produced.Add(1)
+			}
+		}
+		return nil, nil, false
+	})
+	// n1's producer has a sequence number on the partition.
+	publish(t, pub, "t/a", "before")
+	testkit.WaitFor(t, 10*time.Second, "a publish across nodes", func() bool { return len(in.Payloads()) == 1 })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	del := kmsg.NewPtrDeleteTopicsRequest()
+	dt := kmsg.NewDeleteTopicsRequestTopic()
+	dt.Topic = &topic
+	del.Topics, del.TopicNames, del.TimeoutMillis = []kmsg.DeleteTopicsRequestTopic{dt}, []string{topic}, 5000
+	if resp, err := del.RequestWith(ctx, cl); err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("delete %s: %v %+v", topic, err, resp)
+	}
+	before := produced.Load()
+	for i := range 5 {
+		publish(t, pub, "t/a", fmt.Sprint("while missing ", i))
+	}
+	// Kafka answers that it knows no such topic.
+	testkit.WaitFor(t, 10*time.Second, "n1 trying to send while the topic is missing", func() bool { return produced.Load() > before })
+	create := kmsg.NewPtrCreateTopicsRequest()
+	ct := kmsg.NewCreateTopicsRequestTopic()
+	ct.Topic, ct.NumPartitions, ct.ReplicationFactor = topic, 3, 1
+	create.Topics, create.TimeoutMillis = []kmsg.CreateTopicsRequestTopic{ct}, 5000
+	if resp, err := create.RequestWith(ctx, cl); err != nil || resp.Topics[0].ErrorCode != 0 {
+		t.Fatalf("create %s: %v %+v", topic, err, resp)
+	}
+	for i := 0; ; i++ {
+		publish(t, pub, "t/a", "after")
+		if slices.Contains(in.Payloads(), "after") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no publish crossed after the messages topic came back; n1: %+v", n1.n.Status())
+		}
+		testkit.WaitFor(t, 5*time.Second, "n1's queue drained", func() bool { return n1.n.Status().Queued == 0 || ctx.Err() != nil })
 	}
 }

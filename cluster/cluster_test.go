@@ -81,7 +81,12 @@ func join(t testing.TB, kafkaAddr, node string) *member {
 // joinWith is join with tables added to the node's config.
 func joinWith(t testing.TB, kafkaAddr, node, tables string) *member {
 	t.Helper()
-	cfg := nodeConfig(t, kafkaAddr, node, tables)
+	return joinConfig(t, node, nodeConfig(t, kafkaAddr, node, tables))
+}
+
+// joinConfig is join with the node's config.
+func joinConfig(t testing.TB, node string, cfg *conf.Config) *member {
+	t.Helper()
 	m := &member{logs: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -98,9 +98,12 @@ type Node struct {
 	lastTooLargeLog  atomic.Int64
 	lastTwinLog      atomic.Int64
 	// life lets Close wait for the sends under way and refuse later ones:
-	// a closed librdkafka producer must not be called.
+	// a closed librdkafka producer must not be called. Held to write, it
+	// also guards state and msgs, which renew replaces.
 	life   sync.RWMutex
 	closed bool
+	// failed takes the producers librdkafka reports a fatal error of.
+	failed chan *kafka.Producer
 	// reachable is false from librdkafka's "all brokers down" until Kafka
 	// next acknowledges or delivers a record.
 	reachable   atomic.Bool
@@ -149,21 +152,84 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if n.maxRecord, err = conf.MessageMaxBytes(cfg.Connector.Properties); err != nil {
 		return nil, fmt.Errorf("cluster: connector %s: %w", cfg.Connector.Name, err)
 	}
-	stateCM := n.producerConfig("state", 1<<30)
-	if n.state, err = kafka.NewProducer(&stateCM); err != nil {
-		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
+	n.failed = make(chan *kafka.Producer, 2)
+	if n.state, err = n.startProducer(stateRole); err != nil {
+		return nil, err
 	}
-	msgsCM := n.producerConfig(topicMessages, int64(cfg.MaxQueueBytes))
-	if n.msgs, err = kafka.NewProducer(&msgsCM); err != nil {
+	if n.msgs, err = n.startProducer(topicMessages); err != nil {
 		n.state.Close()
-		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
+		return nil, err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.goLogs(n.state.Logs())
-	n.goLogs(n.msgs.Logs())
-	n.untilClosed(func() { n.reports(n.state, nil) })
-	n.untilClosed(func() { n.reports(n.msgs, &n.out) })
+	n.run(n.renewFailed)
 	return n, nil
+}
+
+// stateRole names the producer of the state topics.
+const stateRole = "state"
+
+// startProducer creates role's producer (topicMessages or stateRole) and
+// reads its logs and delivery reports until it closes.
+func (n *Node) startProducer(role string) (*kafka.Producer, error) {
+	queueBytes, acked := int64(1<<30), (*atomic.Int64)(nil)
+	if role == topicMessages {
+		queueBytes, acked = int64(n.cfg.MaxQueueBytes), &n.out
+	}
+	cm := n.producerConfig(role, queueBytes)
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: kafka producer: %w", err)
+	}
+	n.goLogs(p.Logs())
+	n.untilClosed(func() { n.reports(p, acked) })
+	return p, nil
+}
+
+// renewFailed replaces a producer librdkafka gave up on, which would
+// refuse every record until the process restarts: an idempotent producer
+// whose partition Kafka no longer knows in sequence (the messages topic
+// deleted and created again) fails so. What it held is dropped, counted.
+func (n *Node) renewFailed() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case old := <-n.failed:
+			if err := n.renew(old); err != nil {
+				n.log.Error("cluster producer not replaced after a fatal error", "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) renew(old *kafka.Producer) error {
+	n.life.Lock()
+	var p **kafka.Producer
+	var role string
+	switch {
+	case n.closed:
+	case old == n.state:
+		p, role = &n.state, stateRole
+	case old == n.msgs:
+		p, role = &n.msgs, topicMessages
+	}
+	if p == nil {
+		n.life.Unlock()
+		return nil
+	}
+	fresh, err := n.startProducer(role)
+	if err != nil {
+		n.life.Unlock()
+		return err
+	}
+	*p = fresh
+	n.life.Unlock()
+	// Their delivery reports count what the old one held as dropped.
+	_ = old.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+	old.Flush(1000)
+	old.Close()
+	n.log.Warn("cluster producer replaced after a fatal error", "role", role)
+	return nil
 }
 
 func (n *Node) topic(name string) string { return n.cfg.TopicPrefix() + name }
@@ -440,6 +506,14 @@ func (n *Node) tooLarge(m *Message, wire int, topic string) error {
 	return err
 }
 
+// Full reports whether this node announces max_routes filters: a new one
+// would be refused.
+func (n *Node) Full() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg.MaxRoutes > 0 && len(n.announced) >= n.cfg.MaxRoutes
+}
+
 // Subscribed tells the cluster whether this node still has subscribers
 // for filter; a change is announced in the routes topic.
 func (n *Node) Subscribed(filter string, has bool) {
@@ -701,6 +775,12 @@ func (n *Node) reports(p *kafka.Producer, acked *atomic.Int64) {
 				n.log.Error("cluster record refused by Kafka", "topic", *e.TopicPartition.Topic, "err", e.TopicPartition.Error)
 			}
 		case kafka.Error:
+			if e.IsFatal() {
+				select {
+				case n.failed <- p:
+				default:
+				}
+			}
 			n.logKafkaError(e)
 		}
 	}
@@ -760,7 +840,10 @@ type NodeStatus struct {
 // Status reports the cluster's members and this node's counters.
 func (n *Node) Status() Status {
 	s := Status{Name: n.cfg.Name, Self: n.cfg.Node, Routes: n.routes.size(), MessagesIn: n.in.Load(),
-		MessagesOut: n.out.Load(), MessagesDropped: n.dropped.Load(), Queued: n.state.Len() + n.msgs.Len(), Kafka: "connected"}
+		MessagesOut: n.out.Load(), MessagesDropped: n.dropped.Load(), Kafka: "connected"}
+	n.life.RLock()
+	s.Queued = n.state.Len() + n.msgs.Len()
+	n.life.RUnlock()
 	if !n.reachable.Load() {
 		s.Kafka = "disconnected"
 	}

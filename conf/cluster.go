@@ -26,6 +26,9 @@ type Cluster struct {
 	// MaxQueueBytes bounds the cross-node publishes held in memory while
 	// Kafka does not take them; more are dropped and counted.
 	MaxQueueBytes ByteSize `toml:"max_queue_bytes"`
+	// MaxRoutes bounds the distinct filters a node announces; every node
+	// keeps every node's in memory. 0 means no limit.
+	MaxRoutes int `toml:"max_routes"`
 }
 
 // SetDefaults fills a [cluster] table's defaults.
@@ -35,6 +38,7 @@ func (c *Cluster) SetDefaults() {
 	c.NodeTimeout = 15 * time.Second
 	c.HeartbeatInterval = 5 * time.Second
 	c.MaxQueueBytes = 64 * MB
+	c.MaxRoutes = 100_000
 }
 
 // TopicPrefix is the prefix of the cluster's internal topics.
@@ -75,5 +79,8 @@ func (c *Config) validateCluster(bad func(path, format string, args ...any)) {
 	}
 	if cl.MaxQueueBytes < MB {
 		bad("cluster.max_queue_bytes", "must be at least 1MB")
+	}
+	if cl.MaxRoutes < 0 {
+		bad("cluster.max_routes", "must not be negative (0: no limit)")
 	}
 }

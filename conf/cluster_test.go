@@ -22,7 +22,7 @@ connector = "k"
 		t.Fatal(fmtProblems(ps))
 	}
 	want := Cluster{Name: "prod", Connector: "k", ReplicationFactor: 3, Partitions: 12,
-		NodeTimeout: 15 * time.Second, HeartbeatInterval: 5 * time.Second, MaxQueueBytes: 64 * MB}
+		NodeTimeout: 15 * time.Second, HeartbeatInterval: 5 * time.Second, MaxQueueBytes: 64 * MB, MaxRoutes: 100_000}
 	if cfg.Cluster == nil || *cfg.Cluster != want {
 		t.Fatalf("cluster = %+v, want %+v", cfg.Cluster, want)
 	}
@@ -49,6 +49,7 @@ func TestClusterProblemsHaveLines(t *testing.T) {
 		{head + "node_timeout = \"5s\"\n" + clusterConnector, 6, "cluster.node_timeout: must be at least twice"},
 		{head + "heartbeat_interval = \"1ms\"\n" + clusterConnector, 6, "cluster.heartbeat_interval:"},
 		{head + "max_queue_bytes = \"1KB\"\n" + clusterConnector, 6, "cluster.max_queue_bytes:"},
+		{head + "max_routes = -1\n" + clusterConnector, 6, "cluster.max_routes:"},
 		{"[broker]\nnode = \"n1\"\n[cluster]\nconnector = \"k\"\n" + clusterConnector, 3, `missing required key "name" in [cluster]`},
 	} {
 		wantBrokerProblem(t, c.text, c.line, c.prefix)
