@@ -56,6 +56,9 @@ var (
 	dClusterSessions  = desc("cluster_sessions", "Sessions of the cluster, connected or persistent and offline.")
 	dClusterOffline   = desc("cluster_sessions_offline", "Persistent sessions whose messages are queued in Kafka.")
 	dClusterSessDrop  = desc("cluster_session_messages_dropped_total", "Messages for offline sessions not queued, or not resumed, on this node.")
+	dClusterHandLost  = desc("cluster_sessions_not_handed_over_total", "Sessions resumed here without their holder's hand-over (it was down or did not answer): what was in flight to them there is lost.")
+	dClusterWills     = desc("cluster_wills_published_total", "Wills kept in session records that this node published.")
+	dClusterRelWaited = desc("cluster_session_releases_waited_total", "Disconnects that found the releases waiting for Kafka full and waited for room.")
 	dClusterUp        = desc("cluster_node_up", "1 while a node of the cluster is up.", "node")
 	dClusterBeatAge   = desc("cluster_heartbeat_age_seconds", "Seconds since a node's last heartbeat.", "node")
 )
@@ -67,7 +70,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
 		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
 		dConnPending, dAcceptErrors, dClusterIn, dClusterOut, dClusterDropped, dClusterQueued, dClusterRoutes,
-		dClusterSessions, dClusterOffline, dClusterSessDrop, dClusterUp, dClusterBeatAge} {
+		dClusterSessions, dClusterOffline, dClusterSessDrop, dClusterHandLost, dClusterWills, dClusterRelWaited,
+		dClusterUp, dClusterBeatAge} {
 		ch <- d
 	}
 }
@@ -143,6 +147,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dClusterSessions, int64(c.Sessions))
 		gauge(dClusterOffline, c.SessionsOffline)
 		counter(dClusterSessDrop, c.SessionMessagesDropped)
+		counter(dClusterHandLost, c.SessionsNotHandedOver)
+		counter(dClusterWills, c.WillsPublished)
+		counter(dClusterRelWaited, c.SessionReleasesWaited)
 		for _, n := range c.Nodes {
 			up := int64(0)
 			if n.Status == "up" {

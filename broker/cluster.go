@@ -122,6 +122,18 @@ func (b *Broker) Filters() []string {
 	return out
 }
 
+// PublishWill publishes m, the will of client id kept by the cluster, to
+// every subscriber of the cluster.
+func (b *Broker) PublishWill(id string, m *cluster.Message) error {
+	if reason := b.limits.exceeds(m.Topic, false); reason != "" {
+		return fmt.Errorf("%w: %s (%d bytes)", ErrTopicLimit, reason, len(m.Topic))
+	}
+	pk := crossPacket(m)
+	pk.PacketID, pk.Expiry = 0, 0
+	b.srv.PublishWill(id, pk)
+	return nil
+}
+
 // Connections is how many MQTT clients are connected.
 func (b *Broker) Connections() int64 { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) }
 

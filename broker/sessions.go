@@ -24,8 +24,9 @@ type Sessions interface {
 	Claim(ctx context.Context, id string, resume, persistent bool, limit int) (cluster.Claimed, error)
 	// Hold records that id is connected here.
 	Hold(id string, s cluster.Session)
-	// Release records that id's connection here ended, queuing inflight.
-	Release(id string, s cluster.Session, inflight []*cluster.Message)
+	// Release records that id's connection here ended, queuing inflight,
+	// and reports whether the cluster keeps s's will (and publishes it).
+	Release(id string, s cluster.Session, inflight []*cluster.Message) bool
 	// End removes id's session from the cluster.
 	End(id string)
 }
@@ -178,9 +179,6 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if cl.IsTakenOver() && !handedOver {
 		return // by a client of this node, which holds the session now
 	}
-	if handedOver {
-		h.srv.CancelDelayedWill(cl.ID)
-	}
 	if expire && !handedOver {
 		h.s.End(cl.ID)
 		return
@@ -191,7 +189,11 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 			inflight = append(inflight, crossMessage(&pk))
 		}
 	}
-	h.s.Release(cl.ID, record(cl, -1), inflight)
+	if h.s.Release(cl.ID, record(cl, -1), inflight) || handedOver {
+		// The cluster publishes it once, from whichever node is then
+		// responsible for the session.
+		h.srv.CancelDelayedWill(cl.ID)
+	}
 	if expire {
 		return
 	}
@@ -226,5 +228,18 @@ func record(cl *mqtt.Client, from int64) cluster.Session {
 		s.Subscriptions = append(s.Subscriptions, cluster.Subscription{Filter: sub.Filter, QoS: sub.Qos, NoLocal: sub.NoLocal,
 			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier})
 	}
+	if w := &cl.Properties.Will; atomic.LoadUint32(&w.Flag) == 1 {
+		s.Will = &cluster.Will{Delay: w.WillDelayInterval, Message: willMessage(cl.ID, w)}
+	}
 	return s
+}
+
+// willMessage is will w of client id as it crosses nodes.
+func willMessage(id string, w *mqtt.Will) *cluster.Message {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: w.Qos, Retain: w.Retain},
+		TopicName: w.TopicName, Payload: w.Payload, Origin: id}
+	pk.Properties = packets.Properties{User: w.User, PayloadFormat: w.PayloadFormat, PayloadFormatFlag: w.PayloadFormatFlag,
+		ContentType: w.ContentType, ResponseTopic: w.ResponseTopic, CorrelationData: w.CorrelationData,
+		MessageExpiryInterval: w.MessageExpiryInterval}
+	return crossMessage(&pk)
 }

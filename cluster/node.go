@@ -47,6 +47,9 @@ type Local interface {
 	// because another node holds its session now, and cancels its delayed
 	// will; the connection's end releases the session.
 	TakeOver(id string) bool
+	// PublishWill publishes m as the will of client id, which the
+	// cluster kept in its session's record.
+	PublishWill(id string, m *Message) error
 }
 
 // Node is this process's membership of the cluster.
@@ -65,6 +68,16 @@ type Node struct {
 	readersMu    sync.Mutex
 	readersMade  int
 	sessionDrops atomic.Int64
+	// releases feed the release worker; releasing are those under way,
+	// by client id.
+	releases     chan *release
+	releasesMu   sync.Mutex
+	releasing    map[string]*release
+	releasesFull atomic.Int64
+	// notHandedOver counts the sessions resumed without their holder's
+	// hand-over; willsPublished the wills the cluster kept and published.
+	notHandedOver  atomic.Int64
+	willsPublished atomic.Int64
 
 	state *kafka.Producer // routes, heartbeats, retained messages
 	msgs  *kafka.Producer // cross-node publishes, within max_queue_bytes
@@ -147,6 +160,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
 	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
+	n.releases, n.releasing = make(chan *release, maxReleases), map[string]*release{}
 	n.buffers.New = func() any { return new([]byte) }
 	var err error
 	if n.maxRecord, err = conf.MessageMaxBytes(cfg.Connector.Properties); err != nil {
@@ -338,6 +352,7 @@ func (n *Node) Start(local Local) error {
 	n.mu.Unlock()
 	n.run(n.followState)
 	n.run(n.heartbeats)
+	n.run(n.releaseSessions)
 	ctx, cancel := context.WithCancel(n.ctx)
 	n.stopReceiving, n.received = cancel, make(chan struct{})
 	go func() {
@@ -401,6 +416,7 @@ func (n *Node) partitionOf(node string) int32 { return int32(fnv(node) % uint32(
 // Close tells the others this node stops, waits up to ctx for what it
 // queued to reach Kafka, and closes every client.
 func (n *Node) Close(ctx context.Context) {
+	n.awaitReleases(ctx)
 	if n.local != nil {
 		n.beat(true)
 	}
@@ -708,7 +724,7 @@ func (n *Node) updateMember(node string, m *member, ref time.Time) {
 		return
 	}
 	n.routes.setUp(node, up)
-	n.sessions.nodeUp(node, up)
+	n.sessions.nodeUp(node, up, time.Now())
 	if up {
 		n.log.Info("cluster node up", "node", node, "address", m.beat.Address, "routes", n.routes.count(node))
 	} else {
@@ -816,6 +832,16 @@ type Status struct {
 	Sessions               int   `json:"sessions"`
 	SessionsOffline        int64 `json:"sessions_offline"`
 	SessionMessagesDropped int64 `json:"session_messages_dropped"`
+	// SessionsNotHandedOver were resumed here without their holder's
+	// hand-over (it was down or did not answer in time): what was in
+	// flight to them there is lost.
+	SessionsNotHandedOver int64 `json:"sessions_not_handed_over"`
+	// WillsPublished are the wills kept in session records that this
+	// node published.
+	WillsPublished int64 `json:"wills_published"`
+	// SessionReleasesWaited counts the disconnects that found the queue
+	// of releases waiting for Kafka full, and waited for room.
+	SessionReleasesWaited int64 `json:"session_releases_waited"`
 	// Kafka is "connected", or "disconnected" while librdkafka reaches
 	// none of the brokers: publishes to other nodes wait in the queue.
 	Kafka string `json:"kafka"`
@@ -849,6 +875,8 @@ func (n *Node) Status() Status {
 	}
 	s.Sessions, s.SessionsOffline = n.sessions.count()
 	s.SessionMessagesDropped = n.sessionDrops.Load()
+	s.SessionsNotHandedOver, s.WillsPublished = n.notHandedOver.Load(), n.willsPublished.Load()
+	s.SessionReleasesWaited = n.releasesFull.Load()
 	n.mu.Lock()
 	s.Conflict = n.twin
 	for id, m := range n.members {

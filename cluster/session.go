@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,43 @@ type Session struct {
 	// from which what was queued for it is not delivered yet.
 	From          int64          `json:"from"`
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+	// Will is the client's will while it may still be due: published
+	// once, by the node responsible for the session, when its delay has
+	// passed since the connection ended (or since its holder was shown
+	// down), unless a connection takes the session first.
+	Will *Will `json:"will,omitempty"`
+}
+
+// Will is a client's will message and its Will Delay Interval in seconds.
+type Will struct {
+	Message *Message
+	Delay   uint32
+}
+
+// willRecord is a Will in a session record: its message encoded as it
+// crosses nodes.
+type willRecord struct {
+	Delay   uint32 `json:"delay,omitempty"`
+	Message []byte `json:"message"`
+}
+
+// MarshalJSON encodes w with its message as it crosses nodes.
+func (w Will) MarshalJSON() ([]byte, error) {
+	return json.Marshal(willRecord{Delay: w.Delay, Message: appendMessage(nil, w.Message)})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (w *Will) UnmarshalJSON(b []byte) error {
+	var r willRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	m, err := decodeMessage(r.Message)
+	if err != nil {
+		return fmt.Errorf("cluster: will: %w", err)
+	}
+	w.Message, w.Delay = m, r.Delay
+	return nil
 }
 
 // Subscription is a subscription of a session, with its options.
@@ -47,9 +85,16 @@ type Subscription struct {
 	Identifier        int    `json:"identifier,omitempty"`
 }
 
-// expired reports whether an offline session's expiry has passed at now.
-func (s *Session) expired(now time.Time) bool {
-	return !s.Connected && (!s.Persistent || s.Expiry > 0 && s.Disconnected+int64(s.Expiry) <= now.Unix())
+// expired reports whether a session offline since since (Unix seconds)
+// has ended at now.
+func (s *Session) expired(since int64, now time.Time) bool {
+	return !s.Persistent || s.Expiry > 0 && since+int64(s.Expiry) <= now.Unix()
+}
+
+// willDue reports whether the will of a session offline since since is
+// due at now: its delay passed, or the session ended [MQTT-3.1.3-9].
+func (s *Session) willDue(since int64, now time.Time) bool {
+	return s.Will != nil && (since+int64(s.Will.Delay) <= now.Unix() || s.expired(since, now))
 }
 
 // sessionTable is every session of the cluster as the sessions topic tells
@@ -58,7 +103,7 @@ func (s *Session) expired(now time.Time) bool {
 type sessionTable struct {
 	mu   sync.Mutex
 	byID map[string]*Session
-	down map[string]bool // nodes shown down
+	down map[string]time.Time // nodes shown down, since when
 	// changed is closed, and replaced, at each change of byID.
 	changed chan struct{}
 	index   *mqtt.TopicsIndex
@@ -68,7 +113,7 @@ type sessionTable struct {
 }
 
 func newSessionTable() *sessionTable {
-	return &sessionTable{byID: map[string]*Session{}, down: map[string]bool{}, changed: make(chan struct{}),
+	return &sessionTable{byID: map[string]*Session{}, down: map[string]time.Time{}, changed: make(chan struct{}),
 		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}}
 }
 
@@ -84,12 +129,45 @@ func (t *sessionTable) get(id string) (*Session, <-chan struct{}) {
 	return &c, t.changed
 }
 
-// set applies a record (nil: a tombstone).
+// live returns a copy of id's record, nil if there is none or it ended
+// at now.
+func (t *sessionTable) live(id string, now time.Time) *Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.byID[id]
+	if s == nil {
+		return nil
+	}
+	if since, offline := t.offlineSince(s); offline && s.expired(since, now) {
+		return nil
+	}
+	c := *s
+	return &c
+}
+
+// offlineSince tells whether s has no connection, and since when (Unix
+// seconds): since its disconnect, or since its holder was shown down,
+// which ended its connection; t.mu held.
+func (t *sessionTable) offlineSince(s *Session) (int64, bool) {
+	if !s.Connected {
+		return s.Disconnected, true
+	}
+	if since, down := t.down[s.Node]; down {
+		return since.Unix(), true
+	}
+	return 0, false
+}
+
+// set applies a record (nil: a tombstone). A record of an older epoch
+// than the one applied is stale (written by a node that had not read the
+// newer one yet, as a will's sweep racing a resume) and is ignored.
 func (t *sessionTable) set(id string, s *Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s == nil {
 		delete(t.byID, id)
+	} else if cur := t.byID[id]; cur != nil && s.Epoch < cur.Epoch {
+		return
 	} else {
 		t.byID[id] = s
 	}
@@ -100,13 +178,13 @@ func (t *sessionTable) set(id string, s *Session) {
 
 // nodeUp queues, or stops queueing, for the connected sessions of a node
 // as it goes down or comes back.
-func (t *sessionTable) nodeUp(node string, up bool) {
+func (t *sessionTable) nodeUp(node string, up bool, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if up {
 		delete(t.down, node)
 	} else {
-		t.down[node] = true
+		t.down[node] = now
 	}
 	for id, s := range t.byID {
 		if s.Node == node {
@@ -118,7 +196,10 @@ func (t *sessionTable) nodeUp(node string, up bool) {
 // reindex puts id's filters into the index while its messages are to be
 // queued in Kafka; t.mu held.
 func (t *sessionTable) reindex(id string, s *Session) {
-	queue := s != nil && s.Persistent && (!s.Connected || t.down[s.Node])
+	queue := false
+	if s != nil && s.Persistent {
+		_, queue = t.offlineSince(s)
+	}
 	if old := t.inIndex[id]; old != nil {
 		if queue && old == s {
 			return
@@ -166,29 +247,38 @@ func (t *sessionTable) longestMatch(topic string) int {
 	return longest
 }
 
-// expired returns the sessions past their expiry, and those (not
-// persistent) left connected on a node that is down, which node must
-// tombstone: each is the job of its holder, or while the holder is down of
-// the first of the nodes up by name, so that one node does it.
-func (t *sessionTable) expired(node string, up []string, now time.Time) []string {
+// due returns what node must do at now for the sessions it is
+// responsible for: publish the wills due, and tombstone the sessions that
+// ended (at now - late, so that a tombstone never lands after the record
+// of a node that took a session over). Each session is the job of its
+// holder, or while the holder is down of the first of the nodes up by
+// name, so that one node does it.
+func (t *sessionTable) due(node string, up []string, now time.Time, late time.Duration) (wills map[string]*Session, ended []string) {
 	sort.Strings(up)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []string
+	wills = map[string]*Session{}
 	for id, s := range t.byID {
-		stale := s.expired(now) || (s.Connected && !s.Persistent && t.down[s.Node])
-		if !stale {
+		since, offline := t.offlineSince(s)
+		if !offline {
 			continue
 		}
 		responsible := s.Node
-		if t.down[s.Node] && len(up) > 0 {
+		if _, down := t.down[s.Node]; down && len(up) > 0 {
 			responsible = up[0]
 		}
-		if responsible == node {
-			out = append(out, id)
+		if responsible != node {
+			continue
+		}
+		if s.willDue(since, now) {
+			c := *s
+			wills[id] = &c
+		}
+		if s.expired(since, now.Add(-late)) {
+			ended = append(ended, id)
 		}
 	}
-	return out
+	return wills, ended
 }
 
 // count is how many sessions the cluster has, and how many of them queue

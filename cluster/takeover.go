@@ -9,6 +9,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/logx"
 )
 
@@ -33,13 +34,7 @@ type Claimed struct {
 
 // Session returns the live record of client id: nil if there is none or
 // it expired.
-func (n *Node) Session(id string) *Session {
-	s, _ := n.sessions.get(id)
-	if s == nil || s.expired(time.Now()) {
-		return nil
-	}
-	return s
-}
+func (n *Node) Session(id string) *Session { return n.sessions.live(id, time.Now()) }
 
 // Claim makes this node the one that holds client id's session. If another
 // node that is up holds it connected, it is asked to end that connection
@@ -48,12 +43,18 @@ func (n *Node) Session(id string) *Session {
 // the session are read, up to limit (0: no limit; what is over is dropped
 // and counted).
 func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, limit int) (Claimed, error) {
+	n.awaitRelease(ctx, id)
 	s := n.Session(id)
 	if s != nil && s.Connected && s.Node != n.cfg.Node && n.answers(s.Node) {
 		claim := *s
 		claim.Claim, claim.Epoch = n.cfg.Node, s.Epoch+1
 		n.putSession(id, &claim)
 		s = n.awaitHandover(ctx, id, claim.Epoch)
+	}
+	if resume && s != nil && s.Persistent && s.Connected && s.Node != n.cfg.Node {
+		// Its holder is down or did not answer: what was in flight to the
+		// session there is not in its queue.
+		n.notHandedOver.Add(1)
 	}
 	var c Claimed
 	if !persistent && (s == nil || !resume) {
@@ -118,14 +119,91 @@ func (n *Node) Hold(id string, s Session) {
 		}
 	}
 	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, true, "", 0
+	s.Will = n.boundWill(id, &s)
 	n.putSession(id, &s)
+}
+
+// boundWill is s's will if the record keeping it fits in a record of the
+// sessions topic, nil otherwise: the will then stays with the node the
+// connection is on, which alone publishes it.
+func (n *Node) boundWill(id string, s *Session) *Will {
+	if s.Will == nil {
+		return nil
+	}
+	value, err := json.Marshal(s)
+	if err == nil && conf.RecordOverhead+len(id)+len(value) <= n.maxRecord {
+		return s.Will
+	}
+	if logx.Allowed(&n.lastTooLargeLog) {
+		n.log.Warn("will kept by this node only: its session's record would be larger than message.max.bytes (if this node dies, the will is not published)",
+			"client", id, "bytes", len(value), "max", n.maxRecord)
+	}
+	return nil
 }
 
 // Release records that client id's connection here ended: its session
 // (unless it was not persistent and no node claims it) goes to Kafka. What
 // was in flight for it is queued first, after a mark whose offset the
-// record keeps, so that the node resuming it reads both in order.
-func (n *Node) Release(id string, s Session, inflight []*Message) {
+// record keeps, so that the node resuming it reads both in order. The
+// record is written once Kafka has the mark, by the node's release worker:
+// the caller, a connection's goroutine, does not wait for Kafka. It
+// reports whether the record keeps s's will, which the cluster then
+// publishes when it is due.
+func (n *Node) Release(id string, s Session, inflight []*Message) bool {
+	r := &release{id: id, s: s, done: make(chan struct{}), deadline: time.Now().Add(queueWait)}
+	if s.Persistent {
+		r.reports, r.err = n.queueInflight(id, inflight)
+	}
+	r.s.Will = n.boundWill(id, &r.s)
+	n.releasesMu.Lock()
+	n.releasing[id] = r
+	n.releasesMu.Unlock()
+	select {
+	case n.releases <- r:
+		return r.s.Will != nil
+	default:
+	}
+	n.releasesFull.Add(1)
+	select {
+	case n.releases <- r:
+	case <-n.ctx.Done():
+		n.released(r)
+	}
+	return r.s.Will != nil
+}
+
+// release is a session leaving this node, its record waiting for Kafka to
+// take the mark that starts its queue.
+type release struct {
+	id       string
+	s        Session
+	reports  chan kafka.Event // the mark's delivery report; nil: no mark
+	err      error            // the mark's, if it was not sent
+	deadline time.Time
+	done     chan struct{}
+}
+
+// maxReleases bounds the releases waiting for Kafka; a disconnect finding
+// them full waits for room, and is counted.
+const maxReleases = 4096
+
+// releaseSessions writes the records of the released sessions, in order,
+// until Close.
+func (n *Node) releaseSessions() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case r := <-n.releases:
+			n.finishRelease(r)
+		}
+	}
+}
+
+// finishRelease writes r's record once Kafka has its mark.
+func (n *Node) finishRelease(r *release) {
+	defer n.released(r)
+	id, s := r.id, r.s
 	cur, _ := n.sessions.get(id)
 	if cur != nil && cur.Node != n.cfg.Node {
 		return // another node holds it already
@@ -141,15 +219,70 @@ func (n *Node) Release(id string, s Session, inflight []*Message) {
 		s.Epoch, s.From = cur.Epoch, cur.From
 	}
 	if s.Persistent {
-		if from, err := n.queueInflight(id, inflight); err != nil {
+		err := r.err
+		var offset int64
+		if err == nil {
+			offset, err = markOffset(id, r.reports, r.deadline)
+		}
+		if err != nil {
 			n.log.Warn("session released without its messages in flight (they are delivered again from where it was resumed)",
 				"client", id, "err", err)
 		} else {
-			s.From = from
+			s.From = offset
 		}
 	}
 	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, false, "", time.Now().Unix()
 	n.putSession(id, &s)
+}
+
+// released ends r's wait.
+func (n *Node) released(r *release) {
+	n.releasesMu.Lock()
+	if n.releasing[r.id] == r {
+		delete(n.releasing, r.id)
+	}
+	n.releasesMu.Unlock()
+	close(r.done)
+}
+
+// releasePending reports whether a release of id waits here.
+func (n *Node) releasePending(id string) bool {
+	n.releasesMu.Lock()
+	defer n.releasesMu.Unlock()
+	return n.releasing[id] != nil
+}
+
+// awaitRelease waits for the release of id under way here, if any: a new
+// connection resumes the session from the record it writes, with what was
+// in flight.
+func (n *Node) awaitRelease(ctx context.Context, id string) {
+	n.releasesMu.Lock()
+	r := n.releasing[id]
+	n.releasesMu.Unlock()
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+	}
+}
+
+// awaitReleases waits, within ctx, for every release under way.
+func (n *Node) awaitReleases(ctx context.Context) {
+	n.releasesMu.Lock()
+	var all []*release
+	for _, r := range n.releasing {
+		all = append(all, r)
+	}
+	n.releasesMu.Unlock()
+	for _, r := range all {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // End removes client id's session from the cluster, if this node holds it.
@@ -183,7 +316,8 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 	}
 	// A node's own claim, read back, is not another node's.
 	if s.Claim != n.cfg.Node && ((s.Claim != "" && s.Node == n.cfg.Node) || (s.Connected && s.Node != n.cfg.Node)) {
-		if !n.local.TakeOver(id) && s.Node == n.cfg.Node {
+		// A release under way here answers the claim with its record.
+		if !n.local.TakeOver(id) && s.Node == n.cfg.Node && !n.releasePending(id) {
 			// Nothing here to hand over: the claimant need not wait.
 			off := *s
 			off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
@@ -232,21 +366,29 @@ func (n *Node) produceQueue(id string, value []byte, reports chan kafka.Event) e
 // session's queue starts over.
 var markValue = []byte{0}
 
-// queueInflight writes a mark and then inflight to id's queue, and
-// returns the mark's offset once Kafka has it.
-func (n *Node) queueInflight(id string, inflight []*Message) (int64, error) {
+// queueInflight writes a mark and then inflight to id's queue; the
+// mark's delivery report comes on the channel returned.
+func (n *Node) queueInflight(id string, inflight []*Message) (chan kafka.Event, error) {
 	n.life.RLock()
 	defer n.life.RUnlock()
 	if n.closed {
-		return 0, errors.New("cluster: closed")
+		return nil, errors.New("cluster: closed")
 	}
 	reports := make(chan kafka.Event, 1)
 	if err := n.produceQueue(id, markValue, reports); err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, m := range inflight {
 		_ = n.produceQueue(id, appendMessage(nil, m), nil)
 	}
+	return reports, nil
+}
+
+// markOffset waits, until deadline, for the report of id's queue mark and
+// returns its offset.
+func markOffset(id string, reports chan kafka.Event, deadline time.Time) (int64, error) {
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
 	select {
 	case ev := <-reports:
 		msg, ok := ev.(*kafka.Message)
@@ -254,7 +396,7 @@ func (n *Node) queueInflight(id string, inflight []*Message) (int64, error) {
 			return 0, fmt.Errorf("cluster: queue mark of %s: %v", id, ev)
 		}
 		return int64(msg.TopicPartition.Offset), nil
-	case <-time.After(queueWait):
+	case <-wait.C:
 		return 0, fmt.Errorf("cluster: queue mark of %s not acknowledged within %s", id, queueWait)
 	}
 }
@@ -348,8 +490,8 @@ func (n *Node) closeReaders() {
 	}
 }
 
-// sweepSessions tombstones the sessions this node is responsible for that
-// expired.
+// sweepSessions publishes the wills due and tombstones the sessions
+// ended that this node is responsible for.
 func (n *Node) sweepSessions(now time.Time) {
 	var up []string
 	n.mu.Lock()
@@ -359,9 +501,18 @@ func (n *Node) sweepSessions(now time.Time) {
 		}
 	}
 	n.mu.Unlock()
-	// Late by the time a takeover may take, so that a tombstone never
-	// lands after the record of the node that took a session over.
-	for _, id := range n.sessions.expired(n.cfg.Node, up, now.Add(-maxHandoverWait)) {
+	// Ended late by the time a takeover may take, so that a tombstone
+	// never lands after the record of the node that took a session over.
+	wills, ended := n.sessions.due(n.cfg.Node, up, now, maxHandoverWait)
+	for id, s := range wills {
+		if err := n.local.PublishWill(id, s.Will.Message); err != nil {
+			n.log.Warn("will not published", "client", id, "topic", s.Will.Message.Topic, "err", err)
+		}
+		n.willsPublished.Add(1)
+		s.Will = nil
+		n.putSession(id, s)
+	}
+	for _, id := range ended {
 		n.putSession(id, nil)
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
@@ -65,6 +67,18 @@ func (n *clusterNode) offlineOn(t testing.TB, want int64) {
 	})
 }
 
+// connections is how many MQTT clients n has, as its heartbeat tells.
+func (n *clusterNode) connections(t testing.TB) int64 {
+	t.Helper()
+	for _, m := range n.status(t).Nodes {
+		if m.ID == n.name {
+			return m.Connections
+		}
+	}
+	t.Fatalf("%s does not list itself", n.name)
+	return 0
+}
+
 // publishSeq publishes n QoS 1 messages 0..n-1 to topic and returns them.
 func publishSeq(t testing.TB, c *paho.Client, topic string, n int) []string {
 	t.Helper()
@@ -84,7 +98,7 @@ func publishSeq(t testing.TB, c *paho.Client, topic string, n int) []string {
 // delayed will cluster-wide, and a node killed while it held an offline
 // session.
 func TestClusterSessions(t *testing.T) {
-	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	kc, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
 	nodes := []*clusterNode{clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2"), clusterNodeConfig(t, kafka, "n3")}
 	for _, n := range nodes {
 		n.start(t)
@@ -187,6 +201,39 @@ func TestClusterSessions(t *testing.T) {
 		}
 	})
 
+	t.Run("ReleaseDoesNotWaitForKafka", func(t *testing.T) {
+		before := n2.status(t).SessionsOffline
+		conns := n1.connections(t)
+		c, _, _ := sessionClient(t, n1.mqtt, "releasing", 300, nil, 0, nil, nil)
+		subscribe(t, c, "releasing/#")
+		testkit.WaitFor(t, 10*time.Second, "n1 to count the connection", func() bool { return n1.connections(t) == conns+1 })
+		// Kafka takes no record of the queues topic until hold is closed:
+		// the release's queue mark waits for it.
+		hold := make(chan struct{})
+		kc.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+				if tp.Topic == "mqkafka.t.queues" {
+					kc.SleepControl(func() { <-hold })
+				}
+			}
+			return nil, nil, false
+		})
+		_ = c.Disconnect(&paho.Disconnect{})
+		// The connection's goroutine ends at once (below the release's
+		// 10 s wait for the mark), though Kafka has not taken the mark.
+		testkit.WaitFor(t, 5*time.Second, "the connection to end on n1 while Kafka holds its queue mark", func() bool {
+			return n1.connections(t) == conns
+		})
+		close(hold)
+		n2.offlineOn(t, before+1)
+		c, ca, _ := sessionClient(t, n2.mqtt, "releasing", 300, nil, 0, nil, nil)
+		if !ca.SessionPresent {
+			t.Fatal("session present = 0 on n2 after a release that waited for Kafka")
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+		n2.offlineOn(t, before+1)
+	})
+
 	t.Run("HolderKilledWhileOffline", func(t *testing.T) {
 		before := n2.status(t).SessionsOffline
 		c, _, _ := sessionClient(t, n1.mqtt, "survivor", 300, nil, 0, nil, nil)
@@ -194,6 +241,23 @@ func TestClusterSessions(t *testing.T) {
 		_ = c.Disconnect(&paho.Disconnect{})
 		n2.offlineOn(t, before+1)
 		want := publishSeq(t, testkit.MQTTClient(t, n2.mqtt, "survivor-pub", nil), "survivor/a", 100)
+
+		// What n1 holds when it dies: a connection with a will (delay 1 s,
+		// expiry 3 s), one that ended with a will still delayed (2 s), a
+		// connected session expiring 2 s after its end, and one resumed
+		// on n3 without n1's hand-over.
+		wills := &testkit.Inbox{}
+		routes := n2.status(t).Routes
+		testkit.Subscriber(t, n3.mqtt, "will-watch-n3", 0, wills, 1, "will/#")
+		n2.routes(t, routes+1)
+		sessions := n3.status(t).Sessions
+		sessionClient(t, n1.mqtt, "doomed", 3, &paho.WillMessage{Topic: "will/doomed", QoS: 1, Payload: []byte("doomed")}, 1, nil, nil)
+		_, _, conn := sessionClient(t, n1.mqtt, "delayed", 300, &paho.WillMessage{Topic: "will/delayed", QoS: 1, Payload: []byte("delayed")}, 2, nil, nil)
+		sessionClient(t, n1.mqtt, "stuck", 2, nil, 0, nil, nil)
+		sessionClient(t, n1.mqtt, "handover", 300, nil, 0, nil, nil)
+		testkit.WaitFor(t, 20*time.Second, "n3 to see n1's four new sessions", func() bool { return n3.status(t).Sessions == sessions+4 })
+		conn.Close() // no DISCONNECT: its will is due in 2 s
+		n2.offlineOn(t, before+2)
 		n1.p.kill()
 		box := &testkit.Inbox{}
 		_, ca, _ := sessionClient(t, n3.mqtt, "survivor", 300, nil, 0, box, nil)
@@ -203,6 +267,24 @@ func TestClusterSessions(t *testing.T) {
 		testkit.WaitFor(t, 30*time.Second, "the 100 queued messages on n3", func() bool { return box.Len() >= 100 })
 		if got := box.Payloads(); strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Fatalf("n3 got %d messages, not the 100 in order", len(got))
+		}
+
+		if _, ca, _ := sessionClient(t, n3.mqtt, "handover", 300, nil, 0, nil, nil); !ca.SessionPresent {
+			t.Fatal("session present = 0 on n3 for a session connected on n1 when it was killed")
+		}
+		if got := n3.status(t).SessionsNotHandedOver; got != 1 {
+			t.Fatalf("n3 counts %d sessions resumed without a hand-over, want 1", got)
+		}
+		// doomed and stuck end once n1 is shown down and their expiry
+		// has passed; the wills of doomed and delayed arrive, once each.
+		testkit.WaitFor(t, 30*time.Second, "the sessions n1 held connected to expire", func() bool {
+			return n3.status(t).Sessions == sessions+2
+		})
+		testkit.WaitFor(t, 10*time.Second, "both wills on n3", func() bool { return wills.Len() >= 2 })
+		got := wills.Payloads()
+		sort.Strings(got)
+		if strings.Join(got, ",") != "delayed,doomed" {
+			t.Fatalf("wills received on n3: %q, want delayed and doomed once each", got)
 		}
 	})
 }
