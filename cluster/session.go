@@ -108,13 +108,27 @@ type sessionTable struct {
 	changed chan struct{}
 	index   *mqtt.TopicsIndex
 	inIndex map[string]*Session // the sessions whose filters are in index
+	// handing are the sessions in index connected on another node since
+	// this node read it: a publish the holder has no route for yet is
+	// still queued, for grace, and the holder reads it from the queue.
+	self    string
+	grace   time.Duration
+	handing map[string]handover
 	// queued counts the sessions in index: 0 lets a publish skip matching.
 	queued atomic.Int64
 }
 
-func newSessionTable() *sessionTable {
+// handover is a session connected on node, queued for until until.
+type handover struct {
+	node  string
+	until time.Time
+}
+
+// newSessionTable is the table of node self, which queues for a session
+// connected on another node for grace after it reads so.
+func newSessionTable(self string, grace time.Duration) *sessionTable {
 	return &sessionTable{byID: map[string]*Session{}, down: map[string]time.Time{}, changed: make(chan struct{}),
-		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}}
+		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}, self: self, grace: grace, handing: map[string]handover{}}
 }
 
 // get returns a copy of id's record, nil if there is none.
@@ -200,6 +214,11 @@ func (t *sessionTable) reindex(id string, s *Session) {
 	if s != nil && s.Persistent {
 		_, queue = t.offlineSince(s)
 	}
+	if queue {
+		delete(t.handing, id)
+	} else {
+		queue = t.handsOver(id, s, time.Now())
+	}
 	if old := t.inIndex[id]; old != nil {
 		if queue && old == s {
 			return
@@ -218,6 +237,48 @@ func (t *sessionTable) reindex(id string, s *Session) {
 	}
 	t.inIndex[id] = s
 	t.queued.Add(1)
+}
+
+// handsOver reports whether id, connected on another node, is still
+// queued for: it was when this node read so, less than grace ago; t.mu
+// held.
+func (t *sessionTable) handsOver(id string, s *Session, now time.Time) bool {
+	if s == nil || !s.Persistent || !s.Connected || s.Node == t.self {
+		delete(t.handing, id)
+		return false
+	}
+	h, ok := t.handing[id]
+	if !ok || h.node != s.Node {
+		if t.inIndex[id] == nil {
+			return false
+		}
+		h = handover{node: s.Node, until: now.Add(t.grace)}
+		t.handing[id] = h
+	}
+	if now.After(h.until) {
+		delete(t.handing, id)
+		return false
+	}
+	return true
+}
+
+// handedOver stops queueing for the sessions whose grace passed at now.
+func (t *sessionTable) handedOver(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, h := range t.handing {
+		if now.After(h.until) {
+			t.reindex(id, t.byID[id])
+		}
+	}
+}
+
+// handingTo is the node id is connected on while it is still queued for,
+// "" if it is not connected.
+func (t *sessionTable) handingTo(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.handing[id].node
 }
 
 // match returns the sessions whose messages are queued in Kafka that
@@ -282,11 +343,11 @@ func (t *sessionTable) due(node string, up []string, now time.Time, late time.Du
 }
 
 // count is how many sessions the cluster has, and how many of them queue
-// their messages in Kafka.
+// their messages in Kafka because they are offline.
 func (t *sessionTable) count() (all int, queued int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.byID), t.queued.Load()
+	return len(t.byID), t.queued.Load() - int64(len(t.handing))
 }
 
 // decodeSession reads a record of the sessions topic.
