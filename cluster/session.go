@@ -108,9 +108,10 @@ type sessionTable struct {
 	changed chan struct{}
 	index   *mqtt.TopicsIndex
 	inIndex map[string]*Session // the sessions whose filters are in index
-	// handing are the sessions in index connected on another node since
-	// this node read it: a publish the holder has no route for yet is
-	// still queued, for grace, and the holder reads it from the queue.
+	// handing are the sessions in index that moved to another node (or
+	// connected there) since this node read so: a publish the holder has
+	// no route for yet is still queued, for grace, and the holder reads
+	// it from the queue.
 	self    string
 	grace   time.Duration
 	handing map[string]handover
@@ -178,12 +179,16 @@ func (t *sessionTable) offlineSince(s *Session) (int64, bool) {
 func (t *sessionTable) set(id string, s *Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	cur := t.byID[id]
 	if s == nil {
 		delete(t.byID, id)
-	} else if cur := t.byID[id]; cur != nil && s.Epoch < cur.Epoch {
+	} else if cur != nil && s.Epoch < cur.Epoch {
 		return
 	} else {
 		t.byID[id] = s
+	}
+	if s != nil && s.Persistent && s.Connected && s.Node != t.self && (cur == nil || !cur.Connected || cur.Node != s.Node) {
+		t.handing[id] = handover{node: s.Node, until: time.Now().Add(t.grace)}
 	}
 	t.reindex(id, s)
 	close(t.changed)
@@ -240,22 +245,11 @@ func (t *sessionTable) reindex(id string, s *Session) {
 }
 
 // handsOver reports whether id, connected on another node, is still
-// queued for: it was when this node read so, less than grace ago; t.mu
-// held.
+// queued for: this node read that it moved there less than grace ago;
+// t.mu held.
 func (t *sessionTable) handsOver(id string, s *Session, now time.Time) bool {
-	if s == nil || !s.Persistent || !s.Connected || s.Node == t.self {
-		delete(t.handing, id)
-		return false
-	}
 	h, ok := t.handing[id]
-	if !ok || h.node != s.Node {
-		if t.inIndex[id] == nil {
-			return false
-		}
-		h = handover{node: s.Node, until: now.Add(t.grace)}
-		t.handing[id] = h
-	}
-	if now.After(h.until) {
+	if !ok || s == nil || !s.Persistent || !s.Connected || h.node != s.Node || now.After(h.until) {
 		delete(t.handing, id)
 		return false
 	}
