@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -148,7 +149,7 @@ func (h *sessionHook) offline(id string, s *cluster.Session) *mqtt.Client {
 }
 
 // OnSessionEstablished delivers what was queued for a resumed session,
-// announces its subscriptions and records that it is connected here.
+// records that it is connected here and announces its subscriptions.
 func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
@@ -158,14 +159,40 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		c = v.(cluster.Claimed)
 	}
 	for _, m := range c.Messages {
-		if err := h.srv.PublishToClient(cl, packets.Subscription{Qos: m.QoS}, crossPacket(m)); err != nil {
+		if err := h.deliver(cl, m); err != nil {
 			h.log.Debug("queued message not delivered", "client", cl.ID, "topic", m.Topic, "err", err)
 		}
 	}
+	// Recorded first: a node reading the record before the routes keeps
+	// queueing what it does not route here yet, which this node reads.
+	h.s.Hold(cl.ID, record(cl, c.From))
 	for f := range cl.State.Subscriptions.GetAll() {
 		h.routes.announce(f)
 	}
-	h.s.Hold(cl.ID, record(cl, c.From))
+}
+
+// deliver hands m, queued for cl's session, to cl at the QoS it was
+// queued with.
+func (h *sessionHook) deliver(cl *mqtt.Client, m *cluster.Message) error {
+	return h.srv.PublishToClient(cl, packets.Subscription{Qos: m.QoS}, crossPacket(m))
+}
+
+// ErrNotConnected is returned by DeliverQueued for a client id with no
+// connection here.
+var ErrNotConnected = errors.New("broker: client not connected here")
+
+// DeliverQueued hands m, queued in the cluster for client id's session,
+// to its connection here.
+func (b *Broker) DeliverQueued(id string, m *cluster.Message) error {
+	h := b.sessions
+	if h == nil {
+		return ErrNoCluster
+	}
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		return fmt.Errorf("%w: %s", ErrNotConnected, id)
+	}
+	return h.deliver(cl, m)
 }
 
 // OnDisconnect releases the session to the cluster: a persistent one

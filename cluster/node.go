@@ -50,6 +50,9 @@ type Local interface {
 	// PublishWill publishes m as the will of client id, which the
 	// cluster kept in its session's record.
 	PublishWill(id string, m *Message) error
+	// DeliverQueued hands m, queued for client id's session, to its
+	// connection here.
+	DeliverQueued(id string, m *Message) error
 }
 
 // Node is this process's membership of the cluster.
@@ -74,6 +77,8 @@ type Node struct {
 	releasesMu   sync.Mutex
 	releasing    map[string]*release
 	releasesFull atomic.Int64
+	// tails are the resumed sessions whose queues are still read.
+	tails *tails
 	// notHandedOver counts the sessions resumed without their holder's
 	// hand-over; willsPublished the wills the cluster kept and published.
 	notHandedOver  atomic.Int64
@@ -159,8 +164,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
 		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
-	n.sessions, n.queuesTopic, n.readers = newSessionTable(), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
-	n.releases, n.releasing = make(chan *release, maxReleases), map[string]*release{}
+	n.sessions, n.queuesTopic, n.readers = newSessionTable(cfg.Node, cfg.HeartbeatInterval), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
+	n.releases, n.releasing, n.tails = make(chan *release, maxReleases), map[string]*release{}, newTails()
 	n.buffers.New = func() any { return new([]byte) }
 	var err error
 	if n.maxRecord, err = conf.MessageMaxBytes(cfg.Connector.Properties); err != nil {
@@ -353,6 +358,7 @@ func (n *Node) Start(local Local) error {
 	n.run(n.followState)
 	n.run(n.heartbeats)
 	n.run(n.releaseSessions)
+	n.run(n.followQueues)
 	ctx, cancel := context.WithCancel(n.ctx)
 	n.stopReceiving, n.received = cancel, make(chan struct{})
 	go func() {
@@ -602,6 +608,7 @@ func (n *Node) heartbeats() {
 		case now := <-check.C:
 			n.checkMembers(now)
 			n.sweepSessions(now)
+			n.sessions.handedOver(now)
 		}
 	}
 }

@@ -142,6 +142,15 @@ func (r *routes) match(topic string, localShared []string) (dests []destination,
 	return dests, keep
 }
 
+// reaches reports whether topic goes to node for a plain subscription.
+func (r *routes) reaches(node, topic string) bool {
+	if r.active.Load() == 0 {
+		return false
+	}
+	_, ok := r.index.Subscribers(topic).Subscriptions[node]
+	return ok
+}
+
 func btoi(b bool) int {
 	if b {
 		return 1

@@ -108,13 +108,28 @@ type sessionTable struct {
 	changed chan struct{}
 	index   *mqtt.TopicsIndex
 	inIndex map[string]*Session // the sessions whose filters are in index
+	// handing are the sessions in index that moved to another node (or
+	// connected there) since this node read so: a publish the holder has
+	// no route for yet is still queued, for grace, and the holder reads
+	// it from the queue.
+	self    string
+	grace   time.Duration
+	handing map[string]handover
 	// queued counts the sessions in index: 0 lets a publish skip matching.
 	queued atomic.Int64
 }
 
-func newSessionTable() *sessionTable {
+// handover is a session connected on node, queued for until until.
+type handover struct {
+	node  string
+	until time.Time
+}
+
+// newSessionTable is the table of node self, which queues for a session
+// connected on another node for grace after it reads so.
+func newSessionTable(self string, grace time.Duration) *sessionTable {
 	return &sessionTable{byID: map[string]*Session{}, down: map[string]time.Time{}, changed: make(chan struct{}),
-		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}}
+		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}, self: self, grace: grace, handing: map[string]handover{}}
 }
 
 // get returns a copy of id's record, nil if there is none.
@@ -164,12 +179,16 @@ func (t *sessionTable) offlineSince(s *Session) (int64, bool) {
 func (t *sessionTable) set(id string, s *Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	cur := t.byID[id]
 	if s == nil {
 		delete(t.byID, id)
-	} else if cur := t.byID[id]; cur != nil && s.Epoch < cur.Epoch {
+	} else if cur != nil && s.Epoch < cur.Epoch {
 		return
 	} else {
 		t.byID[id] = s
+	}
+	if s != nil && s.Persistent && s.Connected && s.Node != t.self && (cur == nil || !cur.Connected || cur.Node != s.Node) {
+		t.handing[id] = handover{node: s.Node, until: time.Now().Add(t.grace)}
 	}
 	t.reindex(id, s)
 	close(t.changed)
@@ -200,6 +219,11 @@ func (t *sessionTable) reindex(id string, s *Session) {
 	if s != nil && s.Persistent {
 		_, queue = t.offlineSince(s)
 	}
+	if queue {
+		delete(t.handing, id)
+	} else {
+		queue = t.handsOver(id, s, time.Now())
+	}
 	if old := t.inIndex[id]; old != nil {
 		if queue && old == s {
 			return
@@ -218,6 +242,37 @@ func (t *sessionTable) reindex(id string, s *Session) {
 	}
 	t.inIndex[id] = s
 	t.queued.Add(1)
+}
+
+// handsOver reports whether id, connected on another node, is still
+// queued for: this node read that it moved there less than grace ago;
+// t.mu held.
+func (t *sessionTable) handsOver(id string, s *Session, now time.Time) bool {
+	h, ok := t.handing[id]
+	if !ok || s == nil || !s.Persistent || !s.Connected || h.node != s.Node || now.After(h.until) {
+		delete(t.handing, id)
+		return false
+	}
+	return true
+}
+
+// handedOver stops queueing for the sessions whose grace passed at now.
+func (t *sessionTable) handedOver(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, h := range t.handing {
+		if now.After(h.until) {
+			t.reindex(id, t.byID[id])
+		}
+	}
+}
+
+// handingTo is the node id is connected on while it is still queued for,
+// "" if it is not connected.
+func (t *sessionTable) handingTo(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.handing[id].node
 }
 
 // match returns the sessions whose messages are queued in Kafka that
@@ -282,11 +337,11 @@ func (t *sessionTable) due(node string, up []string, now time.Time, late time.Du
 }
 
 // count is how many sessions the cluster has, and how many of them queue
-// their messages in Kafka.
+// their messages in Kafka because they are offline.
 func (t *sessionTable) count() (all int, queued int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.byID), t.queued.Load()
+	return len(t.byID), t.queued.Load() - int64(len(t.handing))
 }
 
 // decodeSession reads a record of the sessions topic.

@@ -109,8 +109,13 @@ func (n *Node) answers(node string) bool {
 }
 
 // Hold records that client id is connected here with session s; a
-// negative s.From keeps the recorded one.
+// negative s.From keeps the recorded one. A session resumed with its
+// subscriptions has its queue read on from s.From for tailGrace, so that
+// what the other nodes queue before they know is delivered to it.
 func (n *Node) Hold(id string, s Session) {
+	if s.Persistent && s.From >= 0 && len(s.Subscriptions) > 0 {
+		n.tails.add(id, n.queuePartition(id), s.From, time.Now().Add(n.tailGrace()))
+	}
 	cur, _ := n.sessions.get(id)
 	if cur != nil {
 		s.Epoch = cur.Epoch + 1
@@ -150,7 +155,8 @@ func (n *Node) boundWill(id string, s *Session) *Will {
 // reports whether the record keeps s's will, which the cluster then
 // publishes when it is due.
 func (n *Node) Release(id string, s Session, inflight []*Message) bool {
-	r := &release{id: id, s: s, done: make(chan struct{}), deadline: time.Now().Add(queueWait)}
+	r := &release{id: id, s: s, done: make(chan struct{}), deadline: time.Now().Add(queueWait),
+		undelivered: n.tails.drop(id, n.queuePartition(id))}
 	if s.Persistent {
 		r.reports, r.err = n.queueInflight(id, inflight)
 	}
@@ -181,6 +187,10 @@ type release struct {
 	err      error            // the mark's, if it was not sent
 	deadline time.Time
 	done     chan struct{}
+	// undelivered is where the records queued for the session before
+	// the mark that this node's reading of its queue did not deliver
+	// start, -1 if it was not read.
+	undelivered int64
 }
 
 // maxReleases bounds the releases waiting for Kafka; a disconnect finding
@@ -229,6 +239,9 @@ func (n *Node) finishRelease(r *release) {
 				"client", id, "err", err)
 		} else {
 			s.From = offset
+			if r.undelivered >= 0 {
+				s.From = min(offset, r.undelivered)
+			}
 		}
 	}
 	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, false, "", time.Now().Unix()
@@ -287,6 +300,7 @@ func (n *Node) awaitReleases(ctx context.Context) {
 
 // End removes client id's session from the cluster, if this node holds it.
 func (n *Node) End(id string) {
+	n.tails.drop(id, n.queuePartition(id))
 	if cur, _ := n.sessions.get(id); cur != nil && cur.Node == n.cfg.Node && cur.Claim == "" {
 		n.putSession(id, nil)
 	}
@@ -330,13 +344,17 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 func (n *Node) queuePartition(id string) int32 { return int32(fnv(id) % uint32(n.queueParts)) }
 
 // queue writes m to the queue of each session offline in Kafka that
-// subscribes to its topic, at QoS min(publish, subscription); QoS 0 is
-// not queued.
+// subscribes to its topic, at QoS min(publish, subscription), and to that
+// of each session just connected on a node m is not routed to yet; QoS 0
+// is not queued.
 func (n *Node) queue(m *Message) {
 	if n.sessions.queued.Load() == 0 || m.QoS == 0 {
 		return
 	}
 	for id, qos := range n.sessions.match(m.Topic) {
+		if to := n.sessions.handingTo(id); to != "" && n.routes.reaches(to, m.Topic) {
+			continue // the node it is connected on gets m routed
+		}
 		q := *m
 		q.QoS, q.SharedGroupsTaken = min(q.QoS, qos), nil
 		if q.QoS == 0 {

@@ -245,6 +245,47 @@ func TestClusterSessions(t *testing.T) {
 		n2.offlineOn(t, before+1)
 	})
 
+	t.Run("PublishRightAfterResume", func(t *testing.T) {
+		// n2 learns that a session resumed on n3 one Kafka round trip
+		// after its CONNACK: what n2 takes meanwhile still reaches it.
+		const sessions = 200
+		before := n2.status(t).SessionsOffline
+		id := func(i int) string { return fmt.Sprintf("right-%d", i) }
+		for i := range sessions {
+			c, _, _ := sessionClient(t, n1.mqtt, id(i), 300, nil, 0, nil, nil)
+			subscribe(t, c, id(i))
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		n2.offlineOn(t, before+sessions)
+		pub := testkit.MQTTClient(t, n2.mqtt, "right-pub", nil)
+		box := &testkit.Inbox{}
+		resumed := make([]*paho.Client, sessions)
+		for i := range sessions {
+			c, ca, _ := sessionClient(t, n3.mqtt, id(i), 300, nil, 0, box, nil)
+			if !ca.SessionPresent {
+				t.Fatalf("session present = 0 for %s on n3", id(i))
+			}
+			resumed[i] = c
+			if r := testkit.Publish(t, pub, id(i), 1, []byte(id(i))); r.ReasonCode != 0 {
+				t.Fatalf("PUBACK %d", r.ReasonCode)
+			}
+		}
+		testkit.WaitFor(t, 30*time.Second, fmt.Sprintf("the %d publishes made right after each resume", sessions), func() bool {
+			got := map[string]bool{}
+			for _, p := range box.Payloads() {
+				got[p] = true
+			}
+			return len(got) == sessions
+		})
+		if extra := box.Len() - sessions; extra > 0 {
+			t.Logf("%d of the %d delivered twice", extra, sessions)
+		}
+		for _, c := range resumed {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		n2.offlineOn(t, before+sessions)
+	})
+
 	t.Run("HolderKilledWhileOffline", func(t *testing.T) {
 		before := n2.status(t).SessionsOffline
 		c, _, _ := sessionClient(t, n1.mqtt, "survivor", 300, nil, 0, nil, nil)
