@@ -64,12 +64,11 @@ func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, li
 	if resume && s != nil && s.Persistent {
 		c.Session, from = s, s.From
 	}
-	msgs, end, err := n.readQueue(ctx, id, from, limit)
-	if err != nil {
-		return c, err
-	}
-	c.Messages, c.From = msgs, end
-	return c, nil
+	// A failed read hands over what it read and where it got to, so that
+	// the next resume reads on from there, not from offset 0.
+	var err error
+	c.Messages, c.From, err = n.readQueue(ctx, id, from, limit)
+	return c, err
 }
 
 // awaitHandover waits until the record of id says the old holder let the
@@ -420,23 +419,24 @@ func markOffset(id string, reports chan kafka.Event, deadline time.Time) (int64,
 }
 
 // readQueue reads id's queue from offset from (kafka.OffsetEnd: nothing,
-// only where it ends) to its end, keeping up to limit messages.
+// only where it ends) to its end, keeping up to limit messages, and
+// returns where it read to: from, or where it stopped, if it fails.
 func (n *Node) readQueue(ctx context.Context, id string, from int64, limit int) ([]*Message, int64, error) {
 	c, err := n.queueReader()
 	if err != nil {
-		return nil, 0, err
+		return nil, from, err
 	}
 	defer func() { n.readers <- c }()
 	p := n.queuePartition(id)
 	_, high, err := c.QueryWatermarkOffsets(n.queuesTopic, p, waitMillis(ctx))
 	if err != nil {
-		return nil, 0, fmt.Errorf("cluster: the end of queue partition %d: %w", p, err)
+		return nil, from, fmt.Errorf("cluster: the end of queue partition %d: %w", p, err)
 	}
 	if from < 0 || from >= high {
 		return nil, high, nil
 	}
 	if err := c.Assign([]kafka.TopicPartition{{Topic: &n.queuesTopic, Partition: p, Offset: kafka.Offset(from)}}); err != nil {
-		return nil, 0, fmt.Errorf("cluster: reading queue partition %d: %w", p, err)
+		return nil, from, fmt.Errorf("cluster: reading queue partition %d: %w", p, err)
 	}
 	defer func() { _ = c.Unassign() }()
 	ctx, cancel := context.WithTimeout(ctx, queueWait)

@@ -1,0 +1,70 @@
+package cluster_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/mqkafka/mqkafka/cluster"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// TestFailedQueueReadKeepsOffset: a resume whose read of the session's
+// queue fails records the queue from where it was, not from offset 0, so
+// that the next resume does not deliver the whole history again.
+func TestFailedQueueReadKeepsOffset(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	n1 := join(t, kafka, "n1")
+	const id = "keep"
+	s := cluster.Session{Persistent: true, Expiry: 300, Version: 5, Subscriptions: []cluster.Subscription{{Filter: "keep/#", QoS: 1}}, From: -1}
+	for range 3 {
+		n1.n.Hold(id, s)
+		n1.n.Release(id, s, nil)
+	}
+	var from int64
+	testkit.WaitFor(t, 10*time.Second, "the third release recorded", func() bool {
+		r := n1.n.Session(id)
+		if r == nil || r.Connected || r.From < 2 {
+			return false
+		}
+		from = r.From
+		return true
+	})
+	kc.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		lo := req.(*kmsg.ListOffsetsRequest)
+		resp := lo.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range lo.Topics {
+			if !strings.HasSuffix(rt.Topic, ".queues") {
+				return nil, nil, false
+			}
+			t := kmsg.NewListOffsetsResponseTopic()
+			t.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				p := kmsg.NewListOffsetsResponseTopicPartition()
+				p.Partition, p.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
+				t.Partitions = append(t.Partitions, p)
+			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := n1.n.Claim(ctx, id, true, true, 0)
+	if err == nil {
+		t.Fatal("the queue read did not fail")
+	}
+	if c.Session == nil {
+		t.Fatal("the session is not resumed")
+	}
+	s.From = c.From
+	n1.n.Hold(id, s)
+	if got := n1.n.Session(id).From; got != from {
+		t.Fatalf("queue recorded from %d after a failed read, want %d", got, from)
+	}
+}
