@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/mqkafka/mqkafka/cluster"
@@ -66,5 +67,23 @@ func TestFailedQueueReadKeepsOffset(t *testing.T) {
 	n1.n.Hold(id, s)
 	if got := n1.n.Session(id).From; got != from {
 		t.Fatalf("queue recorded from %d after a failed read, want %d", got, from)
+	}
+}
+
+// TestSessionRecordFromTheFuture: a record another writer put in the
+// sessions topic with the largest epoch does not wedge its client id: a
+// connection here still takes the session.
+func TestSessionRecordFromTheFuture(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := join(t, kafka, "n1")
+	const id = "future"
+	testkit.Produce(t, kafka, []*kgo.Record{
+		{Topic: "mqkafka.t.sessions", Key: []byte("seen"), Value: []byte(`{"owner":"","node":"ghost","persistent":true,"epoch":3,"from":0}`)},
+		{Topic: "mqkafka.t.sessions", Key: []byte(id), Value: []byte(`{"owner":"","node":"ghost","connected":true,"persistent":true,"epoch":18446744073709551615,"from":-5}`)},
+	})
+	testkit.WaitFor(t, 10*time.Second, "the record after it read", func() bool { return n1.n.Session("seen") != nil })
+	n1.n.Hold(id, cluster.Session{Persistent: true, Expiry: 300, Version: 5, From: -1})
+	if s := n1.n.Session(id); s == nil || s.Node != "n1" || !s.Connected {
+		t.Fatalf("the session held here is recorded as %+v", s)
 	}
 }
