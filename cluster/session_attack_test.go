@@ -2,10 +2,12 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -85,5 +87,45 @@ func TestSessionRecordFromTheFuture(t *testing.T) {
 	n1.n.Hold(id, cluster.Session{Persistent: true, Expiry: 300, Version: 5, From: -1})
 	if s := n1.n.Session(id); s == nil || s.Node != "n1" || !s.Connected {
 		t.Fatalf("the session held here is recorded as %+v", s)
+	}
+}
+
+// TestSubscriptionTooLargeForSessionRecord: a filter that would make a
+// persistent session's record larger than message.max.bytes is refused
+// with SUBACK 0x97 and counted, and the filters accepted before it are
+// all in the record the session leaves in the cluster.
+func TestSubscriptionTooLargeForSessionRecord(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", "[connectors.properties]\n\"message.max.bytes\" = \"5000\"\n"), true)
+	c := testkit.Subscriber(t, n1.addr, "big", 300, &testkit.Inbox{}, 1, "a")
+	accepted := 1
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: fmt.Sprintf("%d/%s", i, strings.Repeat("f", 500)), QoS: 1}}})
+		cancel()
+		if sa == nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		if sa.Reasons[0] == 0x97 {
+			break
+		}
+		if sa.Reasons[0] != 1 {
+			t.Fatalf("SUBACK %#x", sa.Reasons[0])
+		}
+		accepted++
+	}
+	if accepted > 10 {
+		t.Fatalf("%d filters of 500 bytes accepted in a record of 5,000", accepted)
+	}
+	if got := n1.b.Refused()["session_too_large"]; got != 1 {
+		t.Fatalf("refused session_too_large = %d, want 1", got)
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	testkit.WaitFor(t, 10*time.Second, "the session released", func() bool {
+		s := n1.n.Session("big")
+		return s != nil && !s.Connected
+	})
+	if got := len(n1.n.Session("big").Subscriptions); got != accepted {
+		t.Fatalf("the record keeps %d subscriptions, want the %d accepted", got, accepted)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -134,15 +135,32 @@ func (n *Node) boundWill(id string, s *Session) *Will {
 	if s.Will == nil {
 		return nil
 	}
-	value, err := json.Marshal(s)
-	if err == nil && conf.RecordOverhead+len(id)+len(value) <= n.maxRecord {
+	size, fits := n.recordFits(id, s)
+	if fits {
 		return s.Will
 	}
 	if logx.Allowed(&n.lastTooLargeLog) {
 		n.log.Warn("will kept by this node only: its session's record would be larger than message.max.bytes (if this node dies, the will is not published)",
-			"client", id, "bytes", len(value), "max", n.maxRecord)
+			"client", id, "bytes", size, "max", n.maxRecord)
 	}
 	return nil
+}
+
+// Fits reports whether client id's session s, but for its will (kept by
+// its node when it does not fit), fits in a record of the sessions topic
+// with the largest epoch, offsets and times a node may give it.
+func (n *Node) Fits(id string, s Session) bool {
+	s.Will, s.Node, s.Claim, s.Connected = nil, n.cfg.Node, n.cfg.Node, true
+	s.Epoch, s.Disconnected, s.From = maxEpoch, math.MaxInt64, math.MaxInt64
+	_, fits := n.recordFits(id, &s)
+	return fits
+}
+
+// recordFits is the size of s's record and whether it fits in a record of
+// the sessions topic.
+func (n *Node) recordFits(id string, s *Session) (int, bool) {
+	value, err := json.Marshal(s)
+	return len(value), err == nil && conf.RecordOverhead+len(id)+len(value) <= n.maxRecord
 }
 
 // Release records that client id's connection here ended: its session
