@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -30,6 +31,8 @@ type Sessions interface {
 	Release(id string, s cluster.Session, inflight []*cluster.Message) bool
 	// End removes id's session from the cluster.
 	End(id string)
+	// Fits reports whether id's session s fits in the cluster's record.
+	Fits(id string, s cluster.Session) bool
 }
 
 // ShareSessions keeps this node's sessions in the cluster's: a CONNECT
@@ -81,15 +84,16 @@ type sessionHook struct {
 	// claims carry what OnConnect claimed to OnSessionEstablished.
 	claims sync.Map // *mqtt.Client → cluster.Claimed
 	// handover marks the clients whose session another node took.
-	handover    sync.Map // *mqtt.Client → bool
-	lastRefusal atomic.Int64
+	handover     sync.Map // *mqtt.Client → bool
+	lastRefusal  atomic.Int64
+	lastTooLarge atomic.Int64
 }
 
 func (h *sessionHook) ID() string { return "mqkafka-cluster-sessions" }
 
 func (h *sessionHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed:
+	case mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscriptionCheck, mqtt.OnSubscribed, mqtt.OnUnsubscribed:
 		return true
 	}
 	return false
@@ -232,6 +236,31 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 			h.store.OnClientExpired(cl)
 		}
 	}
+}
+
+// maxSubscriptionIdentifier is the largest Subscription Identifier MQTT 5
+// allows.
+const maxSubscriptionIdentifier = 268_435_455
+
+// OnSubscriptionCheck refuses a filter (SUBACK 0x97) that would make a
+// persistent session's record too large for the cluster to keep: accepted,
+// the session would lose it on its next node.
+func (h *sessionHook) OnSubscriptionCheck(cl *mqtt.Client, filter string) bool {
+	if !persistent(cl) {
+		return true
+	}
+	s := record(cl, -1)
+	s.Subscriptions = append(slices.DeleteFunc(s.Subscriptions, func(sub cluster.Subscription) bool { return sub.Filter == filter }),
+		cluster.Subscription{Filter: filter, QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2, Identifier: maxSubscriptionIdentifier})
+	if h.s.Fits(cl.ID, s) {
+		return true
+	}
+	h.refused.add("session_too_large")
+	if logx.Allowed(&h.lastTooLarge) {
+		h.log.Info("subscription refused: its session's record would be larger than message.max.bytes (logged at most once a second)",
+			"client", cl.ID, "filter", filter, "subscriptions", len(s.Subscriptions))
+	}
+	return false
 }
 
 // OnSubscribed records a connected persistent session's new subscriptions.

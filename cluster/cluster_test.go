@@ -87,6 +87,13 @@ func joinWith(t testing.TB, kafkaAddr, node, tables string) *member {
 // joinConfig is join with the node's config.
 func joinConfig(t testing.TB, node string, cfg *conf.Config) *member {
 	t.Helper()
+	return joinSessions(t, node, cfg, false)
+}
+
+// joinSessions is joinConfig that, with share, keeps the node's sessions in
+// the cluster's.
+func joinSessions(t testing.TB, node string, cfg *conf.Config, share bool) *member {
+	t.Helper()
 	m := &member{logs: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -103,6 +110,11 @@ func joinConfig(t testing.TB, node string, cfg *conf.Config) *member {
 	}
 	if err := m.b.JoinCluster(m.n); err != nil {
 		t.Fatal(err)
+	}
+	if share {
+		if err := m.b.ShareSessions(m.n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -344,6 +344,11 @@ func (t *sessionTable) count() (all int, queued int64) {
 	return len(t.byID), t.queued.Load() - int64(len(t.handing))
 }
 
+// maxEpoch bounds the epoch of a record read: epochs grow by one a claim
+// or a connection, so a larger one is another writer's, and applying it
+// would leave no epoch for the nodes' records to follow it with.
+const maxEpoch = 1 << 53
+
 // decodeSession reads a record of the sessions topic.
 func decodeSession(value []byte) (*Session, error) {
 	if value == nil {
@@ -352,6 +357,9 @@ func decodeSession(value []byte) (*Session, error) {
 	s := new(Session)
 	if err := json.Unmarshal(value, s); err != nil {
 		return nil, err
+	}
+	if s.Epoch > maxEpoch {
+		return nil, fmt.Errorf("cluster: session epoch %d beyond %d", s.Epoch, uint64(maxEpoch))
 	}
 	return s, nil
 }

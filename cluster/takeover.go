@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -64,12 +65,11 @@ func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, li
 	if resume && s != nil && s.Persistent {
 		c.Session, from = s, s.From
 	}
-	msgs, end, err := n.readQueue(ctx, id, from, limit)
-	if err != nil {
-		return c, err
-	}
-	c.Messages, c.From = msgs, end
-	return c, nil
+	// A failed read hands over what it read and where it got to, so that
+	// the next resume reads on from there, not from offset 0.
+	var err error
+	c.Messages, c.From, err = n.readQueue(ctx, id, from, limit)
+	return c, err
 }
 
 // awaitHandover waits until the record of id says the old holder let the
@@ -135,15 +135,32 @@ func (n *Node) boundWill(id string, s *Session) *Will {
 	if s.Will == nil {
 		return nil
 	}
-	value, err := json.Marshal(s)
-	if err == nil && conf.RecordOverhead+len(id)+len(value) <= n.maxRecord {
+	size, fits := n.recordFits(id, s)
+	if fits {
 		return s.Will
 	}
 	if logx.Allowed(&n.lastTooLargeLog) {
 		n.log.Warn("will kept by this node only: its session's record would be larger than message.max.bytes (if this node dies, the will is not published)",
-			"client", id, "bytes", len(value), "max", n.maxRecord)
+			"client", id, "bytes", size, "max", n.maxRecord)
 	}
 	return nil
+}
+
+// Fits reports whether client id's session s, but for its will (kept by
+// its node when it does not fit), fits in a record of the sessions topic
+// with the largest epoch, offsets and times a node may give it.
+func (n *Node) Fits(id string, s Session) bool {
+	s.Will, s.Node, s.Claim, s.Connected = nil, n.cfg.Node, n.cfg.Node, true
+	s.Epoch, s.Disconnected, s.From = maxEpoch, math.MaxInt64, math.MaxInt64
+	_, fits := n.recordFits(id, &s)
+	return fits
+}
+
+// recordFits is the size of s's record and whether it fits in a record of
+// the sessions topic.
+func (n *Node) recordFits(id string, s *Session) (int, bool) {
+	value, err := json.Marshal(s)
+	return len(value), err == nil && conf.RecordOverhead+len(id)+len(value) <= n.maxRecord
 }
 
 // Release records that client id's connection here ended: its session
@@ -420,23 +437,24 @@ func markOffset(id string, reports chan kafka.Event, deadline time.Time) (int64,
 }
 
 // readQueue reads id's queue from offset from (kafka.OffsetEnd: nothing,
-// only where it ends) to its end, keeping up to limit messages.
+// only where it ends) to its end, keeping up to limit messages, and
+// returns where it read to: from, or where it stopped, if it fails.
 func (n *Node) readQueue(ctx context.Context, id string, from int64, limit int) ([]*Message, int64, error) {
 	c, err := n.queueReader()
 	if err != nil {
-		return nil, 0, err
+		return nil, from, err
 	}
 	defer func() { n.readers <- c }()
 	p := n.queuePartition(id)
 	_, high, err := c.QueryWatermarkOffsets(n.queuesTopic, p, waitMillis(ctx))
 	if err != nil {
-		return nil, 0, fmt.Errorf("cluster: the end of queue partition %d: %w", p, err)
+		return nil, from, fmt.Errorf("cluster: the end of queue partition %d: %w", p, err)
 	}
 	if from < 0 || from >= high {
 		return nil, high, nil
 	}
 	if err := c.Assign([]kafka.TopicPartition{{Topic: &n.queuesTopic, Partition: p, Offset: kafka.Offset(from)}}); err != nil {
-		return nil, 0, fmt.Errorf("cluster: reading queue partition %d: %w", p, err)
+		return nil, from, fmt.Errorf("cluster: reading queue partition %d: %w", p, err)
 	}
 	defer func() { _ = c.Unassign() }()
 	ctx, cancel := context.WithTimeout(ctx, queueWait)

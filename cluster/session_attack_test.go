@@ -1,0 +1,131 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/mqkafka/mqkafka/cluster"
+	"github.com/mqkafka/mqkafka/internal/testkit"
+)
+
+// TestFailedQueueReadKeepsOffset: a resume whose read of the session's
+// queue fails records the queue from where it was, not from offset 0, so
+// that the next resume does not deliver the whole history again.
+func TestFailedQueueReadKeepsOffset(t *testing.T) {
+	kc, kafka := testkit.NewKafka(t, 0)
+	n1 := join(t, kafka, "n1")
+	const id = "keep"
+	s := cluster.Session{Persistent: true, Expiry: 300, Version: 5, Subscriptions: []cluster.Subscription{{Filter: "keep/#", QoS: 1}}, From: -1}
+	for range 3 {
+		n1.n.Hold(id, s)
+		n1.n.Release(id, s, nil)
+	}
+	var from int64
+	testkit.WaitFor(t, 10*time.Second, "the third release recorded", func() bool {
+		r := n1.n.Session(id)
+		if r == nil || r.Connected || r.From < 2 {
+			return false
+		}
+		from = r.From
+		return true
+	})
+	kc.ControlKey(int16(kmsg.ListOffsets), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		lo := req.(*kmsg.ListOffsetsRequest)
+		resp := lo.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range lo.Topics {
+			if !strings.HasSuffix(rt.Topic, ".queues") {
+				return nil, nil, false
+			}
+			t := kmsg.NewListOffsetsResponseTopic()
+			t.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				p := kmsg.NewListOffsetsResponseTopicPartition()
+				p.Partition, p.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
+				t.Partitions = append(t.Partitions, p)
+			}
+			resp.Topics = append(resp.Topics, t)
+		}
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := n1.n.Claim(ctx, id, true, true, 0)
+	if err == nil {
+		t.Fatal("the queue read did not fail")
+	}
+	if c.Session == nil {
+		t.Fatal("the session is not resumed")
+	}
+	s.From = c.From
+	n1.n.Hold(id, s)
+	if got := n1.n.Session(id).From; got != from {
+		t.Fatalf("queue recorded from %d after a failed read, want %d", got, from)
+	}
+}
+
+// TestSessionRecordFromTheFuture: a record another writer put in the
+// sessions topic with the largest epoch does not wedge its client id: a
+// connection here still takes the session.
+func TestSessionRecordFromTheFuture(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := join(t, kafka, "n1")
+	const id = "future"
+	testkit.Produce(t, kafka, []*kgo.Record{
+		{Topic: "mqkafka.t.sessions", Key: []byte("seen"), Value: []byte(`{"owner":"","node":"ghost","persistent":true,"epoch":3,"from":0}`)},
+		{Topic: "mqkafka.t.sessions", Key: []byte(id), Value: []byte(`{"owner":"","node":"ghost","connected":true,"persistent":true,"epoch":18446744073709551615,"from":-5}`)},
+	})
+	testkit.WaitFor(t, 10*time.Second, "the record after it read", func() bool { return n1.n.Session("seen") != nil })
+	n1.n.Hold(id, cluster.Session{Persistent: true, Expiry: 300, Version: 5, From: -1})
+	if s := n1.n.Session(id); s == nil || s.Node != "n1" || !s.Connected {
+		t.Fatalf("the session held here is recorded as %+v", s)
+	}
+}
+
+// TestSubscriptionTooLargeForSessionRecord: a filter that would make a
+// persistent session's record larger than message.max.bytes is refused
+// with SUBACK 0x97 and counted, and the filters accepted before it are
+// all in the record the session leaves in the cluster.
+func TestSubscriptionTooLargeForSessionRecord(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", "[connectors.properties]\n\"message.max.bytes\" = \"5000\"\n"), true)
+	c := testkit.Subscriber(t, n1.addr, "big", 300, &testkit.Inbox{}, 1, "a")
+	accepted := 1
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: fmt.Sprintf("%d/%s", i, strings.Repeat("f", 500)), QoS: 1}}})
+		cancel()
+		if sa == nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		if sa.Reasons[0] == 0x97 {
+			break
+		}
+		if sa.Reasons[0] != 1 {
+			t.Fatalf("SUBACK %#x", sa.Reasons[0])
+		}
+		accepted++
+	}
+	if accepted > 10 {
+		t.Fatalf("%d filters of 500 bytes accepted in a record of 5,000", accepted)
+	}
+	if got := n1.b.Refused()["session_too_large"]; got != 1 {
+		t.Fatalf("refused session_too_large = %d, want 1", got)
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	testkit.WaitFor(t, 10*time.Second, "the session released", func() bool {
+		s := n1.n.Session("big")
+		return s != nil && !s.Connected
+	})
+	if got := len(n1.n.Session("big").Subscriptions); got != accepted {
+		t.Fatalf("the record keeps %d subscriptions, want the %d accepted", got, accepted)
+	}
+}
