@@ -63,7 +63,9 @@ func subscribe(t testing.TB, c *paho.Client, filter string) {
 // offlineOn waits until n sees want sessions queued in Kafka.
 func (n *clusterNode) offlineOn(t testing.TB, want int64) {
 	t.Helper()
-	testkit.WaitFor(t, 20*time.Second, fmt.Sprintf("%d offline sessions seen by %s", want, n.name), func() bool {
+	// Generous: hundreds of releases, each a Kafka round trip before its
+	// record, on a machine that runs the rest of the suite alongside.
+	testkit.WaitFor(t, 60*time.Second, fmt.Sprintf("%d offline sessions seen by %s", want, n.name), func() bool {
 		return n.status(t).SessionsOffline == want
 	})
 }
