@@ -21,9 +21,10 @@ type Sessions interface {
 	// Session is client id's live session record, nil if none.
 	Session(id string) *cluster.Session
 	// Claim makes this node the holder of id's session, taking it over
-	// from the node holding it connected, and with resume reads what was
+	// from the node holding it connected (cluster.ErrOwner: that node's
+	// connection is of another user than owner), and with resume reads what was
 	// queued for it (up to limit).
-	Claim(ctx context.Context, id string, resume, persistent bool, limit int) (cluster.Claimed, error)
+	Claim(ctx context.Context, id, owner string, resume, persistent bool, limit int) (cluster.Claimed, error)
 	// Hold records that id is connected here.
 	Hold(id string, s cluster.Session)
 	// Release records that id's connection here ended, queuing inflight,
@@ -58,15 +59,52 @@ func (b *Broker) ShareSessions(s Sessions) error {
 func (b *Broker) TakeOver(id string) bool {
 	b.srv.CancelDelayedWill(id)
 	h := b.sessions
+	return h != nil && b.endHere(id, &h.handover, packets.ErrSessionTakenOver)
+}
+
+// OwnerHere is the user name of client id's connection here, if there is
+// one and session_owner_check is on.
+func (b *Broker) OwnerHere(id string) (string, bool) {
+	h := b.sessions
+	if h == nil || !h.ownerCheck {
+		return "", false
+	}
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		return "", false
+	}
+	return string(cl.Properties.Username), true
+}
+
+// Refuse ends client id's connection here with DISCONNECT 0x87 for MQTT 5,
+// because another user's session in the cluster has that id; the
+// connection leaves nothing to the cluster, its will included. It is
+// counted as refused session_owner.
+func (b *Broker) Refuse(id string) bool {
+	h := b.sessions
 	if h == nil {
 		return false
 	}
+	if cl, ok := b.srv.Clients.Get(id); ok {
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	}
+	b.srv.CancelDelayedWill(id)
+	if !b.endHere(id, &h.refusedHere, packets.ErrNotAuthorized) {
+		return false
+	}
+	h.refusedOwner(id, "", "")
+	return true
+}
+
+// endHere ends client id's connection here with code, marking it in
+// marks for OnDisconnect; it reports whether a connection ended.
+func (b *Broker) endHere(id string, marks *sync.Map, code packets.Code) bool {
 	cl, ok := b.srv.Clients.Get(id)
 	if !ok || cl.Closed() || cl.Net.Inline {
 		return false
 	}
-	h.handover.Store(cl, true)
-	_ = b.srv.DisconnectClient(cl, packets.ErrSessionTakenOver)
+	marks.Store(cl, true)
+	_ = b.srv.DisconnectClient(cl, code)
 	return true
 }
 
@@ -83,8 +121,10 @@ type sessionHook struct {
 	log        *slog.Logger
 	// claims carry what OnConnect claimed to OnSessionEstablished.
 	claims sync.Map // *mqtt.Client → cluster.Claimed
-	// handover marks the clients whose session another node took.
+	// handover marks the clients whose session another node took;
+	// refusedHere those ended because the session is another user's.
 	handover     sync.Map // *mqtt.Client → bool
+	refusedHere  sync.Map // *mqtt.Client → bool
 	lastRefusal  atomic.Int64
 	lastTooLarge atomic.Int64
 }
@@ -114,18 +154,14 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if cl.Net.Inline {
 		return nil
 	}
-	if s := h.s.Session(cl.ID); s != nil && h.ownerCheck && s.Owner != string(cl.Properties.Username) {
-		h.refused.add("session_owner")
-		if logx.Allowed(&h.lastRefusal) {
-			h.log.Info("client refused: its client id belongs to another user's session in the cluster (logged at most once a second)",
-				"client", cl.ID, "username", string(cl.Properties.Username), "node", s.Node)
-		}
-		if err := h.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil); err != nil {
-			return fmt.Errorf("refused session send ack: %w", err)
-		}
-		return packets.ErrNotAuthorized
+	owner := string(cl.Properties.Username)
+	if s := h.s.Session(cl.ID); s != nil && h.ownerCheck && s.Owner != owner {
+		return h.refuse(cl, s.Node)
 	}
-	c, err := h.s.Claim(context.Background(), cl.ID, !pk.Connect.Clean, persistent(cl), h.limit)
+	c, err := h.s.Claim(context.Background(), cl.ID, owner, !pk.Connect.Clean, persistent(cl), h.limit)
+	if errors.Is(err, cluster.ErrOwner) {
+		return h.refuse(cl, "")
+	}
 	if err != nil {
 		h.log.Warn("session resumed without what was queued for it", "client", cl.ID, "err", err)
 	}
@@ -136,6 +172,26 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	h.claims.Store(cl, c)
 	return nil
+}
+
+// refuse answers cl's CONNECT with 0x87 (3.1.1: 5): its client id is of
+// another user's session, held on node.
+func (h *sessionHook) refuse(cl *mqtt.Client, node string) error {
+	h.refusedOwner(cl.ID, string(cl.Properties.Username), node)
+	if err := h.srv.SendConnack(cl, packets.ErrNotAuthorized, false, nil); err != nil {
+		return fmt.Errorf("refused session send ack: %w", err)
+	}
+	return packets.ErrNotAuthorized
+}
+
+// refusedOwner counts and logs a client refused because its client id is
+// of another user's session.
+func (h *sessionHook) refusedOwner(id, username, node string) {
+	h.refused.add("session_owner")
+	if logx.Allowed(&h.lastRefusal) {
+		h.log.Info("client refused: its client id belongs to another user's session in the cluster (logged at most once a second)",
+			"client", id, "username", username, "node", node)
+	}
 }
 
 // offline is session s of client id as mochi keeps a disconnected one.
@@ -206,9 +262,14 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 		return
 	}
 	_, handedOver := h.handover.LoadAndDelete(cl)
+	_, refused := h.refusedHere.LoadAndDelete(cl)
 	h.claims.Delete(cl)
 	if cl.IsTakenOver() && !handedOver {
 		return // by a client of this node, which holds the session now
+	}
+	if refused {
+		h.drop(cl)
+		return
 	}
 	if expire && !handedOver {
 		h.s.End(cl.ID)
@@ -228,6 +289,12 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if expire {
 		return
 	}
+	h.drop(cl)
+}
+
+// drop removes cl's session from this node, where the cluster keeps it no
+// longer.
+func (h *sessionHook) drop(cl *mqtt.Client) {
 	if cur, ok := h.srv.Clients.Get(cl.ID); ok && cur == cl {
 		cl.ClearInflights()
 		h.srv.UnsubscribeClient(cl)

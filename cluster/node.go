@@ -47,6 +47,13 @@ type Local interface {
 	// because another node holds its session now, and cancels its delayed
 	// will; the connection's end releases the session.
 	TakeOver(id string) bool
+	// OwnerHere is the user name of client id's connection here, if there
+	// is one and the broker checks sessions' owners.
+	OwnerHere(id string) (string, bool)
+	// Refuse ends the connection of client id here as not authorised,
+	// because another user's session has that id, leaving the session's
+	// record to that user.
+	Refuse(id string) bool
 	// PublishWill publishes m as the will of client id, which the
 	// cluster kept in its session's record.
 	PublishWill(id string, m *Message) error
@@ -106,6 +113,10 @@ type Node struct {
 	members   map[string]*member
 	// unanswered are the nodes that let a session claim time out, and when.
 	unanswered map[string]time.Time
+	// confirmed are the client ids whose record of a connection here was
+	// read back from the sessions topic: a record of another user read
+	// after it came later, and is refused.
+	confirmed map[string]bool
 	// selfHeard is when this run's last heartbeat was sent, as read back.
 	selfHeard time.Time
 	// twin says which other process heartbeats under this node's name.
@@ -162,7 +173,7 @@ type heartbeat struct {
 // New creates the node's producers; nothing is read before Load.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.With("component", "cluster"), routes: newRoutes(cfg.Node),
-		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, retained: map[string]*Message{}, started: time.Now()}
+		announced: map[string]bool{}, members: map[string]*member{}, unanswered: map[string]time.Time{}, confirmed: map[string]bool{}, retained: map[string]*Message{}, started: time.Now()}
 	n.messagesTopic = n.topic(topicMessages)
 	n.sessions, n.queuesTopic, n.readers = newSessionTable(cfg.Node, cfg.HeartbeatInterval), n.topic(topicQueues), make(chan *kafka.Consumer, maxQueueReaders)
 	n.releases, n.releasing, n.tails = make(chan *release, maxReleases), map[string]*release{}, newTails()

@@ -25,6 +25,9 @@ type Session struct {
 	Persistent bool `json:"persistent"`
 	// Claim is a node asking Node to end the connection and hand over.
 	Claim string `json:"claim,omitempty"`
+	// Refused is a node whose connection or claim of another user the
+	// holder refused: that node refuses its client (0x87).
+	Refused string `json:"refused,omitempty"`
 	// Epoch grows with each claim and each connection.
 	Epoch   uint64 `json:"epoch"`
 	Version byte   `json:"protocol_version"`

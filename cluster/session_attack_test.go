@@ -58,7 +58,7 @@ func TestFailedQueueReadKeepsOffset(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := n1.n.Claim(ctx, id, true, true, 0)
+	c, err := n1.n.Claim(ctx, id, "", true, true, 0)
 	if err == nil {
 		t.Fatal("the queue read did not fail")
 	}

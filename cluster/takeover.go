@@ -23,6 +23,10 @@ const maxHandoverWait = 2 * time.Second
 // offset of a hand-over mark.
 const queueWait = 10 * time.Second
 
+// ErrOwner is returned by Claim when the node holding the session refused
+// the claim: the session is another user's.
+var ErrOwner = errors.New("cluster: the session belongs to another user")
+
 // Claimed is what Claim found for a client id.
 type Claimed struct {
 	// Session is the session to resume, nil if there is none or it expired.
@@ -40,17 +44,22 @@ func (n *Node) Session(id string) *Session { return n.sessions.live(id, time.Now
 // Claim makes this node the one that holds client id's session. If another
 // node that is up holds it connected, it is asked to end that connection
 // and hand over, and Claim waits for it (up to one Kafka round trip and
-// a bit; at most maxHandoverWait). With resume, the messages queued for
+// a bit; at most maxHandoverWait); the claim carries owner, the user name
+// of the connecting client, and a holder whose connection is of another
+// user refuses it (ErrOwner). With resume, the messages queued for
 // the session are read, up to limit (0: no limit; what is over is dropped
 // and counted).
-func (n *Node) Claim(ctx context.Context, id string, resume, persistent bool, limit int) (Claimed, error) {
+func (n *Node) Claim(ctx context.Context, id, owner string, resume, persistent bool, limit int) (Claimed, error) {
 	n.awaitRelease(ctx, id)
 	s := n.Session(id)
 	if s != nil && s.Connected && s.Node != n.cfg.Node && n.answers(s.Node) {
 		claim := *s
-		claim.Claim, claim.Epoch = n.cfg.Node, s.Epoch+1
+		claim.Claim, claim.Epoch, claim.Owner, claim.Refused = n.cfg.Node, s.Epoch+1, owner, ""
 		n.putSession(id, &claim)
 		s = n.awaitHandover(ctx, id, claim.Epoch)
+		if s != nil && s.Refused == n.cfg.Node && s.Owner != owner {
+			return Claimed{}, fmt.Errorf("cluster: claim of %s refused by %s: %w", id, s.Node, ErrOwner)
+		}
 	}
 	if resume && s != nil && s.Persistent && s.Connected && s.Node != n.cfg.Node {
 		// Its holder is down or did not answer: what was in flight to the
@@ -123,7 +132,7 @@ func (n *Node) Hold(id string, s Session) {
 			s.From = cur.From
 		}
 	}
-	s.Node, s.Connected, s.Claim, s.Disconnected = n.cfg.Node, true, "", 0
+	s.Node, s.Connected, s.Claim, s.Refused, s.Disconnected = n.cfg.Node, true, "", "", 0
 	s.Will = n.boundWill(id, &s)
 	n.putSession(id, &s)
 }
@@ -334,27 +343,79 @@ func (n *Node) putSession(id string, s *Session) {
 }
 
 // applySession takes a record of the sessions topic; another node holding
-// or claiming a session this node holds ends its connection here.
+// or claiming a session this node holds ends its connection here, unless
+// the two connections are of different users and the broker checks
+// owners: then the one whose record came first in the topic keeps the
+// session.
 func (n *Node) applySession(id string, value []byte, loading bool) {
 	s, err := decodeSession(value)
 	if err != nil {
 		n.log.Warn("cluster session record unreadable", "client", id, "err", err)
 		return
 	}
+	prev, _ := n.sessions.get(id)
 	n.sessions.set(id, s)
 	if loading || s == nil || n.local == nil {
+		n.confirm(id, false)
 		return
 	}
 	// A node's own claim, read back, is not another node's.
-	if s.Claim != n.cfg.Node && ((s.Claim != "" && s.Node == n.cfg.Node) || (s.Connected && s.Node != n.cfg.Node)) {
-		// A release under way here answers the claim with its record.
-		if !n.local.TakeOver(id) && s.Node == n.cfg.Node && !n.releasePending(id) {
-			// Nothing here to hand over: the claimant need not wait.
-			off := *s
-			off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
-			n.putSession(id, &off)
-		}
+	if s.Claim == n.cfg.Node || !(s.Claim != "" && s.Node == n.cfg.Node || s.Connected && s.Node != n.cfg.Node) {
+		n.confirm(id, s.Node == n.cfg.Node && s.Connected && s.Claim == "")
+		return
 	}
+	if owner, ok := n.local.OwnerHere(id); ok && owner != s.Owner {
+		n.refuseOther(id, prev, s)
+		return
+	}
+	n.confirm(id, false)
+	// A release under way here answers the claim with its record.
+	if !n.local.TakeOver(id) && s.Node == n.cfg.Node && !n.releasePending(id) {
+		// Nothing here to hand over: the claimant need not wait.
+		off := *s
+		off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
+		n.putSession(id, &off)
+	}
+}
+
+// refuseOther settles s, a record of another user's connection or claim
+// of client id, whose connection here is of a different user: if this
+// node's record of its connection came first (prev is that record), it
+// keeps the session and writes it again, refusing s's node; otherwise its
+// connection is the one refused.
+func (n *Node) refuseOther(id string, prev, s *Session) {
+	other := s.Node
+	if s.Claim != "" {
+		other = s.Claim
+	}
+	if n.isConfirmed(id) && s.Refused != n.cfg.Node && prev != nil && prev.Node == n.cfg.Node && prev.Connected {
+		r := *prev
+		r.Epoch, r.Claim, r.Refused = s.Epoch+1, "", other
+		n.putSession(id, &r)
+		return
+	}
+	n.confirm(id, false)
+	n.local.Refuse(id)
+}
+
+// confirm records whether client id's record of a connection here is the
+// last one read from the sessions topic.
+func (n *Node) confirm(id string, here bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if here {
+		n.confirmed[id] = true
+	} else {
+		delete(n.confirmed, id)
+	}
+}
+
+// isConfirmed reports whether client id's record of a connection here was
+// read back and no other record of it since.
+func (n *Node) isConfirmed(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.confirmed[id]
 }
 
 // queuePartition is the partition of the queues topic of client id's session.

@@ -385,3 +385,90 @@ func TestClusterSessionsThroughHAProxy(t *testing.T) {
 		t.Fatal("the first connection got no DISCONNECT within 2 s")
 	}
 }
+
+// ownerClient connects an MQTT 5 client with user name user and a
+// persistent session to addr, and returns it with its CONNACK's reason
+// code; onDisconnect gets the server's DISCONNECT.
+func ownerClient(t testing.TB, addr, id, user string, box *testkit.Inbox, onDisconnect func(*paho.Disconnect)) (*paho.Client, byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	cc := paho.ClientConfig{ClientID: id, Conn: conn, OnServerDisconnect: onDisconnect}
+	if box != nil {
+		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { box.Add(pr.Packet); return true, nil },
+		}
+	}
+	c := paho.NewClient(cc)
+	expiry := uint32(300)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, Username: user, UsernameFlag: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ca == nil {
+		t.Fatalf("connect %s as %s to %s: %v", id, user, addr, err)
+	}
+	return c, ca.ReasonCode
+}
+
+// TestClusterSessionOwnerRace: user b connecting on n2 with user a's
+// client id before n2 has read a's record, a moment after a connected on
+// n1, is refused with 0x87 and does not end a's connection; a same-user
+// takeover still ends it with 0x8E.
+func TestClusterSessionOwnerRace(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
+	n1, n2 := clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2")
+	n1.start(t)
+	n2.start(t)
+	for _, n := range []*clusterNode{n1, n2} {
+		testkit.WaitFor(t, 20*time.Second, n.name+" to see the two nodes up", func() bool { return n.sees(t, "n1", "n2") })
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("owned-%d", i)
+		aCodes := make(chan byte, 1)
+		box := &testkit.Inbox{}
+		a, code := ownerClient(t, n1.mqtt, id, "a", box, func(d *paho.Disconnect) { aCodes <- d.ReasonCode })
+		if code != 0 {
+			t.Fatalf("a's CONNACK 0x%02X", code)
+		}
+		subscribe(t, a, id+"/#")
+		bCodes := make(chan byte, 1)
+		_, code = ownerClient(t, n2.mqtt, id, "b", nil, func(d *paho.Disconnect) { bCodes <- d.ReasonCode })
+		if code == 0 {
+			// n2 had not read a's record: n1, holding a's connection,
+			// refuses b's, and n2 ends it.
+			select {
+			case code = <-bCodes:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: b, CONNACK 0, got no DISCONNECT", id)
+			}
+		}
+		if code != 0x87 {
+			t.Fatalf("%s: b got 0x%02X, want 0x87", id, code)
+		}
+		testkit.Publish(t, testkit.MQTTClient(t, n1.mqtt, id+"-pub", nil), id+"/x", 1, []byte("still a's"))
+		testkit.WaitFor(t, 10*time.Second, id+": a publish on a's connection", func() bool { return box.Len() == 1 })
+		select {
+		case code := <-aCodes:
+			t.Fatalf("%s: a's connection got DISCONNECT 0x%02X", id, code)
+		default:
+		}
+		// The same user takes the session over.
+		c, code := ownerClient(t, n2.mqtt, id, "a", nil, nil)
+		if code != 0 {
+			t.Fatalf("%s: a's takeover on n2 got CONNACK 0x%02X", id, code)
+		}
+		select {
+		case code := <-aCodes:
+			if code != 0x8E {
+				t.Fatalf("%s: a's connection on n1 got DISCONNECT 0x%02X, want 0x8E", id, code)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: a's connection on n1 got no DISCONNECT", id)
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+	}
+}
