@@ -186,6 +186,7 @@ func TestClusterSessions(t *testing.T) {
 		wills := &testkit.Inbox{}
 		testkit.Subscriber(t, n2.mqtt, "will-watch", 0, wills, 1, "will/#")
 		n1.routes(t, 1)
+		sessions := n2.status(t).Sessions
 		_, _, conn := sessionClient(t, n1.mqtt, "expiring", 2, &paho.WillMessage{Topic: "will/expiring", QoS: 1, Payload: []byte("gone")}, 1, nil, nil)
 		conn.Close() // no DISCONNECT: the will is due
 		gone := time.Now()
@@ -201,6 +202,11 @@ func TestClusterSessions(t *testing.T) {
 		_ = c.Disconnect(&paho.Disconnect{})
 		if wills.Len() != 1 {
 			t.Fatalf("the will was published %d times", wills.Len())
+		}
+		// Ended in the background otherwise, while the next subtests
+		// count the offline sessions.
+		for _, n := range nodes {
+			testkit.WaitFor(t, 20*time.Second, "the session's end seen by "+n.name, func() bool { return n.status(t).Sessions == sessions })
 		}
 	})
 
