@@ -105,7 +105,7 @@ func TestReadyzWithKafkaDown(t *testing.T) {
 func TestAPIChangesApplyWithoutRestart(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "mt", "api-topic"))
 	cfgText := adminConfig(t, addr, `topic = "mt"`)
-	cfgText = strings.Replace(cfgText, `"message.timeout.ms" = "10000"`, "\"message.timeout.ms\" = \"10000\"\n\"sasl.password\" = \"hunter2\"", 1)
+	cfgText = strings.Replace(cfgText, `"api.version.request.timeout.ms" = "10000"`, "\"api.version.request.timeout.ms\" = \"10000\"\n\"sasl.password\" = \"hunter2\"", 1)
 	a := startApp(t, cfgText)
 	s1 := a.sinkRun("s1")
 	if code, body := call(t, a, "POST", "/api/v1/sinks", "s3cret", `{"name":"s2","connector":"k","topic":"api-topic","value":"${payload}","max_inflight":4}`); code != 201 {

@@ -288,7 +288,7 @@ func TestDashboardBrowser(t *testing.T) {
 	b.screenshot(t, "connectors")
 	b.do(t, "edit the connector", chromedp.Evaluate[chromedp.Void](`location.hash = '#/connectors/k'`), chromedp.WaitVisible(chromedp.CSS("#entry-form")))
 	b.wait(t, "the connector's keys", fmt.Sprintf(`document.querySelector('[name="f:bootstrap_hosts"]').value === %q &&
-		document.querySelector('[name="f:properties"]').value.includes('message.timeout.ms = 10000')`, kafkaAddr))
+		document.querySelector('[name="f:properties"]').value.includes('api.version.request.timeout.ms = 10000')`, kafkaAddr))
 
 	// A source's topic mapping is edited in its rows.
 	b.do(t, "edit the source", chromedp.Evaluate[chromedp.Void](`location.hash = '#/sources/src1/edit'`), chromedp.WaitVisible(chromedp.CSS("#entry-form")))

@@ -177,7 +177,7 @@ func TestDashboardAPI(t *testing.T) {
 		if e := apiJSON(t, a, "GET", "/api/v1/sources/src1/entry", "", 200); at(e, "topic_mapping", 0, "mqtt_topic") != "down/${.key}" {
 			t.Errorf("source entry %v", e)
 		}
-		if e := apiJSON(t, a, "GET", "/api/v1/connectors/k/entry", "", 200); at(e, "properties", "message.timeout.ms") != "10000" {
+		if e := apiJSON(t, a, "GET", "/api/v1/connectors/k/entry", "", 200); at(e, "properties", "api.version.request.timeout.ms") != "10000" {
 			t.Errorf("connector entry %v", e)
 		}
 		apiJSON(t, a, "GET", "/api/v1/rules/nope/entry", "", 404)

@@ -203,8 +203,20 @@ func (c *Config) validateConnectors(bad func(path, format string, args ...any), 
 		if _, err := MessageMaxBytes(cn.Properties); err != nil {
 			bad(p+".properties", "%v", err)
 		}
+		for _, k := range managedProperties {
+			if _, ok := cn.Properties[k]; ok {
+				bad(p+".properties", "%s is set by mqkafka: a sink's records stay in librdkafka until Kafka takes them or the sink's max_batch_age passes, so that a record given up on cannot land after the records behind it; set max_batch_age instead", k)
+			}
+		}
 	}
 }
+
+// managedProperties are the librdkafka properties that decide when a
+// producer gives up on a record. Each sink sets them from max_batch_age: a
+// record librdkafka gave up on for any other reason would be sent again
+// from the buffer after the records behind it, which librdkafka may
+// already have delivered.
+var managedProperties = []string{"message.timeout.ms", "delivery.timeout.ms", "retries", "message.send.max.retries"}
 
 // DefaultMessageMaxBytes is librdkafka's default message.max.bytes.
 const DefaultMessageMaxBytes = 1_000_000

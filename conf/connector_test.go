@@ -294,3 +294,21 @@ func TestSinkMaxInflightBytes(t *testing.T) {
 	}
 	wantProblem(t, sink+"max_inflight_bytes = \"1KB\"\n", 8, "sinks[0].max_inflight_bytes: must be at least 64KB")
 }
+
+// TestGiveUpPropertiesAreManaged: the librdkafka properties that make a
+// producer give up on a record are refused (each sink sets them from
+// max_batch_age), and max_batch_age must be one librdkafka takes.
+func TestGiveUpPropertiesAreManaged(t *testing.T) {
+	for _, k := range []string{"message.timeout.ms", "delivery.timeout.ms", "retries", "message.send.max.retries"} {
+		wantProblem(t, fmt.Sprintf("[connectors.properties]\n%q = \"1000\"\n", k), 4,
+			fmt.Sprintf("connectors[0].properties: %s is set by mqkafka", k))
+	}
+	sink := "[[sinks]]\nname = \"s\"\nconnector = \"k\"\ntopic = \"t\"\n"
+	cfg, ps := parseConnector(t, sink+"max_batch_age = \"30s\"\n")
+	if len(ps) > 0 || cfg.Sinks[0].MaxBatchAge != 30*time.Second {
+		t.Fatalf("30s: %v, problems %s", cfg.Sinks[0].MaxBatchAge, fmtProblems(ps))
+	}
+	for _, v := range []string{"5ms", "500us", "-1s", "600h"} {
+		wantProblem(t, sink+fmt.Sprintf("max_batch_age = %q\n", v), 8, "sinks[0].max_batch_age: must be")
+	}
+}

@@ -174,8 +174,12 @@ func (c *Config) validateSinks(bad func(path, format string, args ...any), enum 
 		if s.MaxLingerTime < 0 {
 			bad(p+".max_linger_time", "must not be negative")
 		}
-		if s.MaxBatchAge < 0 {
-			bad(p+".max_batch_age", "must not be negative")
+		// The age is librdkafka's message.timeout.ms, which must be
+		// longer than linger.ms and fit its range.
+		if s.MaxBatchAge < 0 || s.MaxBatchAge > (1<<31-1)*time.Millisecond {
+			bad(p+".max_batch_age", "must be between 0 (no limit) and 596h")
+		} else if ms := s.MaxBatchAge / time.Millisecond; s.MaxBatchAge > 0 && (ms < 1 || ms <= s.MaxLingerTime/time.Millisecond) {
+			bad(p+".max_batch_age", "must be longer than max_linger_time and at least 1ms")
 		}
 		if s.MaxRetries < 0 {
 			bad(p+".max_retries", "must not be negative")

@@ -35,6 +35,9 @@ type ClientConfig struct {
 	// MaxInflightBytes is the sink's max_inflight_bytes; librdkafka's own
 	// queue is bounded to it (0: 4 GB, for clients of no sink).
 	MaxInflightBytes int64
+	// MaxBatchAge is the sink's max_batch_age: librdkafka gives up on a
+	// record after this long (message.timeout.ms; 0: never).
+	MaxBatchAge time.Duration
 }
 
 // NewClientConfig is the librdkafka producer sink s of connector cn needs;
@@ -51,6 +54,7 @@ func NewClientConfig(cn conf.Connector, s conf.Sink) ClientConfig {
 		Conn:             connector.Settings(cn),
 		MetadataTimeout:  cn.MetadataRequestTimeout,
 		MaxInflightBytes: int64(s.MaxInflightBytes),
+		MaxBatchAge:      s.MaxBatchAge,
 	}
 }
 
@@ -77,6 +81,10 @@ func (c ClientConfig) configMap() kafka.ConfigMap {
 		"linger.ms":                    int(c.Linger / time.Millisecond),
 		"queue.buffering.max.messages": 10_000_000,
 		"queue.buffering.max.kbytes":   int(kbytes),
+		// A record librdkafka gives up on is sent again from the buffer,
+		// after records behind it that librdkafka may still deliver; only
+		// a record past max_batch_age, dropped instead, may be given up on.
+		"message.timeout.ms": int(c.MaxBatchAge / time.Millisecond),
 		// Delivery reports wait here for serveEvents; the default (a
 		// million) is 16 MB of channel that a long drain cycles through.
 		"go.events.channel.size": eventsChannelSize,

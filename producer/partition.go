@@ -103,6 +103,9 @@ func classify(err error) (buffer.Reason, bool) {
 		return "", false
 	}
 	switch ke.Code() {
+	case kafka.ErrMsgTimedOut:
+		// librdkafka's message.timeout.ms is the sink's max_batch_age.
+		return buffer.ReasonExpired, true
 	case kafka.ErrMsgSizeTooLarge, kafka.ErrInvalidMsgSize:
 		return buffer.ReasonTooLarge, true
 	case kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition, kafka.ErrTopicException:

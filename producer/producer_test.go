@@ -41,7 +41,7 @@ func newTestSinkWith(t *testing.T, kafkaAddr, topic string, props map[string]str
 	client, err := NewClient(ClientConfig{
 		Connector: "k", Conn: connector.Config{BootstrapHosts: kafkaAddr, Properties: props}, RequiredAcks: sc.RequiredAcks,
 		Compression: sc.Compression, Linger: sc.MaxLingerTime,
-		MaxInflightBytes: int64(sc.MaxInflightBytes),
+		MaxInflightBytes: int64(sc.MaxInflightBytes), MaxBatchAge: sc.MaxBatchAge,
 	}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func newTestSinkWith(t *testing.T, kafkaAddr, topic string, props map[string]str
 func enqueue(t *testing.T, s *Sink, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		ev := &rule.Event{ClientID: "c", Topic: "t", Payload: fmt.Appendf(nil, "m%06d", i)}
+		ev := &rule.Event{ClientID: "c", Topic: "t", Payload: fmt.Appendf(nil, "m%06d", i), Timestamp: time.Now().UnixMilli()}
 		if err := s.Enqueue(context.Background(), ack.InCall(), ev); err != nil {
 			t.Fatalf("enqueue %d: %v", i, err)
 		}
@@ -121,25 +121,68 @@ func TestFatalErrorRecreatesProducer(t *testing.T) {
 	}
 }
 
-// TestRetriableFailuresAreResent: Kafka failing produce requests with a
-// retriable error for a while makes records time out in librdkafka; they are
-// sent again from the buffer, in order, and none is lost.
-func TestRetriableFailuresAreResent(t *testing.T) {
+// TestRetriableFailuresWaitInOrder: while Kafka refuses every produce
+// request with a retriable error, records wait in librdkafka; none is
+// counted delivered, dropped or sent again, and once Kafka takes them again
+// every record arrives once and in order.
+func TestRetriableFailuresWaitInOrder(t *testing.T) {
 	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "r"))
 	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "r", Err: kerr.NotEnoughReplicas, Count: -1})
-	s := newValueSink(t, addr, "r", map[string]string{"message.timeout.ms": "500", "retry.backoff.ms": "50"})
+	s := newValueSink(t, addr, "r", map[string]string{"retry.backoff.ms": "10", "retry.backoff.max.ms": "10"})
 	enqueue(t, s, 0, 300)
-	testkit.WaitFor(t, 20*time.Second, "a retry", func() bool { return s.Counters.Retried.Load() > 0 })
+	testkit.WaitFor(t, 20*time.Second, "refused produce requests", func() bool { return fault.Hits() >= 20 })
 	if got := s.Counters.Success.Load(); got != 0 {
 		t.Fatalf("%d successes while Kafka refuses every produce", got)
 	}
 	fault.Remove()
 	testkit.WaitFor(t, 30*time.Second, "all delivered", func() bool { return s.Counters.Success.Load() == 300 })
-	dups := checkDelivered(t, addr, "r", 300)
-	t.Logf("retried %d, duplicates %d", s.Counters.Retried.Load(), dups)
-	if d := s.Counters.DroppedTotal(); d != 0 {
-		t.Fatalf("dropped %v", s.Counters.Dropped())
+	if dups := checkDelivered(t, addr, "r", 300); dups != 0 {
+		t.Fatalf("%d duplicates", dups)
 	}
+	if d, r := s.Counters.DroppedTotal(), s.Counters.Retried.Load(); d != 0 || r != 0 {
+		t.Fatalf("dropped %v, sent again %d; want neither", s.Counters.Dropped(), r)
+	}
+}
+
+// TestMaxBatchAgeNeverReorders: with max_batch_age, librdkafka gives up on
+// a record that Kafka refused for that long, and the record is dropped as
+// expired rather than sent again behind the records after it. Records
+// handed over later, still within their age when Kafka recovers, land
+// first; a resend of the older ones would put them after, breaking order.
+func TestMaxBatchAgeNeverReorders(t *testing.T) {
+	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "o"))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "o", Err: kerr.NotEnoughReplicas, Count: -1})
+	s := newTestSinkWith(t, addr, "o", map[string]string{"retry.backoff.ms": "20", "retry.backoff.max.ms": "20"}, func(sc *conf.Sink) {
+		sc.MaxBatchAge = time.Second
+	})
+	s.render.value = rule.MustTemplate("${payload}")
+	enqueue(t, s, 0, 50)
+	// The second run is handed over well after the first, so that it is
+	// still within its age when the first has expired.
+	testkit.WaitFor(t, 20*time.Second, "the first run refused", func() bool { return fault.Hits() >= 10 })
+	enqueue(t, s, 50, 50)
+	testkit.WaitFor(t, 20*time.Second, "the first run expired", func() bool {
+		return s.Counters.Dropped()[buffer.ReasonExpired] >= 50
+	})
+	fault.Remove()
+	enqueue(t, s, 100, 50)
+	testkit.WaitFor(t, 30*time.Second, "every record settled", func() bool {
+		return s.Counters.Success.Load()+s.Counters.DroppedTotal() == 150
+	})
+	recs := testkit.Consume(t, addr, "o", int(s.Counters.Success.Load()), 30*time.Second)
+	seen, dups := testkit.Ordered(t, payloadsInOrder(t, recs))
+	if dups != 0 || s.Counters.Retried.Load() != 0 {
+		t.Fatalf("%d duplicates, %d sent again; an expired record is never sent again", dups, s.Counters.Retried.Load())
+	}
+	if d := s.Counters.Dropped(); len(d) != 1 || int(d[buffer.ReasonExpired])+len(seen) != 150 {
+		t.Fatalf("dropped %v and %d in Kafka: every record is either delivered or expired", d, len(seen))
+	}
+	for i := 100; i < 150; i++ {
+		if !seen[fmt.Sprintf("m%06d", i)] {
+			t.Fatalf("m%06d, enqueued after Kafka recovered, missing", i)
+		}
+	}
+	t.Logf("expired %d, delivered %d", s.Counters.DroppedTotal(), len(seen))
 }
 
 // TestTooLargeIsRefusedBeforeBuffering: a record over message.max.bytes is

@@ -118,9 +118,9 @@ func TestConnectorCheckProblems(t *testing.T) {
 	}
 	ca := testkit.NewCA(t)
 	for _, tc := range []struct{ text, want string }{
-		{strings.Replace(testkit.WithConnectorTables(t, base, testkit.SASLTable("scram_sha_256", secret)), `"message.timeout.ms"`, `"no.such.property" = "1"`+"\n"+`"message.timeout.ms"`, 1), "no.such.property"},
+		{strings.Replace(testkit.WithConnectorTables(t, base, testkit.SASLTable("scram_sha_256", secret)), `"api.version.request.timeout.ms"`, `"no.such.property" = "1"`+"\n"+`"api.version.request.timeout.ms"`, 1), "no.such.property"},
 		{testkit.WithConnectorTables(t, base, testkit.SSLTable(ca.CertFile, fmt.Sprintf("certfile = %q\nkeyfile = %q\n", cert, badKey))+testkit.SASLTable("plain", secret)), "librdkafka rejects the configuration"},
-		{strings.Replace(testkit.WithConnectorTables(t, base, testkit.SASLTable("plain", secret)), `"message.timeout.ms"`, `"sasl.mechanisms" = "BOGUS"`+"\n"+`"message.timeout.ms"`, 1), "librdkafka rejects the configuration"},
+		{strings.Replace(testkit.WithConnectorTables(t, base, testkit.SASLTable("plain", secret)), `"api.version.request.timeout.ms"`, `"sasl.mechanisms" = "BOGUS"`+"\n"+`"api.version.request.timeout.ms"`, 1), "librdkafka rejects the configuration"},
 	} {
 		code, out := check(tc.text)
 		if code != 2 || !strings.Contains(out, tc.want) {

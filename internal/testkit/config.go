@@ -16,7 +16,7 @@ func BaseConfig(t testing.TB, kafkaAddr, topic string) string {
 
 // SinkConfig is one connector, one rule on t/# and one sink given as TOML lines.
 func SinkConfig(t testing.TB, kafkaAddr, sinkTOML string) string {
-	return ConfigHead(t, kafkaAddr, "1s", `"message.timeout.ms" = "10000"`) + `
+	return ConfigHead(t, kafkaAddr, "1s", `"api.version.request.timeout.ms" = "10000"`) + `
 [[rules]]
 id = "r1"
 sql = 'SELECT * FROM "t/#"'
