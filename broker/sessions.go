@@ -162,6 +162,12 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if errors.Is(err, cluster.ErrOwner) {
 		return h.refuse(cl, "")
 	}
+	// The record may have changed between the check above and the
+	// claim's answer (a claim its holder read as stale): a session of
+	// another user is not handed to this one.
+	if c.Session != nil && h.ownerCheck && c.Session.Owner != owner {
+		return h.refuse(cl, c.Session.Node)
+	}
 	if err != nil {
 		h.log.Warn("session resumed without what was queued for it", "client", cl.ID, "err", err)
 	}

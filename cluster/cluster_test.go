@@ -87,12 +87,12 @@ func joinWith(t testing.TB, kafkaAddr, node, tables string) *member {
 // joinConfig is join with the node's config.
 func joinConfig(t testing.TB, node string, cfg *conf.Config) *member {
 	t.Helper()
-	return joinSessions(t, node, cfg, false)
+	return joinSessions(t, node, cfg, nil)
 }
 
 // joinSessions is joinConfig that, with share, keeps the node's sessions in
-// the cluster's.
-func joinSessions(t testing.TB, node string, cfg *conf.Config, share bool) *member {
+// the cluster's, through what share makes of the node.
+func joinSessions(t testing.TB, node string, cfg *conf.Config, share func(*cluster.Node) broker.Sessions) *member {
 	t.Helper()
 	m := &member{logs: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
@@ -111,8 +111,8 @@ func joinSessions(t testing.TB, node string, cfg *conf.Config, share bool) *memb
 	if err := m.b.JoinCluster(m.n); err != nil {
 		t.Fatal(err)
 	}
-	if share {
-		if err := m.b.ShareSessions(m.n); err != nil {
+	if share != nil {
+		if err := m.b.ShareSessions(share(m.n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,6 +131,9 @@ func joinSessions(t testing.TB, node string, cfg *conf.Config, share bool) *memb
 	t.Cleanup(m.stop)
 	return m
 }
+
+// shareNode keeps a node's sessions in the cluster's as they are.
+func shareNode(n *cluster.Node) broker.Sessions { return n }
 
 // stop stops the node; it may be called again.
 func (m *member) stop() {

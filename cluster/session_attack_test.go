@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/mqkafka/mqkafka/broker"
 	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
@@ -96,7 +99,7 @@ func TestSessionRecordFromTheFuture(t *testing.T) {
 // all in the record the session leaves in the cluster.
 func TestSubscriptionTooLargeForSessionRecord(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
-	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", "[connectors.properties]\n\"message.max.bytes\" = \"5000\"\n"), true)
+	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", "[connectors.properties]\n\"message.max.bytes\" = \"5000\"\n"), shareNode)
 	c := testkit.Subscriber(t, n1.addr, "big", 300, &testkit.Inbox{}, 1, "a")
 	accepted := 1
 	for i := range 20 {
@@ -127,5 +130,45 @@ func TestSubscriptionTooLargeForSessionRecord(t *testing.T) {
 	})
 	if got := len(n1.n.Session("big").Subscriptions); got != accepted {
 		t.Fatalf("the record keeps %d subscriptions, want the %d accepted", got, accepted)
+	}
+}
+
+// otherOwnersClaim is a node whose claims answer with a session of user
+// "a", as when the record changes between the broker's owner check and
+// the claim's answer.
+type otherOwnersClaim struct{ *cluster.Node }
+
+func (o otherOwnersClaim) Claim(ctx context.Context, id, owner string, resume, persistent bool, limit int) (cluster.Claimed, error) {
+	c, err := o.Node.Claim(ctx, id, owner, resume, persistent, limit)
+	c.Session = &cluster.Session{Owner: "a", Node: "n9", Persistent: true, Version: 5,
+		Subscriptions: []cluster.Subscription{{Filter: "a/secret", QoS: 1}}}
+	return c, err
+}
+
+// TestClaimOfAnotherUsersSessionRefused: a claim that brings back another
+// user's session refuses the CONNECT with 0x87 (counted session_owner);
+// nothing of that session is resumed for the connecting user.
+func TestClaimOfAnotherUsersSessionRefused(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", ""), func(n *cluster.Node) broker.Sessions { return otherOwnersClaim{n} })
+	conn, err := net.Dial("tcp", n1.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	expiry := uint32(300)
+	_, ca, err := testkit.MQTTSession(t, conn, &paho.Connect{ClientID: "dev", Username: "b", UsernameFlag: true,
+		KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, nil)
+	if err == nil || ca == nil || ca.ReasonCode != 0x87 {
+		t.Fatalf("CONNACK %+v, %v; want 0x87", ca, err)
+	}
+	if got := n1.b.Refused()["session_owner"]; got != 1 {
+		t.Fatalf("refused session_owner = %d, want 1", got)
+	}
+	if _, ok := n1.b.OwnerHere("dev"); ok {
+		t.Fatal("the refused client is connected")
+	}
+	if f := n1.b.Filters(); slices.Contains(f, "a/secret") {
+		t.Fatalf("the other user's session was put here: filters %v", f)
 	}
 }
