@@ -176,17 +176,18 @@ func (t *sessionTable) offlineSince(s *Session) (int64, bool) {
 	return 0, false
 }
 
-// set applies a record (nil: a tombstone). A record of an older epoch
-// than the one applied is stale (written by a node that had not read the
-// newer one yet, as a will's sweep racing a resume) and is ignored.
-func (t *sessionTable) set(id string, s *Session) {
+// set applies a record (nil: a tombstone) and reports whether it took it.
+// A record of an older epoch than the one applied is stale (written by a
+// node that had not read the newer one yet, as a will's sweep racing a
+// resume) and is not taken.
+func (t *sessionTable) set(id string, s *Session) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cur := t.byID[id]
 	if s == nil {
 		delete(t.byID, id)
 	} else if cur != nil && s.Epoch < cur.Epoch {
-		return
+		return false
 	} else {
 		t.byID[id] = s
 	}
@@ -196,6 +197,7 @@ func (t *sessionTable) set(id string, s *Session) {
 	t.reindex(id, s)
 	close(t.changed)
 	t.changed = make(chan struct{})
+	return true
 }
 
 // nodeUp queues, or stops queueing, for the connected sessions of a node

@@ -346,7 +346,7 @@ func (n *Node) putSession(id string, s *Session) {
 // or claiming a session this node holds ends its connection here, unless
 // the two connections are of different users and the broker checks
 // owners: then the one whose record came first in the topic keeps the
-// session.
+// session. A stale record decides nothing but that race (applyStale).
 func (n *Node) applySession(id string, value []byte, loading bool) {
 	s, err := decodeSession(value)
 	if err != nil {
@@ -354,17 +354,20 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 		return
 	}
 	prev, _ := n.sessions.get(id)
-	n.sessions.set(id, s)
+	taken := n.sessions.set(id, s)
 	if loading || s == nil || n.local == nil {
 		n.confirm(id, false)
 		return
 	}
-	// A node's own claim, read back, is not another node's.
-	if s.Claim == n.cfg.Node || !(s.Claim != "" && s.Node == n.cfg.Node || s.Connected && s.Node != n.cfg.Node) {
+	if !taken {
+		n.applyStale(id, s)
+		return
+	}
+	if !n.fromAnother(s) {
 		n.confirm(id, s.Node == n.cfg.Node && s.Connected && s.Claim == "")
 		return
 	}
-	if owner, ok := n.local.OwnerHere(id); ok && owner != s.Owner {
+	if n.otherUserHere(id, s) {
 		n.refuseOther(id, prev, s)
 		return
 	}
@@ -376,6 +379,33 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 		off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
 		n.putSession(id, &off)
 	}
+}
+
+// applyStale takes s, a record of client id older than the one applied,
+// written by a node that had not read that one: the newer record settles
+// what s would, so s ends no connection here, makes this node write
+// nothing and keeps its connection confirmed. Only the race of two users
+// goes by the topic's order, not by epochs: another user's connection or
+// claim read before this node's record of its connection came back was
+// first, and refuses that connection, as refuseOther does.
+func (n *Node) applyStale(id string, s *Session) {
+	if n.fromAnother(s) && n.otherUserHere(id, s) && !n.isConfirmed(id) {
+		n.local.Refuse(id)
+	}
+}
+
+// fromAnother reports whether s is another node's connection, or another
+// node's claim of a session this node holds; this node's own claim, read
+// back, is not.
+func (n *Node) fromAnother(s *Session) bool {
+	return s.Claim != n.cfg.Node && (s.Claim != "" && s.Node == n.cfg.Node || s.Connected && s.Node != n.cfg.Node)
+}
+
+// otherUserHere reports whether client id is connected here as another
+// user than s's owner, with the broker checking owners.
+func (n *Node) otherUserHere(id string, s *Session) bool {
+	owner, ok := n.local.OwnerHere(id)
+	return ok && owner != s.Owner
 }
 
 // refuseOther settles s, a record of another user's connection or claim
