@@ -129,11 +129,12 @@ type Queue interface {
 	// (counted as dropped), ack.ErrWriteFailed while a disk queue cannot
 	// write, or ErrClosed.
 	Append(ctx context.Context, w ack.Wait, recs ...Record) error
-	// AppendSeq appends one record, which it copies, and returns its Seq;
-	// a nil rec appends nothing and returns the Seq of the queue's last
-	// record. Taking a pointer spares the per-call slice a variadic Append
-	// costs through the interface (it escapes, so every publish allocated one).
+	// AppendSeq appends one record, which it copies, and returns its Seq.
+	// Taking a pointer spares the per-call slice a variadic Append costs
+	// through the interface (it escapes, so every publish allocated one).
 	AppendSeq(ctx context.Context, w ack.Wait, rec *Record) (uint64, error)
+	// LastSeq is the Seq of the last record appended (0: none yet).
+	LastSeq() uint64
 	// Read appends entries from the cursor to dst, at most maxBytes of them
 	// but at least one, and advances the cursor.
 	Read(dst []Entry, maxBytes int) ([]Entry, error)

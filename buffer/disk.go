@@ -268,10 +268,14 @@ func (d *Disk) Append(ctx context.Context, w ack.Wait, recs ...Record) error {
 
 // AppendSeq implements Queue.
 func (d *Disk) AppendSeq(ctx context.Context, w ack.Wait, rec *Record) (uint64, error) {
-	if rec == nil {
-		return d.append(ctx, w, nil)
-	}
 	return d.append(ctx, w, unsafe.Slice(rec, 1))
+}
+
+// LastSeq implements Queue.
+func (d *Disk) LastSeq() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nextSeq - 1
 }
 
 func (d *Disk) append(ctx context.Context, w ack.Wait, recs []Record) (uint64, error) {

@@ -48,10 +48,14 @@ func (m *Memory) Append(ctx context.Context, _ ack.Wait, recs ...Record) error {
 
 // AppendSeq implements Queue, as Append does.
 func (m *Memory) AppendSeq(ctx context.Context, _ ack.Wait, rec *Record) (uint64, error) {
-	if rec == nil {
-		return m.append(ctx, nil)
-	}
 	return m.append(ctx, unsafe.Slice(rec, 1))
+}
+
+// LastSeq implements Queue.
+func (m *Memory) LastSeq() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nextSeq - 1
 }
 
 func (m *Memory) append(ctx context.Context, recs []Record) (uint64, error) {
