@@ -30,6 +30,9 @@ type Router interface {
 	// TooLarge returns an error wrapping ack.ErrTooLarge when m, retained
 	// or routed, would make a record larger than Kafka takes.
 	TooLarge(m *cluster.Message) error
+	// Room bounds the records of a publish whatever its topic: one it
+	// fits needs no TooLarge.
+	Room() cluster.Room
 }
 
 // reasonRoutes counts the filters refused because this node announces
@@ -164,9 +167,10 @@ func crossPacket(m *cluster.Message) packets.Packet {
 	return pk
 }
 
-// crossMessage is pk as it crosses nodes.
-func crossMessage(pk *packets.Packet) *cluster.Message {
-	m := &cluster.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
+// crossMessage is pk as it crosses nodes; a value, so that a look at it
+// that keeps nothing does not allocate the message.
+func crossMessage(pk *packets.Packet) cluster.Message {
+	m := cluster.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
 		Origin: pk.Origin, Created: pk.Created}
 	p := &pk.Properties
 	if p.PayloadFormatFlag {
@@ -175,8 +179,11 @@ func crossMessage(pk *packets.Packet) *cluster.Message {
 	}
 	m.ExpiryInterval = p.MessageExpiryInterval
 	m.ContentType, m.ResponseTopic, m.CorrelationData = p.ContentType, p.ResponseTopic, p.CorrelationData
-	for _, up := range p.User {
-		m.UserProps = append(m.UserProps, [2]string{up.Key, up.Val})
+	if len(p.User) > 0 {
+		m.UserProps = make([][2]string, len(p.User))
+		for i, up := range p.User {
+			m.UserProps[i] = [2]string{up.Key, up.Val}
+		}
 	}
 	return m
 }
@@ -210,12 +217,19 @@ func (h *clusterHook) Provides(b byte) bool {
 }
 
 // tooLarge refuses a publish whose record to the other nodes Kafka would
-// refuse after its publisher had the PUBACK.
+// refuse after its publisher had the PUBACK. A publish the router's room
+// fits is not matched against the routes: routing matches it once.
 func (h *clusterHook) tooLarge(pk *packets.Packet) error {
 	if strings.HasPrefix(pk.TopicName, "$") || !(h.r.Remote() || pk.FixedHeader.Retain && len(pk.Payload) > 0) {
 		return nil
 	}
-	err := h.r.TooLarge(crossMessage(pk))
+	if m := crossMessage(pk); h.r.Room().Fits(&m) {
+		return nil
+	}
+	// Built again for the router, which keeps it as far as the compiler can
+	// tell: the one Fits reads stays on the stack.
+	m := crossMessage(pk)
+	err := h.r.TooLarge(&m)
 	if err != nil {
 		h.refusedTooLarge.Add(1)
 	}
@@ -239,7 +253,8 @@ func (h *clusterHook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Pac
 	for f := range subs.Shared {
 		local = append(local, f)
 	}
-	keep := h.r.Route(crossMessage(&pk), local)
+	m := crossMessage(&pk)
+	keep := h.r.Route(&m, local)
 	for _, f := range local {
 		if !contains(keep, f) {
 			delete(subs.Shared, f)
@@ -298,5 +313,5 @@ func (h *clusterHook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int6
 	if m.Created == 0 {
 		m.Created = time.Now().Unix()
 	}
-	h.r.Retained(m)
+	h.r.Retained(&m)
 }

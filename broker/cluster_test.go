@@ -36,6 +36,7 @@ func (noRoutes) Route(_ *cluster.Message, localShared []string) []string { retur
 func (noRoutes) Subscribed(string, bool)                                 {}
 func (noRoutes) Retained(*cluster.Message)                               {}
 func (noRoutes) TooLarge(*cluster.Message) error                         { return nil }
+func (noRoutes) Room() cluster.Room                                      { return cluster.Room{} }
 func (noRoutes) Full() bool                                              { return false }
 
 // BenchmarkPublishWithoutRemoteRoute is what joining a cluster costs a

@@ -284,7 +284,8 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	var inflight []*cluster.Message
 	for _, pk := range cl.State.Inflight.GetAll(false) {
 		if pk.FixedHeader.Type == packets.Publish {
-			inflight = append(inflight, crossMessage(&pk))
+			m := crossMessage(&pk)
+			inflight = append(inflight, &m)
 		}
 	}
 	if h.s.Release(cl.ID, record(cl, -1), inflight) || handedOver {
@@ -370,5 +371,6 @@ func willMessage(id string, w *mqtt.Will) *cluster.Message {
 	pk.Properties = packets.Properties{User: w.User, PayloadFormat: w.PayloadFormat, PayloadFormatFlag: w.PayloadFormatFlag,
 		ContentType: w.ContentType, ResponseTopic: w.ResponseTopic, CorrelationData: w.CorrelationData,
 		MessageExpiryInterval: w.MessageExpiryInterval}
-	return crossMessage(&pk)
+	m := crossMessage(&pk)
+	return &m
 }

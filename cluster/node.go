@@ -509,25 +509,62 @@ func (n *Node) Route(m *Message, localShared []string) []string {
 // queues topic for an offline session that subscribes to it. Kafka
 // would refuse the record after the publisher had its PUBACK.
 func (n *Node) TooLarge(m *Message) error {
-	size := encodedLen(m)
-	if m.Retain && len(m.Payload) > 0 {
-		if wire := conf.RecordOverhead + len(m.Topic) + size; wire > n.maxRecord {
-			return n.tooLarge(m, wire, topicRetained)
-		}
-	}
-	if id := n.sessions.longestMatch(m.Topic); id >= 0 {
-		if wire := conf.RecordOverhead + id + size; wire > n.maxRecord {
-			return n.tooLarge(m, wire, topicQueues)
-		}
-	}
-	w := n.routes.widest(m.Topic)
-	if w < 0 {
-		return nil
-	}
-	if wire := conf.RecordOverhead + w + 1 + len(m.Origin) + size; wire > n.maxRecord {
-		return n.tooLarge(m, wire, topicMessages)
+	exact := Room{record: n.maxRecord, route: n.routes.widest(m.Topic), queue: n.sessions.longestMatch(m.Topic)}
+	if topic, wire := exact.over(m); topic != "" {
+		return n.tooLarge(m, wire, topic)
 	}
 	return nil
+}
+
+// Room bounds the records a publish can make whatever its topic: a
+// publish it fits is one whose records Kafka takes, known without
+// matching its topic against the routes and sessions. The zero Room fits
+// nothing.
+type Room struct {
+	// record is the largest record Kafka takes, with librdkafka's framing.
+	record int
+	// route is the most bytes of a record to another node that depend on
+	// the node (its name and the shared filters it is picked for); queue
+	// is the longest client id of a session queued in Kafka; -1: none.
+	route, queue int
+}
+
+// Room is what the routes and sessions leave a publish now.
+func (n *Node) Room() Room {
+	return Room{record: n.maxRecord, route: int(n.routes.reach.Load()), queue: int(n.sessions.longest.Load())}
+}
+
+// Fits reports whether Kafka takes every record m can make; false leaves
+// the answer to TooLarge.
+func (r Room) Fits(m *Message) bool {
+	topic, _ := r.over(m)
+	return topic == ""
+}
+
+// over is the cluster topic of the first record of m larger than
+// r.record, and that record's size with librdkafka's framing; "" if there
+// is none.
+func (r Room) over(m *Message) (topic string, wire int) {
+	size := conf.RecordOverhead + encodedLen(m)
+	retained, route := -1, -1
+	if m.Retain && len(m.Payload) > 0 {
+		retained = len(m.Topic)
+	}
+	if r.route >= 0 {
+		route = r.route + 1 + len(m.Origin)
+	}
+	// What each record adds to m: the retained topic's key is the topic,
+	// the queue's the client id, and a record to a node names it and the
+	// publisher and carries the shared filters it is picked for.
+	for _, rec := range [...]struct {
+		topic string
+		adds  int
+	}{{topicRetained, retained}, {topicQueues, r.queue}, {topicMessages, route}} {
+		if rec.adds >= 0 && rec.adds+size > r.record {
+			return rec.topic, rec.adds + size
+		}
+	}
+	return "", 0
 }
 
 func (n *Node) tooLarge(m *Message, wire int, topic string) error {

@@ -21,10 +21,21 @@ type routes struct {
 	index  *mqtt.TopicsIndex
 	// active counts the filters in index: 0 lets a publish skip matching.
 	active atomic.Int64
+	// loads are the nodes with filters in index, and reach the most
+	// bytes a record to one of them can depend on (-1: none), which
+	// bounds widest for every topic.
+	loads map[string]*load
+	reach atomic.Int64
 }
 
+// load is what a node's filters in the index add to a record sent to it.
+type load struct{ filters, shared, sharedBytes int }
+
 func newRoutes(self string) *routes {
-	return &routes{self: self, byNode: map[string]map[string]struct{}{}, up: map[string]bool{}, index: mqtt.NewTopicsIndex()}
+	r := &routes{self: self, byNode: map[string]map[string]struct{}{}, up: map[string]bool{}, index: mqtt.NewTopicsIndex(),
+		loads: map[string]*load{}}
+	r.reach.Store(-1)
+	return r
 }
 
 // set records that node has (or no longer has) subscribers for filter;
@@ -75,13 +86,45 @@ func (r *routes) setUp(node string, up bool) {
 func (r *routes) add(node, filter string) {
 	if r.index.Subscribe(node, packets.Subscription{Filter: filter}) {
 		r.active.Add(1)
+		r.weigh(node, filter, 1)
 	}
 }
 
 func (r *routes) remove(node, filter string) {
 	if r.index.Unsubscribe(filter, node) {
 		r.active.Add(-1)
+		r.weigh(node, filter, -1)
 	}
+}
+
+// weigh counts filter into (by +1) or out of (by -1) node's load and
+// measures reach again; r.mu held.
+func (r *routes) weigh(node, filter string, by int) {
+	l := r.loads[node]
+	if l == nil {
+		l = &load{}
+		r.loads[node] = l
+	}
+	l.filters += by
+	if mqtt.IsSharedFilter(filter) {
+		l.shared += by
+		l.sharedBytes += by * field(len(filter))
+	}
+	if l.filters == 0 {
+		delete(r.loads, node)
+	}
+	reach := -1
+	for n, l := range r.loads {
+		reach = max(reach, destinationBytes(n, l.sharedBytes, l.shared))
+	}
+	r.reach.Store(int64(reach))
+}
+
+// destinationBytes is what a record to node depends on: its name in the
+// key and the shared filters it is picked for, shared of them taking
+// sharedBytes encoded.
+func destinationBytes(node string, sharedBytes, shared int) int {
+	return len(node) + sharedBytes + uvarintLen(uint64(shared)) - uvarintLen(0)
 }
 
 // size is how many filters of other nodes are routed to.
@@ -196,7 +239,7 @@ func (r *routes) widest(topic string) int {
 	}
 	w := -1
 	for node, p := range per {
-		w = max(w, len(node)+p[0]+uvarintLen(uint64(p[1]))-uvarintLen(0))
+		w = max(w, destinationBytes(node, p[0], p[1]))
 	}
 	return w
 }

@@ -120,6 +120,10 @@ type sessionTable struct {
 	handing map[string]handover
 	// queued counts the sessions in index: 0 lets a publish skip matching.
 	queued atomic.Int64
+	// idLens counts the sessions in index by the length of their id, the
+	// longest of which is longest (-1: none).
+	idLens  map[int]int
+	longest atomic.Int64
 }
 
 // handover is a session connected on node, queued for until until.
@@ -131,8 +135,11 @@ type handover struct {
 // newSessionTable is the table of node self, which queues for a session
 // connected on another node for grace after it reads so.
 func newSessionTable(self string, grace time.Duration) *sessionTable {
-	return &sessionTable{byID: map[string]*Session{}, down: map[string]time.Time{}, changed: make(chan struct{}),
-		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}, self: self, grace: grace, handing: map[string]handover{}}
+	t := &sessionTable{byID: map[string]*Session{}, down: map[string]time.Time{}, changed: make(chan struct{}),
+		index: mqtt.NewTopicsIndex(), inIndex: map[string]*Session{}, self: self, grace: grace, handing: map[string]handover{},
+		idLens: map[int]int{}}
+	t.longest.Store(-1)
+	return t
 }
 
 // get returns a copy of id's record, nil if there is none.
@@ -238,6 +245,7 @@ func (t *sessionTable) reindex(id string, s *Session) {
 		}
 		delete(t.inIndex, id)
 		t.queued.Add(-1)
+		t.countID(id, -1)
 	}
 	if !queue {
 		return
@@ -247,6 +255,28 @@ func (t *sessionTable) reindex(id string, s *Session) {
 	}
 	t.inIndex[id] = s
 	t.queued.Add(1)
+	t.countID(id, 1)
+}
+
+// countID counts id into (by +1) or out of (by -1) the index's ids and
+// keeps longest; t.mu held.
+func (t *sessionTable) countID(id string, by int) {
+	n := len(id)
+	t.idLens[n] += by
+	switch {
+	case by > 0:
+		t.longest.Store(max(t.longest.Load(), int64(n)))
+	case t.idLens[n] == 0:
+		delete(t.idLens, n)
+		// Only the last id of the longest length changes it.
+		if int64(n) == t.longest.Load() {
+			longest := -1
+			for l := range t.idLens {
+				longest = max(longest, l)
+			}
+			t.longest.Store(int64(longest))
+		}
+	}
 }
 
 // handsOver reports whether id, connected on another node, is still
