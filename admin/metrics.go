@@ -37,6 +37,7 @@ var (
 	dRuleFailed       = desc("rule_failed_total", "Publishes the rule failed on.", "rule")
 	dRuleNoResult     = desc("rule_no_result_total", "Publishes the rule's WHERE rejected.", "rule")
 	dConnections      = desc("broker_connections", "Connected MQTT clients.")
+	dSessions         = desc("broker_sessions", "Sessions held on this node, connected or offline: what max_sessions bounds.")
 	dConnPending      = desc("broker_connections_pending", "Connections accepted that have not sent CONNECT yet.")
 	dAcceptErrors     = desc("broker_accept_errors_total", "Failed accepts on the MQTT listeners (retried), e.g. out of file descriptors.")
 	dMsgReceived      = desc("broker_messages_received_total", "MQTT publishes received.")
@@ -69,7 +70,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		dSinkQueuing, dSinkQueuingBytes, dSinkInflight, dSinkInflightB, dSrcReceived, dSrcSuccess, dSrcFailed, dSrcDropped, dSrcLag,
 		dConnStatus, dRuleMatched, dRulePassed, dRuleFailed, dRuleNoResult, dConnections, dMsgReceived, dMsgSent,
 		dMsgDropped, dBytesReceived, dBytesSent, dRetained, dSubscriptions, dBrokerDropped, dBrokerRefused,
-		dConnPending, dAcceptErrors, dClusterIn, dClusterOut, dClusterDropped, dClusterQueued, dClusterRoutes,
+		dSessions, dConnPending, dAcceptErrors, dClusterIn, dClusterOut, dClusterDropped, dClusterQueued, dClusterRoutes,
 		dClusterSessions, dClusterOffline, dClusterSessDrop, dClusterHandLost, dClusterWills, dClusterRelWaited,
 		dClusterUp, dClusterBeatAge} {
 		ch <- d
@@ -123,6 +124,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	b := s.Broker
 	gauge(dConnections, b.Connections)
+	gauge(dSessions, b.Sessions)
 	gauge(dConnPending, b.ConnectionsPending)
 	counter(dAcceptErrors, b.AcceptErrors)
 	counter(dMsgReceived, b.MessagesReceived)

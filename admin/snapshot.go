@@ -29,6 +29,9 @@ type Snapshot struct {
 // BrokerStats are the MQTT broker's figures.
 type BrokerStats struct {
 	Connections int64 `json:"connections"`
+	// Sessions are the sessions held here, connected or offline: what
+	// max_sessions bounds.
+	Sessions int64 `json:"sessions"`
 	// ConnectionsPending are connections accepted that have not sent
 	// CONNECT yet; idle_timeout closes them.
 	ConnectionsPending int64 `json:"connections_pending"`

@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/mqkafka/mqkafka/internal/testkit"
@@ -120,5 +122,49 @@ func TestDeepPayloadIsARuleFailure(t *testing.T) {
 		if got, ok := metric(text, name); !ok || got != want {
 			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)
 		}
+	}
+}
+
+// TestSessionLimitKeepsReady: a CONNECT refused for max_sessions is a
+// client's refusal, not an unhealthy node: /readyz stays 200, /metrics
+// counts it next to the sessions held, and the log line names the limit,
+// not the client.
+func TestSessionLimitKeepsReady(t *testing.T) {
+	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "mt"))
+	cfg := strings.Replace(adminConfig(t, addr, `topic = "mt"`), "[broker]\n", "[broker]\nmax_sessions = 1\n", 1)
+	a, logs := startAppLogged(t, cfg)
+	testkit.WaitFor(t, 10*time.Second, "ready", func() bool {
+		code, _ := call(t, a, "GET", "/readyz", "s3cret", "")
+		return code == http.StatusOK
+	})
+	mqtt := a.broker.Addrs()[0]
+	testkit.MQTTClient(t, mqtt, "first", nil)
+	conn, err := net.DialTimeout("tcp", mqtt, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ca, err := testkit.MQTTSession(t, conn, &paho.Connect{ClientID: "second-device", CleanStart: true}, nil); err == nil || ca == nil || ca.ReasonCode != 0x97 {
+		t.Fatalf("a second session: %v, CONNACK %+v; want 0x97", err, ca)
+	}
+	if code, body := call(t, a, "GET", "/readyz", "s3cret", ""); code != http.StatusOK {
+		t.Fatalf("/readyz after the refusal: %d %s", code, body)
+	}
+	_, text := call(t, a, "GET", "/metrics", "s3cret", "")
+	for name, want := range map[string]float64{
+		`mqkafka_broker_refused_total{reason="max_sessions"}`: 1,
+		`mqkafka_broker_sessions`:                             1,
+	} {
+		if got, ok := metric(text, name); !ok || got != want {
+			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)
+		}
+	}
+	var refusal string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "limit=max_sessions") {
+			refusal = l
+		}
+	}
+	if refusal == "" || strings.Contains(refusal, "second-device") {
+		t.Errorf("log line of the refusal %q: want one with limit=max_sessions, without the client id", refusal)
 	}
 }

@@ -374,7 +374,7 @@ func (a *App) Snapshot() admin.Snapshot {
 	s := admin.Snapshot{Time: time.Now(), Version: a.version, Started: a.started}
 	if a.broker != nil {
 		in := a.broker.Info()
-		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, MessagesReceived: in.MessagesReceived,
+		s.Broker = admin.BrokerStats{Connections: in.ClientsConnected, Sessions: int64(a.broker.Sessions()), MessagesReceived: in.MessagesReceived,
 			MessagesSent: in.MessagesSent, MessagesDropped: in.MessagesDropped + in.InflightDropped, BytesReceived: in.BytesReceived,
 			BytesSent: in.BytesSent, Retained: in.Retained, Subscriptions: in.Subscriptions, Inflight: in.Inflight,
 			Dropped: a.broker.Drops(), Refused: a.broker.Refused(),

@@ -149,3 +149,110 @@ func TestAttackRetainedInline(t *testing.T) {
 		t.Fatalf("refused %s = %d, want 1", reasonRetained, got)
 	}
 }
+
+// refusedSession fails unless the broker answers pk (a CONNECT) with
+// CONNACK code and closes the connection.
+func refusedSession(t *testing.T, addr string, pk packets.Packet, code byte) {
+	t.Helper()
+	c, ack := open(t, addr, pk)
+	if ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != code || ack.SessionPresent {
+		t.Fatalf("connect %q: got packet type %d reason %#x present %v, want CONNACK %#x", pk.Connect.ClientIdentifier,
+			ack.FixedHeader.Type, ack.ReasonCode, ack.SessionPresent, code)
+	}
+	c.expectEnd()
+}
+
+// resumed fails unless pk (a CONNECT of a persistent session) gets its
+// session back; the connection is closed again, leaving it offline.
+func resumed(t *testing.T, b *Broker, pk packets.Packet) {
+	t.Helper()
+	c, ack := session(t, b.Addrs()[0], pk)
+	if !ack.SessionPresent {
+		t.Fatalf("%s reconnected without its session", pk.Connect.ClientIdentifier)
+	}
+	c.conn.Close()
+	waitOffline(t, b, pk.Connect.ClientIdentifier)
+}
+
+// TestAttackSessions: a fleet connecting with ever-new client ids and
+// persistent sessions left one offline session per id, each with its own
+// queue, bounded only by their expiry. Past max_sessions (connected
+// clients plus offline sessions) a CONNECT with a new id is refused with
+// CONNACK 0x97 (MQTT 3.1.1: 3) and counted; an id whose session is held
+// still resumes or takes it over, and once a session ends, by a clean
+// start or by expiry, a new id is accepted.
+func TestAttackSessions(t *testing.T) {
+	b, _ := anonBroker(t, `max_sessions = 3`)
+	addr := b.Addrs()[0]
+	for _, pk := range []packets.Packet{v5connect("kept5", false, 3600), v3connect("kept3", false)} {
+		c, _ := session(t, addr, pk)
+		c.conn.Close()
+		waitOffline(t, b, pk.Connect.ClientIdentifier)
+	}
+	session(t, addr, v5connect("live", true, 0))
+	if n := b.Sessions(); n != 3 {
+		t.Fatalf("%d sessions, want 3: two offline, one connected", n)
+	}
+
+	refusedSession(t, addr, v5connect("new5", false, 3600), 0x97)
+	refusedSession(t, addr, v5connect("", true, 0), 0x97) // an id the broker would assign
+	refusedSession(t, addr, v3connect("new3", true), 3)
+	resumed(t, b, v5connect("kept5", false, 3600))
+	resumed(t, b, v3connect("kept3", false))
+	session(t, addr, v5connect("live", true, 0)) // takes over the connection
+	if got := b.Refused()[reasonSessions]; got != 3 {
+		t.Fatalf("refused %s = %d, want 3", reasonSessions, got)
+	}
+
+	// A clean start replaces kept5's session, which ends with its connection.
+	c, _ := session(t, addr, v5connect("kept5", true, 0))
+	c.put(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	testkit.WaitFor(t, 5*time.Second, "kept5's session to end", func() bool { return b.Sessions() == 2 })
+	c, _ = session(t, addr, v5connect("brief", false, 1))
+	c.conn.Close()
+	waitOffline(t, b, "brief")
+	refusedSession(t, addr, v5connect("late", false, 3600), 0x97)
+	testkit.WaitFor(t, 10*time.Second, "brief's session to expire", func() bool { return b.Sessions() == 2 })
+	session(t, addr, v5connect("late", false, 3600))
+	if got := b.Refused()[reasonSessions]; got != 4 {
+		t.Fatalf("refused %s = %d, want 4", reasonSessions, got)
+	}
+}
+
+// TestSessionLimitAfterRestart: sessions restored from the store count
+// towards max_sessions, and they all come back even when they are past it.
+func TestSessionLimitAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	config := func(limit int) conf.Broker {
+		return brokerConfig(t, fmt.Sprintf(`[broker]
+data_dir = %q
+listeners = [{ address = "127.0.0.1:0" }]
+max_sessions = %d
+[broker.auth]
+allow_anonymous = true
+`, dir, limit))
+	}
+	stored := []packets.Packet{v5connect("stored5", false, 3600), v3connect("stored3", false)}
+	b1, _ := startBroker(t, config(3))
+	for _, pk := range stored {
+		c, _ := session(t, b1.Addrs()[0], pk)
+		c.conn.Close()
+		waitOffline(t, b1, pk.Connect.ClientIdentifier)
+	}
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b2, _ := startBroker(t, config(1))
+	if n := b2.Sessions(); n != 2 {
+		t.Fatalf("%d sessions restored, want 2", n)
+	}
+	refusedSession(t, b2.Addrs()[0], v5connect("new5", false, 3600), 0x97)
+	refusedSession(t, b2.Addrs()[0], v3connect("new3", false), 3)
+	for _, pk := range stored {
+		resumed(t, b2, pk)
+	}
+	if got := b2.Refused()[reasonSessions]; got != 2 {
+		t.Fatalf("refused %s = %d, want 2", reasonSessions, got)
+	}
+}

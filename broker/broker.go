@@ -179,7 +179,7 @@ func (b *Broker) Start() error {
 	}
 	if b.store != nil {
 		in := b.srv.Info.Clone()
-		b.log.Info("MQTT state restored", "store", b.store.db.Path(), "sessions", b.srv.Clients.Len()-1, // the inline client
+		b.log.Info("MQTT state restored", "store", b.store.db.Path(), "sessions", sessions(b.srv),
 			"subscriptions", in.Subscriptions, "inflight", in.Inflight, "retained", in.Retained)
 	}
 	return nil
@@ -208,6 +208,10 @@ func (b *Broker) Healthy() (bool, string) {
 	}
 	return true, ""
 }
+
+// Sessions is how many sessions this node holds, connected or offline:
+// what max_sessions bounds.
+func (b *Broker) Sessions() int { return sessions(b.srv) }
 
 // Pending is how many connections have not sent CONNECT yet.
 func (b *Broker) Pending() int { return b.pending.len() }

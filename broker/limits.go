@@ -21,6 +21,7 @@ const (
 	reasonTopicAlias  = "max_topic_alias"
 	reasonSubs        = "max_subscriptions"
 	reasonRetained    = "max_retained_messages"
+	reasonSessions    = "max_sessions"
 )
 
 // sysRetained is how many $SYS topics mochi retains itself
@@ -38,6 +39,7 @@ type limitsHook struct {
 	srv                            *mqtt.Server
 	maxLevels, maxLength, maxIDLen int
 	maxSubs, maxRetained           int // 0: no limit
+	maxSessions                    int // 0: no limit
 	refused                        *refusals
 	log                            *slog.Logger
 	// drain waits for a client's deferred PUBACKs, which mochi's PUBACK
@@ -50,7 +52,7 @@ type limitsHook struct {
 func newLimitsHook(srv *mqtt.Server, cfg conf.Broker, refused *refusals, log *slog.Logger) *limitsHook {
 	return &limitsHook{srv: srv, maxLevels: cfg.MaxTopicLevels, maxLength: cfg.MaxTopicLength,
 		maxIDLen: cfg.MaxClientIDLen, maxSubs: cfg.MaxSubscriptions,
-		maxRetained: cfg.MaxRetainedMessages, refused: refused, log: log}
+		maxRetained: cfg.MaxRetainedMessages, maxSessions: cfg.MaxSessions, refused: refused, log: log}
 }
 
 func (h *limitsHook) ID() string { return "mqkafka-limits" }
@@ -143,9 +145,11 @@ func (h *limitsHook) OnTopicCheck(cl *mqtt.Client, topic string, filter bool) bo
 }
 
 // OnConnect refuses a client id over max_clientid_len (CONNACK 0x85, MQTT
-// 3.1.1: 0x02 identifier rejected) and a will topic over the topic limits:
-// CONNACK 0x90 for MQTT 5; MQTT 3.1.1 has no return code for it, so the
-// connection is closed without a CONNACK [MQTT-3.2.2-6].
+// 3.1.1: 0x02), a will topic over the topic limits (CONNACK 0x90 for MQTT
+// 5; MQTT 3.1.1 has no return code for it, so the connection is closed
+// without a CONNACK [MQTT-3.2.2-6]) and a new session past max_sessions
+// (CONNACK 0x97 quota exceeded, MQTT 3.1.1: 3 server unavailable), before
+// authentication or a cluster claim spends anything on it.
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code, reason, n := packets.CodeSuccess, "", 0
 	if len(cl.ID) > h.maxIDLen {
@@ -155,17 +159,39 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			code, n = packets.ErrTopicNameInvalid, len(pk.Connect.WillTopic)
 		}
 	}
+	if reason == "" && h.sessionsFull(cl.ID) {
+		code, reason = packets.ErrQuotaExceeded, reasonSessions
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable
+		}
+	}
 	if reason == "" {
 		return nil
 	}
 	h.refuse(cl, reason, n)
-	if code == packets.ErrClientIdentifierNotValid || cl.Properties.ProtocolVersion == 5 {
-		if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
-			return errors.Join(code, err)
-		}
+	// SendConnack writes nothing to an MQTT 3.1.1 client for a code 3.1.1 lacks.
+	if err := h.srv.SendConnack(cl, code, false, nil); err != nil {
+		return errors.Join(code, err)
 	}
 	return code
 }
+
+// sessionsFull reports whether a CONNECT with client id would make a
+// session past max_sessions. A session held here, connected or offline,
+// is resumed, taken over or replaced, never refused: that adds none.
+// CONNECTs of new ids checked at the same moment may each pass before
+// any is added, so the count can end above the limit by their number.
+func (h *limitsHook) sessionsFull(id string) bool {
+	if h.maxSessions == 0 || sessions(h.srv) < h.maxSessions {
+		return false
+	}
+	_, held := h.srv.Clients.Get(id)
+	return !held
+}
+
+// sessions is how many sessions srv holds, connected or offline: its
+// clients but the inline one.
+func sessions(srv *mqtt.Server) int { return srv.Clients.Len() - 1 }
 
 // refuse counts a refusal and logs it at most once a second, without the
 // id or topic, which can be 64KB.

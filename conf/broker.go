@@ -55,6 +55,10 @@ type Broker struct {
 	ReceiveMaximum int `toml:"receive_maximum"`
 	// MaxClients bounds connected clients; 0 means no limit.
 	MaxClients int `toml:"max_clients"`
+	// MaxSessions bounds the sessions this node holds, connected clients
+	// and offline persistent sessions; a CONNECT that would make one more
+	// is refused. 0 means no limit.
+	MaxSessions int `toml:"max_sessions"`
 	// IdleTimeout is how long a connection may stay open without sending
 	// CONNECT, TLS handshake and WebSocket upgrade included (EMQX's name).
 	IdleTimeout time.Duration `toml:"idle_timeout"`
@@ -122,6 +126,7 @@ func DefaultBroker() Broker {
 		MaxTopicAlias:          64,
 		MaxSubscriptions:       1000,
 		MaxRetainedMessages:    10000,
+		MaxSessions:            100000,
 		IdleTimeout:            15 * time.Second,
 		MaxConnRate:            1000,
 	}
@@ -232,6 +237,7 @@ func (c *Config) validateBroker(bad func(path, format string, args ...any), enum
 	within("broker.max_client_writes_pending", int64(b.MaxClientWritesPending), 1, 1<<20, "must be between 1 and 1048576")
 	within("broker.receive_maximum", int64(b.ReceiveMaximum), 1, 65535, "must be between 1 and 65535 (MQTT's limit)")
 	within("broker.max_clients", int64(b.MaxClients), 0, math.MaxInt64, "must not be negative (0 means no limit)")
+	within("broker.max_sessions", int64(b.MaxSessions), 0, math.MaxInt64, "must not be negative (0: no limit)")
 	if b.IdleTimeout <= 0 {
 		bad("broker.idle_timeout", "must be above 0, e.g. \"15s\" (a socket without CONNECT must not stay open for good)")
 	}

@@ -57,6 +57,7 @@ func TestBrokerDefaults(t *testing.T) {
 		DataDir:   "data", Persistence: true, SessionOwnerCheck: true, MaxPacketSize: MB, MaxInflight: 8192, MaxClientWritesPending: 8192,
 		ReceiveMaximum: 1024, RetainAvailable: true, MaxMessageExpiry: 24 * time.Hour, MaxSessionExpiry: 2 * time.Hour, IdleTimeout: 15 * time.Second,
 		MaxTopicLevels: 128, MaxTopicLength: 4096, MaxClientIDLen: 65535, MaxConnRate: 1000, MaxTopicAlias: 64, MaxSubscriptions: 1000, MaxRetainedMessages: 10000, MaxMqueueLen: 1000, MaxMqueueBytes: 64 * MB,
+		MaxSessions: 100000,
 	}
 	if !reflect.DeepEqual(cfg.Broker, want) {
 		t.Fatalf("got  %+v\nwant %+v", cfg.Broker, want)
@@ -88,6 +89,7 @@ max_inflight = 100
 max_client_writes_pending = 500
 receive_maximum = 32
 max_clients = 10000
+max_sessions = 20000
 min_keepalive = "10s"
 max_keepalive = "5m"
 retain_available = false
@@ -131,7 +133,7 @@ topics = ["eq #", "sensors/${clientid}/+", "${username}/#"]
 		t.Errorf("listeners:\ngot  %+v\nwant %+v", b.Listeners, wantListeners)
 	}
 	if b.Persistence || b.MaxPacketSize != 256*KB || b.MaxInflight != 100 || b.MaxClientWritesPending != 500 ||
-		b.ReceiveMaximum != 32 || b.MaxClients != 10000 || b.MinKeepalive != 10*time.Second || b.MaxKeepalive != 5*time.Minute ||
+		b.ReceiveMaximum != 32 || b.MaxClients != 10000 || b.MaxSessions != 20000 || b.MinKeepalive != 10*time.Second || b.MaxKeepalive != 5*time.Minute ||
 		b.RetainAvailable || b.MaxMessageExpiry != 0 || b.MaxSessionExpiry != 2*time.Hour || b.IdleTimeout != 300*time.Millisecond ||
 		b.MaxTopicLevels != 16 || b.MaxTopicLength != 1024 || b.MaxClientIDLen != 256 ||
 		b.MaxConnRate != 50 || b.MessagesRate != 50 || b.BytesRate != Rate(MB) {
@@ -190,6 +192,7 @@ func TestBrokerBadValues(t *testing.T) {
 		{"[broker]\nmax_client_writes_pending = 0\n", 2, "broker.max_client_writes_pending: must be between"},
 		{"[broker]\nreceive_maximum = 70000\n", 2, "broker.receive_maximum: must be between 1 and 65535"},
 		{"[broker]\nmax_clients = -1\n", 2, "broker.max_clients: must not be negative"},
+		{"[broker]\nmax_sessions = -1\n", 2, "broker.max_sessions: must not be negative (0: no limit)"},
 		{"[broker]\nmax_keepalive = 60\n", 2, "broker.max_keepalive: must be a whole number of seconds"},
 		{"[broker]\nmax_keepalive = \"19h\"\n", 2, "broker.max_keepalive: must be between 0s and"},
 		{"[broker]\nmin_keepalive = \"2m\"\nmax_keepalive = \"1m\"\n", 2, "broker.min_keepalive: must not be above max_keepalive"},
