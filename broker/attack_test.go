@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mqkafka/mqkafka/third_party/mochi"
 	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 
 	"github.com/mqkafka/mqkafka/conf"
@@ -254,5 +255,29 @@ allow_anonymous = true
 	}
 	if got := b2.Refused()[reasonSessions]; got != 2 {
 		t.Fatalf("refused %s = %d, want 2", reasonSessions, got)
+	}
+}
+
+// TestAttackInlineClientID: mochi's inline client, through which the
+// bridge publishes Kafka's records, is a session named "inline". A
+// client taking that id found it held, so it passed max_sessions when
+// full, took the inline client's place and, ending, left the broker
+// without one: sources could no longer publish and the session count
+// fell below what the node holds. The id is refused (CONNACK 0x85, MQTT
+// 3.1.1: 2) whatever the limits, counted as clientid_reserved.
+func TestAttackInlineClientID(t *testing.T) {
+	b, _ := anonBroker(t, `max_sessions = 1`)
+	addr := b.Addrs()[0]
+	session(t, addr, v5connect("device", true, 0))
+	refusedSession(t, addr, v5connect(mqtt.InlineClientId, true, 0), 0x85)
+	refusedSession(t, addr, v3connect(mqtt.InlineClientId, true), 2)
+	if n := b.Sessions(); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+	if got := b.Refused()[reasonReservedID]; got != 2 {
+		t.Fatalf("refused %s = %d, want 2", reasonReservedID, got)
+	}
+	if err := b.Publish("t", []byte("from a source"), false, 1, nil); err != nil {
+		t.Fatalf("inline publish: %v", err)
 	}
 }

@@ -22,6 +22,8 @@ const (
 	reasonSubs        = "max_subscriptions"
 	reasonRetained    = "max_retained_messages"
 	reasonSessions    = "max_sessions"
+	// reasonReservedID is no config key: the id is the inline client's.
+	reasonReservedID = "clientid_reserved"
 )
 
 // sysRetained is how many $SYS topics mochi retains itself
@@ -144,7 +146,8 @@ func (h *limitsHook) OnTopicCheck(cl *mqtt.Client, topic string, filter bool) bo
 	return false
 }
 
-// OnConnect refuses a client id over max_clientid_len (CONNACK 0x85, MQTT
+// OnConnect refuses a client id over max_clientid_len or the inline
+// client's, which a client would take the place of (CONNACK 0x85, MQTT
 // 3.1.1: 0x02), a will topic over the topic limits (CONNACK 0x90 for MQTT
 // 5; MQTT 3.1.1 has no return code for it, so the connection is closed
 // without a CONNACK [MQTT-3.2.2-6]) and a new session past max_sessions
@@ -154,6 +157,8 @@ func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code, reason, n := packets.CodeSuccess, "", 0
 	if len(cl.ID) > h.maxIDLen {
 		code, reason, n = packets.ErrClientIdentifierNotValid, reasonClientIDLen, len(cl.ID)
+	} else if cl.ID == mqtt.InlineClientId {
+		code, reason = packets.ErrClientIdentifierNotValid, reasonReservedID
 	} else if pk.Connect.WillFlag {
 		if reason = h.exceeds(pk.Connect.WillTopic, false); reason != "" {
 			code, n = packets.ErrTopicNameInvalid, len(pk.Connect.WillTopic)
