@@ -93,3 +93,45 @@ func TestRoomBoundsEveryRecord(t *testing.T) {
 		t.Fatal("the zero room fits a publish")
 	}
 }
+
+// TestRoutesTwoSpellingsOfOneSharedFilter: a node announcing one shared
+// filter with two spellings of its prefix, which the index keeps as one
+// entry, keeps the entry while either is announced, and the counts behind
+// Remote and Room come back to none, as the node goes down and up and the
+// spellings are withdrawn in either order.
+func TestRoutesTwoSpellingsOfOneSharedFilter(t *testing.T) {
+	r := newRoutes("n1")
+	routed := func(step string, want bool) {
+		t.Helper()
+		subs := r.index.Subscribers("a/x")
+		if got := len(subs.Shared) > 0; got != want || (r.active.Load() > 0) != want {
+			t.Fatalf("%s: routed %v (active %d), want %v", step, got, r.active.Load(), want)
+		}
+		if want != (r.reach.Load() >= 0) {
+			t.Fatalf("%s: reach %d", step, r.reach.Load())
+		}
+	}
+	for _, order := range [][2]string{{"$SHARE/g/a/#", "$share/g/a/#"}, {"$share/g/a/#", "$SHARE/g/a/#"}} {
+		r.set("n2", order[0], true)
+		r.set("n2", order[1], true)
+		r.setUp("n2", true)
+		routed("both announced", true)
+		r.setUp("n2", false)
+		routed("n2 down", false)
+		r.setUp("n2", true)
+		r.set("n2", order[0], false)
+		routed("one withdrawn", true)
+		r.setUp("n2", false)
+		r.setUp("n2", true)
+		routed("down and up with one", true)
+		r.set("n2", order[0], true)
+		r.set("n2", order[1], false)
+		routed("the other withdrawn", true)
+		r.set("n2", order[0], false)
+		routed("both withdrawn", false)
+		if r.active.Load() != 0 || len(r.loads) != 0 || len(r.spellings) != 0 {
+			t.Fatalf("counts left: active %d, loads %v, spellings %v", r.active.Load(), r.loads, r.spellings)
+		}
+		r.setUp("n2", false)
+	}
+}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -26,6 +27,10 @@ type routes struct {
 	// bounds widest for every topic.
 	loads map[string]*load
 	reach atomic.Int64
+	// spellings counts, per node and shared filter, the spellings of its
+	// prefix ($share, $SHARE …) the node announced: the index keeps them
+	// as one entry, which leaves it with the last.
+	spellings map[string]int
 }
 
 // load is what a node's filters in the index add to a record sent to it.
@@ -33,7 +38,7 @@ type load struct{ filters, shared, sharedBytes int }
 
 func newRoutes(self string) *routes {
 	r := &routes{self: self, byNode: map[string]map[string]struct{}{}, up: map[string]bool{}, index: mqtt.NewTopicsIndex(),
-		loads: map[string]*load{}}
+		loads: map[string]*load{}, spellings: map[string]int{}}
 	r.reach.Store(-1)
 	return r
 }
@@ -52,15 +57,33 @@ func (r *routes) set(node, filter string, has bool) {
 			r.byNode[node] = fs
 		}
 		fs[filter] = struct{}{}
-		if r.up[node] {
+		if r.spell(node, filter, 1) == 1 && r.up[node] {
 			r.add(node, filter)
 		}
 	case !has && had:
 		delete(fs, filter)
-		if r.up[node] {
+		if r.spell(node, filter, -1) == 0 && r.up[node] {
 			r.remove(node, filter)
 		}
 	}
+}
+
+// spell counts by a spelling of filter that node announced or withdrew and
+// returns how many spellings of it the node has now; a filter that is not
+// shared has one spelling.
+func (r *routes) spell(node, filter string, by int) int {
+	if !mqtt.IsSharedFilter(filter) {
+		return max(by, 0)
+	}
+	p := len(mqtt.SharePrefix)
+	k := node + "\x00" + strings.ToLower(filter[:p]) + filter[p:]
+	n := r.spellings[k] + by
+	if n == 0 {
+		delete(r.spellings, k)
+	} else {
+		r.spellings[k] = n
+	}
+	return n
 }
 
 // setUp puts a node's filters into the index, or takes them out.

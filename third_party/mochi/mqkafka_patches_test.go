@@ -235,3 +235,17 @@ func TestMqkafkaSelectSubscribersEveryPublish(t *testing.T) {
 	s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "no/subscriber"})
 	require.Equal(t, []string{"no/subscriber"}, h.topics)
 }
+
+func TestMqkafkaUnsubscribeReportsExisted(t *testing.T) {
+	x := NewTopicsIndex()
+	require.True(t, x.Subscribe("c1", packets.Subscription{Filter: "a/b"}))
+	require.False(t, x.Unsubscribe("a/b", "c2"), "c2 never subscribed")
+	require.True(t, x.Unsubscribe("a/b", "c1"))
+	require.False(t, x.Unsubscribe("a/b", "c1"), "already gone")
+
+	require.True(t, x.Subscribe("n1", packets.Subscription{Filter: "$SHARE/g/a/#"}))
+	require.False(t, x.Subscribe("n1", packets.Subscription{Filter: SharePrefix + "/g/a/#"}), "one entry for both spellings")
+	require.False(t, x.Unsubscribe(SharePrefix+"/g/a/#", "n2"), "n2 is no member")
+	require.True(t, x.Unsubscribe(SharePrefix+"/g/a/#", "n1"))
+	require.False(t, x.Unsubscribe("$SHARE/g/a/#", "n1"), "the entry both spellings shared is gone")
+}

@@ -439,15 +439,21 @@ func (x *TopicsIndex) Unsubscribe(filter, client string) bool {
 		return false
 	}
 
+	// mqkafka patch: report whether client's subscription existed, as
+	// documented, not whether the filter's node did; the cluster's route
+	// counts go by it.
+	var existed bool
 	if shareSub {
 		group, _ := isolateParticle(filter, 1)
+		_, existed = particle.shared.Get(group, client)
 		particle.shared.Delete(group, client)
 	} else {
+		_, existed = particle.subscriptions.Get(client)
 		particle.subscriptions.Delete(client)
 	}
 
 	x.trim(particle)
-	return true
+	return existed
 }
 
 // Subscribed reports whether any client subscribes to exactly filter; for
