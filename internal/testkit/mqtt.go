@@ -136,6 +136,15 @@ func Subscriber(t testing.TB, addr, id string, expiry uint32, box *Inbox, qos by
 	return c
 }
 
+// Subscribed is the inbox of a clean MQTT 5 session subscribed to filters at
+// QoS 1.
+func Subscribed(t testing.TB, addr, id string, filters ...string) *Inbox {
+	t.Helper()
+	box := &Inbox{}
+	Subscriber(t, addr, id, 0, box, 1, filters...)
+	return box
+}
+
 // Subscribe subscribes c to filter at QoS 1 and returns the SUBACK's reason
 // code; a refusal is returned, not failed, so that callers check it.
 func Subscribe(t testing.TB, c *paho.Client, filter string) byte {
