@@ -21,17 +21,6 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-func subscribe(t testing.TB, c *paho.Client, filter string) byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
-	if err != nil && sa == nil {
-		t.Fatalf("subscribe %s: %v", filter, err)
-	}
-	return sa.Reasons[0]
-}
-
 // TestBrokerTLSUsersAndACL: over a TLS listener, only configured users get
 // in, and a publish the ACL denies is refused, counted as not_authorized
 // and never reaches Kafka.
@@ -87,7 +76,7 @@ topics = ["t/${username}/#"]
 			t.Fatalf("denied publish to %s: reason %#x, want 0x87", topic, r.ReasonCode)
 		}
 	}
-	if rc := subscribe(t, c, "t/#"); rc != 0x87 {
+	if rc := testkit.Subscribe(t, c, "t/#"); rc != 0x87 {
 		t.Fatalf("subscribe without a rule: reason %#x, want 0x87", rc)
 	}
 	if r := testkit.Publish(t, c, "t/dev1/last", 1, []byte("ok")); r.ReasonCode != 0 {
@@ -136,7 +125,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 
 	a := startApp(t, cfg)
 	k, _ := keeper(a.broker.Addrs()[0], nil)
-	if rc := subscribe(t, k, "t/queue/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, k, "t/queue/#"); rc != 1 {
 		t.Fatalf("subscribe: %#x", rc)
 	}
 	if err := k.Disconnect(&paho.Disconnect{}); err != nil {
@@ -187,7 +176,7 @@ func TestBrokerStateSurvivesRestart(t *testing.T) {
 		return len(got) >= n
 	})
 	late := testkit.MQTTClient(t, b.broker.Addrs()[0], "late", collect)
-	subscribe(t, late, "t/retained")
+	testkit.Subscribe(t, late, "t/retained")
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -123,6 +123,17 @@ func overflowApp(t *testing.T, kafkaPort int, table string) *App {
 // payloads make 42 bytes, so 24 fit in 1KB.
 const fitInKB = 1024 / 42
 
+// fillQueue connects clientID to a's broker and publishes the fitInKB
+// records that fill overflowApp's queue.
+func fillQueue(t *testing.T, a *App, clientID string) *paho.Client {
+	t.Helper()
+	c := testkit.MQTTClient(t, a.broker.Addrs()[0], clientID, nil)
+	for i := range fitInKB {
+		testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
+	}
+	return c
+}
+
 func TestOverflowDropNew(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, `overflow = "drop_new"`)
@@ -184,10 +195,7 @@ func TestOverflowDropOldest(t *testing.T) {
 func TestOverflowBlock(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"60s\"")
-	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-b", nil)
-	for i := range fitInKB {
-		testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
-	}
+	c := fillQueue(t, a, "dev-b")
 	acked := make(chan byte, 1)
 	go func() {
 		resp, err := c.Publish(context.Background(), &paho.Publish{Topic: "t/ovf", QoS: 1, Payload: []byte("m_blocked_")})
@@ -222,10 +230,7 @@ func TestOverflowBlock(t *testing.T) {
 func TestOverflowBlockTimeout(t *testing.T) {
 	port := testkit.FreePort(t)
 	a := overflowApp(t, port, "overflow = \"block\"\nblock_timeout = \"200ms\"")
-	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-bt", nil)
-	for i := range fitInKB {
-		testkit.Publish(t, c, "t/ovf", 1, fmt.Appendf(nil, "m%09d", i))
-	}
+	c := fillQueue(t, a, "dev-bt")
 	if resp := testkit.Publish(t, c, "t/ovf", 1, []byte("m_timeout_")); resp.ReasonCode != 0x97 {
 		t.Fatalf("reason %#x after block_timeout, want 0x97 quota exceeded", resp.ReasonCode)
 	}

@@ -14,31 +14,15 @@ import (
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
-// dashboardTables adds to adminConfig what the dashboard draws besides a
-// sink: a source with a topic mapping, and a rule reading that source
-// with a republish action.
-const dashboardTables = `
-[[sources]]
-name = "src1"
-connector = "k"
-offset_reset_policy = "earliest"
-[[sources.topic_mapping]]
-kafka_topic = "dash-in"
-mqtt_topic = "down/${.key}"
-
-[[rules]]
-id = "echo"
-sql = 'SELECT * FROM "$bridges/kafka_consumer:src1"'
-[[rules.republish]]
-topic = "echo/1"
-`
-
 // dashboardApp is a broker with an admin token, sink s1 writing to "dash",
-// rule r1 on t/#, source src1 reading "dash-in" and rule echo on src1.
+// rule r1 on t/#, and what the dashboard draws besides a sink: source src1
+// reading "dash-in" and rule echo on src1 with a republish action.
 func dashboardApp(t *testing.T) (*App, string) {
 	t.Helper()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "dash", "dash-in"), kfake.SeedTopics(1, "dash-new"))
-	return startApp(t, adminConfig(t, addr, `topic = "dash"`)+dashboardTables), addr
+	tables := testkit.Source("src1", `offset_reset_policy = "earliest"`, testkit.TopicMapping("dash-in", "down/${.key}", "")) +
+		testkit.RepublishRule("echo", `SELECT * FROM "$bridges/kafka_consumer:src1"`, `topic = "echo/1"`)
+	return startApp(t, adminConfig(t, addr, `topic = "dash"`)+tables), addr
 }
 
 // apiJSON calls the admin API with the token and decodes the answer.

@@ -112,17 +112,7 @@ func TestKafkaUnreachableAtStart(t *testing.T) {
 // exist drops and counts; the other sink of the same rule is unaffected.
 func TestUnknownTopicIsDroppedAndCounted(t *testing.T) {
 	_, kafkaAddr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "exists"))
-	cfg := testkit.BaseConfig(t, kafkaAddr, "exists") + `
-[[sinks]]
-name = "missing"
-connector = "k"
-topic = "does-not-exist"
-
-[[rules]]
-id = "r2"
-sql = 'SELECT * FROM "t/#"'
-actions = ["kafka_producer:missing"]
-`
+	cfg := testkit.BaseConfig(t, kafkaAddr, "exists") + testkit.SinkTables("r2", "missing", `topic = "does-not-exist"`)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "dev-2", nil)
 	const n = 100

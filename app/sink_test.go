@@ -92,19 +92,9 @@ func TestFixedPartition(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "fx"))
 	cfg := testkit.SinkConfig(t, addr, `topic = "fx"
 partition_strategy = "fixed"
-partition = 2`) + `
-[[sinks]]
-name = "s2"
-connector = "k"
-topic = "fx"
+partition = 2`) + testkit.SinkTables("r2", "s2", `topic = "fx"
 partition_strategy = "fixed"
-partition = 7
-
-[[rules]]
-id = "r2"
-sql = 'SELECT * FROM "t/#"'
-actions = ["kafka_producer:s2"]
-`
+partition = 7`)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "fx", nil)
 	for i := range 10 {
@@ -167,19 +157,9 @@ func TestHeadersAndTimestamp(t *testing.T) {
 	cfg := testkit.SinkConfig(t, addr, `topic = "hd"
 timestamp = "${payload.ts}"
 kafka_headers = "${pub_props.User-Property}"
-kafka_ext_headers = [{ kafka_ext_header_key = "src", kafka_ext_header_value = "${clientid}" }]`) + `
-[[sinks]]
-name = "s2"
-connector = "k"
-topic = "hd2"
+kafka_ext_headers = [{ kafka_ext_header_key = "src", kafka_ext_header_value = "${clientid}" }]`) + testkit.SinkTables("r2", "s2", `topic = "hd2"
 user_properties_as_headers = true
-kafka_header_value_encode_mode = "json"
-
-[[rules]]
-id = "r2"
-sql = 'SELECT * FROM "t/#"'
-actions = ["kafka_producer:s2"]
-`
+kafka_header_value_encode_mode = "json"`)
 	a := startApp(t, cfg)
 	c := testkit.MQTTClient(t, a.broker.Addrs()[0], "hdr", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -39,19 +39,7 @@ func sourceThroughput(b *testing.B, qos0, persistence bool) {
 
 	cfg := testkit.SourceConfig(b, addr, `
 [log]
-level = "warn"
-[[sources]]
-name = "bench"
-connector = "k"
-topic = "bench"
-offset_reset_policy = "earliest"
-start_delay = "1s"
-[[sources.topic_mapping]]
-kafka_topic = "bench"
-mqtt_topic = "bench/x"
-qos = 1
-payload_template = "${.value}"
-`)
+level = "warn"`+testkit.SourceTable("bench", "bench", "bench/x", `start_delay = "1s"`))
 	if !persistence {
 		cfg = strings.Replace(cfg, "[broker.auth]", "persistence = false\n[broker.auth]", 1)
 	}

@@ -65,47 +65,19 @@ func latestLookups(c *kfake.Cluster, topic string) func() int {
 func TestSourceToMQTT(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-a", "src-b", "src-c"), kfake.SeedTopics(1, "src-bin"))
-	a := startApp(t, testkit.SourceConfig(t, addr, `
-[[sources]]
-name = "s1"
-connector = "k"
-topic = ["src-a", "src-b", "src-c"]
+	a := startApp(t, testkit.SourceConfig(t, addr,
+		testkit.Source("s1", `topic = ["src-a", "src-b", "src-c"]
 offset_reset_policy = "earliest"
-headers_as_user_properties = true
-[[sources.topic_mapping]]
-kafka_topic = "src-a"
-mqtt_topic = "a/${.key}"
-[[sources.topic_mapping]]
-kafka_topic = "src-b"
-mqtt_topic = "b/all"
-qos = 0
-payload_template = "${.value}"
-[[sources.topic_mapping]]
-kafka_topic = "src-c"
-mqtt_topic = "c/${.headers.h1}"
-payload_template = "key=${.key};n=${.value.n};h=${.headers.h1};none=${.nope};topic=${.topic}"
-
-[[sources]]
-name = "bin64"
-connector = "k"
-topic = "src-bin"
+headers_as_user_properties = true`,
+			testkit.TopicMapping("src-a", "a/${.key}", ""),
+			testkit.TopicMapping("src-b", "b/all", `qos = 0
+payload_template = "${.value}"`),
+			testkit.TopicMapping("src-c", "c/${.headers.h1}", `payload_template = "key=${.key};n=${.value.n};h=${.headers.h1};none=${.nope};topic=${.topic}"`))+
+			testkit.Source("bin64", `topic = "src-bin"
 offset_reset_policy = "earliest"
-value_encoding_mode = "base64"
-[[sources.topic_mapping]]
-kafka_topic = "src-bin"
-mqtt_topic = "bin/64"
-payload_template = "${.value}"
-
-[[sources]]
-name = "binjson"
-connector = "k"
-offset_reset_policy = "earliest"
-[[sources.topic_mapping]]
-kafka_topic = "src-bin"
-mqtt_topic = "bin/json"
-`))
-	box := &testkit.Inbox{}
-	testkit.Subscriber(t, a.broker.Addrs()[0], "sub", 0, box, 1, "a/#", "b/#", "c/#", "bin/#")
+value_encoding_mode = "base64"`, testkit.TopicMapping("src-bin", "bin/64", `payload_template = "${.value}"`))+
+			testkit.Source("binjson", `offset_reset_policy = "earliest"`, testkit.TopicMapping("src-bin", "bin/json", ""))))
+	box := testkit.Subscribed(t, a.broker.Addrs()[0], "sub", "a/#", "b/#", "c/#", "bin/#")
 
 	var recs []*kgo.Record
 	recs = append(recs, testkit.SeqRecords("src-a", 0, 334)...)
@@ -199,16 +171,8 @@ func TestSourceOfflinePersistentSession(t *testing.T) {
 	t.Parallel()
 	kc, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(2, "src-p"))
 	lookedUp := latestLookups(kc, "src-p")
-	a := startApp(t, testkit.SourceConfig(t, addr, `
-[[sources]]
-name = "p"
-connector = "k"
-topic = "src-p"
-[[sources.topic_mapping]]
-kafka_topic = "src-p"
-mqtt_topic = "p/${.key}"
-payload_template = "${.value}"
-`))
+	a := startApp(t, testkit.SourceConfig(t, addr,
+		testkit.Source("p", `topic = "src-p"`, testkit.TopicMapping("src-p", "p/${.key}", `payload_template = "${.value}"`))))
 	mqttAddr := a.broker.Addrs()[0]
 	src := sourceByName(t, a, "p")
 	testkit.WaitFor(t, 20*time.Second, "partitions assigned", func() bool { return src.Counters.Assigned.Load() == 2 })
@@ -241,38 +205,17 @@ payload_template = "${.value}"
 func TestSourceRuleRepublish(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "src-rule"))
-	a := startApp(t, testkit.SourceConfig(t, addr, `
-[[sources]]
-name = "x"
-connector = "k"
-topic = "src-rule"
-offset_reset_policy = "earliest"
-
-[[rules]]
-id = "from_kafka"
-sql = '''SELECT key, value.n AS n, headers AS up FROM "$bridges/kafka_consumer:x" WHERE key = 'match' '''
-[[rules.republish]]
-topic = "rp/${key}/${n}"
+	a := startApp(t, testkit.SourceConfig(t, addr, testkit.Source("x", `topic = "src-rule"
+offset_reset_policy = "earliest"`)+
+		testkit.RepublishRule("from_kafka", `SELECT key, value.n AS n, headers AS up FROM "$bridges/kafka_consumer:x" WHERE key = 'match' `, `topic = "rp/${key}/${n}"
 payload = "n=${n}"
 qos = 1
-user_properties = "${up}"
-
-[[rules]]
-id = "from_mqtt"
-sql = 'SELECT * FROM "in/#"'
-[[rules.republish]]
-topic = "out/${clientid}"
-user_properties = "${pub_props.'User-Property'}"
-
-[[rules]]
-id = "loop"
-sql = 'SELECT * FROM "loop/#"'
-[[rules.republish]]
-topic = "loop/again"
-`))
+user_properties = "${up}"`)+
+		testkit.RepublishRule("from_mqtt", `SELECT * FROM "in/#"`, `topic = "out/${clientid}"
+user_properties = "${pub_props.'User-Property'}"`)+
+		testkit.RepublishRule("loop", `SELECT * FROM "loop/#"`, `topic = "loop/again"`)))
 	mqttAddr := a.broker.Addrs()[0]
-	box := &testkit.Inbox{}
-	testkit.Subscriber(t, mqttAddr, "sub", 0, box, 1, "rp/#", "out/#", "loop/#")
+	box := testkit.Subscribed(t, mqttAddr, "sub", "rp/#", "out/#", "loop/#")
 
 	var recs []*kgo.Record
 	for i := range 20 {
@@ -336,17 +279,7 @@ topic = "loop/again"
 func TestSourceRestartPersistentSession(t *testing.T) {
 	t.Parallel()
 	_, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src-ps"))
-	cfg := testkit.SourceConfig(t, addr, `
-[[sources]]
-name = "ps"
-connector = "k"
-topic = "src-ps"
-offset_reset_policy = "earliest"
-[[sources.topic_mapping]]
-kafka_topic = "src-ps"
-mqtt_topic = "ps/${.key}"
-payload_template = "${.value}"
-`)
+	cfg := testkit.SourceConfig(t, addr, testkit.SourceTable("ps", "src-ps", "ps/${.key}", ""))
 	a1 := startApp(t, cfg)
 	box := &testkit.Inbox{}
 	c := testkit.Subscriber(t, a1.broker.Addrs()[0], "dev", 600, box, 1, "ps/#")
@@ -378,25 +311,13 @@ payload_template = "${.value}"
 func TestSourceOverSASL(t *testing.T) {
 	read := []kgo.Opt{kgo.SASL(scram.Auth{User: "admin", Pass: "secret"}.AsSha256Mechanism())}
 	addr := testkit.NewSASLKafka(t, "SCRAM-SHA-256", "admin", "secret", read, kfake.SeedTopics(1, "sasl-src"))
-	cfg := strings.Replace(testkit.SourceConfig(t, addr, `
-[[sources]]
-name = "src"
-connector = "k"
-topic = "sasl-src"
-offset_reset_policy = "earliest"
-[[sources.topic_mapping]]
-kafka_topic = "sasl-src"
-mqtt_topic = "from/kafka"
-qos = 1
-payload_template = "${.value}"
-`), "[connectors.properties]", `[connectors.authentication]
+	cfg := strings.Replace(testkit.SourceConfig(t, addr, testkit.SourceTable("src", "sasl-src", "from/kafka", "")), "[connectors.properties]", `[connectors.authentication]
 mechanism = "scram_sha_256"
 username = "admin"
 password = "secret"
 [connectors.properties]`, 1)
 	a := startApp(t, cfg)
-	box := &testkit.Inbox{}
-	testkit.Subscriber(t, a.broker.Addrs()[0], "sasl-sub", 0, box, 1, "from/#")
+	box := testkit.Subscribed(t, a.broker.Addrs()[0], "sasl-sub", "from/#")
 	testkit.Produce(t, addr, []*kgo.Record{{Topic: "sasl-src", Value: []byte("over sasl")}}, read...)
 	testkit.WaitFor(t, 30*time.Second, "the record over SASL", func() bool { return box.Len() == 1 })
 	if got := string(box.All()[0].Payload); got != "over sasl" {

@@ -125,17 +125,6 @@ func pub(t testing.TB, c *paho.Client, topic string, qos byte, retain bool, payl
 	return resp
 }
 
-func sub(t testing.TB, c *paho.Client, filter string) byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
-	if err != nil && sa == nil {
-		t.Fatalf("subscribe %s: %v", filter, err)
-	}
-	return sa.Reasons[0]
-}
-
 // inbox collects received payloads.
 type inbox struct {
 	mu   sync.Mutex
@@ -199,7 +188,7 @@ allow_anonymous = true
 	}
 	var box inbox
 	watcher := testkit.MQTTClient(t, addrs[0], "watcher", box.add)
-	if rc := sub(t, watcher, "via/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, watcher, "via/#"); rc != 1 {
 		t.Fatalf("subscribe: reason %#x", rc)
 	}
 	for _, kind := range []string{"tcp", "tls", "ws", "wss"} {
@@ -290,7 +279,7 @@ topics = ["sensors/#"]
 	var box inbox
 	s := testkit.MQTTClient(t, addr, "reader", box.add)
 	for filter, want := range map[string]byte{"sensors/#": 1, "sensors/d1/secret": 0x87, "other/#": 0x87, "#": 0x87} {
-		if rc := sub(t, s, filter); rc != want {
+		if rc := testkit.Subscribe(t, s, filter); rc != want {
 			t.Errorf("subscribe %s: reason %#x, want %#x", filter, rc, want)
 		}
 	}
@@ -402,11 +391,11 @@ allow_anonymous = true
 
 	b1, _ := startBroker(t, cfg)
 	k, _ := persistent(nil)(b1.Addrs()[0])
-	sub(t, k, "q/#")
+	testkit.Subscribe(t, k, "q/#")
 	if err := k.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	sub(t, testkit.MQTTClient(t, b1.Addrs()[0], "cleaner", nil), "clean/#")
+	testkit.Subscribe(t, testkit.MQTTClient(t, b1.Addrs()[0], "cleaner", nil), "clean/#")
 	p := testkit.MQTTClient(t, b1.Addrs()[0], "pub", nil)
 	waitOffline(t, b1, "keeper")
 	for i := range 7 {
@@ -440,7 +429,7 @@ allow_anonymous = true
 		t.Fatalf("after the restart got %v, want %v", got, want)
 	}
 	var retained inbox
-	sub(t, testkit.MQTTClient(t, b2.Addrs()[0], "late", retained.add), "r/#")
+	testkit.Subscribe(t, testkit.MQTTClient(t, b2.Addrs()[0], "late", retained.add), "r/#")
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(retained.got()) == 1 })
 	if got := retained.got()[0]; got != "r/1=kept" {
 		t.Fatalf("retained %q", got)

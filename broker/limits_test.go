@@ -181,7 +181,7 @@ allow_anonymous = true
 	shared := "$share/g/" + widest // the share prefix's levels do not count
 	var box inbox
 	other := testkit.MQTTClient(t, addr, "other", box.add)
-	if rc := sub(t, other, "ok/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, other, "ok/#"); rc != 1 {
 		t.Fatalf("subscribe ok/#: %#x", rc)
 	}
 

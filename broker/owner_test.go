@@ -82,7 +82,7 @@ func aliceAway(t *testing.T, b *Broker) *paho.Client {
 	t.Helper()
 	addr := b.Addrs()[0]
 	alice, _ := mustConnect5(t, addr, "dev1", "alice", false, nil)
-	if rc := sub(t, alice, "alerts/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, alice, "alerts/#"); rc != 1 {
 		t.Fatalf("alice's subscription: reason %#x", rc)
 	}
 	if err := alice.Disconnect(&paho.Disconnect{}); err != nil {
@@ -120,7 +120,7 @@ func TestSessionOwner(t *testing.T) {
 	addr := b.Addrs()[0]
 	ops := aliceAway(t, b)
 	bob, _ := mustConnect5(t, addr, "bobs", "bob", true, nil)
-	if rc := sub(t, bob, "alerts/#"); rc != packets.ErrNotAuthorized.Code {
+	if rc := testkit.Subscribe(t, bob, "alerts/#"); rc != packets.ErrNotAuthorized.Code {
 		t.Fatalf("bob's own subscription to alerts/#: reason %#x, want %#x", rc, packets.ErrNotAuthorized.Code)
 	}
 	refuse5(t, addr, "bob")
@@ -188,7 +188,7 @@ func TestSessionOwnerCheckOff(t *testing.T) {
 		t.Fatal("session not taken over")
 	}
 	pub(t, ops, "alerts/two", 1, false, "2")
-	if rc := sub(t, bob, "bob/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, bob, "bob/#"); rc != 1 {
 		t.Fatalf("bob's subscription: reason %#x", rc)
 	}
 	pub(t, ops, "bob/mark", 1, false, "end")
@@ -255,7 +255,7 @@ topics = ["alerts/#"]
 	pub(t, ops, "alerts/open", 1, true, "hello")
 	var box inbox
 	bob, _ := mustConnect5(t, addr, "bobs", "bob", true, box.add)
-	if rc := sub(t, bob, "alerts/#"); rc != 1 {
+	if rc := testkit.Subscribe(t, bob, "alerts/#"); rc != 1 {
 		t.Fatalf("bob's subscription: reason %#x", rc)
 	}
 	testkit.WaitFor(t, 5*time.Second, "the denial", func() bool { return b.Drops()["not_authorized_delivery"] == 1 })

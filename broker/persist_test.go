@@ -160,6 +160,6 @@ allow_anonymous = true
 		t.Fatalf("after the restart got %v, want the queued and the retained message", got)
 	}
 	var retained inbox
-	sub(t, testkit.MQTTClient(t, b2.Addrs()[0], "late", retained.add), topic)
+	testkit.Subscribe(t, testkit.MQTTClient(t, b2.Addrs()[0], "late", retained.add), topic)
 	testkit.WaitFor(t, 5*time.Second, "the retained message", func() bool { return len(retained.got()) == 1 })
 }

@@ -325,11 +325,11 @@ func TestTornTail(t *testing.T) {
 	}
 }
 
-func TestCorruptMidLog(t *testing.T) {
-	dir := t.TempDir()
-	opts := Options{SegmentBytes: 1 << 10}
-	var dr drops
-	opts.OnDrop = dr.fn
+// damagedLog writes 100 records to a disk queue in dir of three segments or
+// more, closes it and lets damage change the second segment's bytes; it
+// returns the segments' first Seqs.
+func damagedLog(t *testing.T, dir string, opts Options, damage func(b []byte)) []uint64 {
+	t.Helper()
 	q := open(t, ModeDisk, dir, opts)
 	appendN(t, q, 0, 100)
 	q.Close()
@@ -339,14 +339,15 @@ func TestCorruptMidLog(t *testing.T) {
 	}
 	path := segmentPath(dir, segs[1])
 	b, _ := os.ReadFile(path)
-	b[len(b)-2] ^= 0x01 // the last entry of the second segment
+	damage(b)
 	os.WriteFile(path, b, 0o640)
-	bad := int(segs[2]) - 2 // its value (Seq-1)
+	return segs
+}
 
-	q = open(t, ModeDisk, dir, opts)
-	defer q.Close()
-	var vals []int
-	sawErr := false
+// readPastCorruption reads q until it is empty, passing over ErrCorrupt,
+// and tells whether it saw one.
+func readPastCorruption(t *testing.T, q Queue) (vals []int, sawErr bool) {
+	t.Helper()
 	for range 1000 {
 		got, err := q.Read(nil, 1<<20)
 		if errors.Is(err, ErrCorrupt) {
@@ -361,6 +362,22 @@ func TestCorruptMidLog(t *testing.T) {
 		}
 		vals = append(vals, values(t, got)...)
 	}
+	return vals, sawErr
+}
+
+func TestCorruptMidLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 1 << 10}
+	var dr drops
+	opts.OnDrop = dr.fn
+	segs := damagedLog(t, dir, opts, func(b []byte) {
+		b[len(b)-2] ^= 0x01 // the last entry of the second segment
+	})
+	bad := int(segs[2]) - 2 // its value (Seq-1)
+
+	q := open(t, ModeDisk, dir, opts)
+	defer q.Close()
+	vals, sawErr := readPastCorruption(t, q)
 	if !sawErr || dr.get(ReasonCorrupt) != 1 || len(vals) != 99 {
 		t.Fatalf("err seen %v, corrupt drops %d, delivered %d", sawErr, dr.get(ReasonCorrupt), len(vals))
 	}
@@ -507,35 +524,14 @@ func TestBrokenFrameMidLog(t *testing.T) {
 	dir := t.TempDir()
 	var dr drops
 	opts := Options{SegmentBytes: 1 << 10, OnDrop: dr.fn}
-	q := open(t, ModeDisk, dir, opts)
-	appendN(t, q, 0, 100)
-	q.Close()
-	segs, _ := listSegments(dir)
-	if len(segs) < 3 {
-		t.Fatalf("want several segments, have %d", len(segs))
-	}
-	path := segmentPath(dir, segs[1])
-	b, _ := os.ReadFile(path)
-	b[3] = 0x7f // the first frame's length runs past the file
-	os.WriteFile(path, b, 0o640)
+	segs := damagedLog(t, dir, opts, func(b []byte) {
+		b[3] = 0x7f // the first frame's length runs past the file
+	})
 	lost := int(segs[2] - segs[1])
 
-	q = open(t, ModeDisk, dir, opts)
+	q := open(t, ModeDisk, dir, opts)
 	defer q.Close()
-	var vals []int
-	for range 1000 {
-		got, err := q.Read(nil, 1<<20)
-		if errors.Is(err, ErrCorrupt) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) == 0 {
-			break
-		}
-		vals = append(vals, values(t, got)...)
-	}
+	vals, _ := readPastCorruption(t, q)
 	if dr.get(ReasonCorrupt) != lost || len(vals)+lost != 100 {
 		t.Fatalf("corrupt drops %d, want %d; delivered %d", dr.get(ReasonCorrupt), lost, len(vals))
 	}

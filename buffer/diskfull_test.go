@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mqkafka/mqkafka/ack"
-	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // TestDiskFullRecovers fills a real (tmpfs) file system under a disk queue:
@@ -19,10 +15,9 @@ import (
 // accepted record is delivered once, in order, also after a crash and
 // reopen (a partial write was cut, not left behind).
 func TestDiskFullRecovers(t *testing.T) {
-	root := testkit.SmallFS(t, t.TempDir(), 2<<20)
-	dir := filepath.Join(root, "q")
+	fs := newFullFS(t, 2<<20)
 	opts := Options{SegmentBytes: 64 << 10}
-	q := open(t, ModeDisk, dir, opts)
+	q := open(t, ModeDisk, fs.dir, opts)
 	var accepted []int
 	ctx := context.Background()
 	v := 0
@@ -32,13 +27,9 @@ func TestDiskFullRecovers(t *testing.T) {
 		}
 		accepted = append(accepted, v)
 	}
-	filler := testkit.Fill(t, root)
-	var failure error
-	for ; v < 100000 && failure == nil; v++ {
-		if failure = q.Append(ctx, ack.InCall(), rec(v)); failure == nil {
-			accepted = append(accepted, v)
-		}
-	}
+	fs.fill(t)
+	more, v, failure := appendUntilRefused(q, v, 100000)
+	accepted = append(accepted, more...)
 	if !errors.Is(failure, ack.ErrWriteFailed) {
 		t.Fatalf("after %d appends on a full disk: %v", len(accepted), failure)
 	}
@@ -50,17 +41,8 @@ func TestDiskFullRecovers(t *testing.T) {
 	}
 	v++
 
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
-	testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
-		v++
-		if q.Append(ctx, ack.InCall(), rec(v)) == nil {
-			accepted = append(accepted, v)
-			return true
-		}
-		return false
-	})
+	v = fs.free(t, q, v)
+	accepted = append(accepted, v)
 	if err := q.Stats().Err; err != nil {
 		t.Fatalf("recovered queue still reports %v", err)
 	}
@@ -75,7 +57,7 @@ func TestDiskFullRecovers(t *testing.T) {
 		t.Fatalf("delivered %d records, accepted %d: %v", len(got), len(accepted), diffInts(got, accepted))
 	}
 	crash(q)
-	q = open(t, ModeDisk, dir, opts)
+	q = open(t, ModeDisk, fs.dir, opts)
 	defer q.Close()
 	if got := values(t, drain(t, q, 1<<20)); !equalInts(got, accepted) {
 		t.Fatalf("after reopen: %d records, accepted %d: %v", len(got), len(accepted), diffInts(got, accepted))

@@ -2,13 +2,9 @@ package buffer
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mqkafka/mqkafka/ack"
-	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // TestReviewDirSyncedAfterFailedFirstWrite: the disk fills just as a new
@@ -17,8 +13,8 @@ import (
 // directory fsync happens before its appenders are told their records are
 // durable: a power loss can lose the file with acknowledged records in it.
 func TestReviewDirSyncedAfterFailedFirstWrite(t *testing.T) {
-	root := testkit.SmallFS(t, t.TempDir(), 4<<20)
-	dir := filepath.Join(root, "q")
+	fs := newFullFS(t, 4<<20)
+	dir := fs.dir
 	opts := Options{SegmentBytes: 4 << 10}
 	q := open(t, ModeDisk, dir, opts)
 	defer q.Close()
@@ -36,7 +32,7 @@ func TestReviewDirSyncedAfterFailedFirstWrite(t *testing.T) {
 		}
 		v++
 	}
-	filler := testkit.Fill(t, root)
+	fs.fill(t)
 	before, _ := listSegments(dir)
 	if err := q.Append(ctx, ack.InCall(), rec(v)); err == nil {
 		t.Fatal("append on a full disk succeeded")
@@ -44,10 +40,7 @@ func TestReviewDirSyncedAfterFailedFirstWrite(t *testing.T) {
 	if after, _ := listSegments(dir); len(after) != len(before)+1 {
 		t.Fatalf("segments %v then %v: the failed write did not create one", before, after)
 	}
-	os.Remove(filler)
-	testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
-		return q.Append(ctx, ack.InCall(), rec(v)) == nil
-	})
+	fs.free(t, q, v)
 	d.mu.Lock()
 	dirty := d.dirDirty
 	d.mu.Unlock()

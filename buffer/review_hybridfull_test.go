@@ -3,13 +3,9 @@ package buffer
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mqkafka/mqkafka/ack"
-	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
 // TestReviewHybridDiskFull: a hybrid queue's spill fails on a full disk
@@ -19,8 +15,8 @@ import (
 // record is delivered once, in order.
 func TestReviewHybridDiskFull(t *testing.T) {
 	for _, crashAfter := range []bool{false, true} {
-		root := testkit.SmallFS(t, t.TempDir(), 4<<20)
-		dir := filepath.Join(root, "q")
+		fs := newFullFS(t, 4<<20)
+		dir := fs.dir
 		sz := sizeOf(rec(0))
 		opts := Options{SegmentBytes: int64(20 * sz), MemoryLimit: int64(10 * sz)}
 		q := open(t, ModeHybrid, dir, opts)
@@ -33,20 +29,15 @@ func TestReviewHybridDiskFull(t *testing.T) {
 			}
 			accepted = append(accepted, v)
 		}
-		filler := testkit.Fill(t, root)
-		for ; v < 1000; v++ {
-			if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {
-				if !errors.Is(err, ack.ErrWriteFailed) {
-					t.Fatal(err)
-				}
-				break
-			}
-			accepted = append(accepted, v)
-		}
-		if v >= 1000 {
+		fs.fill(t)
+		more, next, err := appendUntilRefused(q, v, 1000)
+		if err == nil {
 			t.Fatal("the spill never failed")
 		}
-		v++
+		if !errors.Is(err, ack.ErrWriteFailed) {
+			t.Fatal(err)
+		}
+		accepted, v = append(accepted, more...), next
 		// Read and acknowledge all but the last 3 accepted.
 		es := drain(t, q, 1<<20)
 		if got := values(t, es); !equalInts(got, accepted) {
@@ -55,15 +46,8 @@ func TestReviewHybridDiskFull(t *testing.T) {
 		q.Ack(es[len(es)-4].Seq)
 		accepted = accepted[len(accepted)-3:]
 		q.Rewind()
-		os.Remove(filler)
-		testkit.WaitFor(t, 10*time.Second, "appends accepted again", func() bool {
-			v++
-			if q.Append(ctx, ack.InCall(), rec(v)) == nil {
-				accepted = append(accepted, v)
-				return true
-			}
-			return false
-		})
+		v = fs.free(t, q, v)
+		accepted = append(accepted, v)
 		for range 40 {
 			v++
 			if err := q.Append(ctx, ack.InCall(), rec(v)); err != nil {

@@ -16,16 +16,35 @@ func BaseConfig(t testing.TB, kafkaAddr, topic string) string {
 
 // SinkConfig is one connector, one rule on t/# and one sink given as TOML lines.
 func SinkConfig(t testing.TB, kafkaAddr, sinkTOML string) string {
-	return ConfigHead(t, kafkaAddr, "1s", `"api.version.request.timeout.ms" = "10000"`) + `
+	return ConfigHead(t, kafkaAddr, "1s", `"api.version.request.timeout.ms" = "10000"`) + SinkTables("r1", "s1", sinkTOML)
+}
+
+// SinkTables is a rule ruleID on t/# whose one action is sink, a sink of
+// connector "k" given as TOML lines.
+func SinkTables(ruleID, sink, sinkTOML string) string {
+	return fmt.Sprintf(`
 [[rules]]
-id = "r1"
+id = %q
 sql = 'SELECT * FROM "t/#"'
-actions = ["kafka_producer:s1"]
+actions = ["kafka_producer:%s"]
 
 [[sinks]]
-name = "s1"
+name = %q
 connector = "k"
-` + sinkTOML + "\n"
+%s
+`, ruleID, sink, sink, sinkTOML)
+}
+
+// RepublishRule is a rule ruleID of sql whose one action is a republish
+// given as TOML lines.
+func RepublishRule(ruleID, sql, republishTOML string) string {
+	return fmt.Sprintf(`
+[[rules]]
+id = %q
+sql = '''%s'''
+[[rules.republish]]
+%s
+`, ruleID, sql, republishTOML)
 }
 
 // SourceConfig is a broker on a free port, one connector and the given
@@ -33,6 +52,35 @@ connector = "k"
 func SourceConfig(t testing.TB, kafkaAddr, tables string) string {
 	return ConfigHead(t, kafkaAddr, "2s", `"heartbeat.interval.ms" = "300"
 "session.timeout.ms" = "6000"`) + tables
+}
+
+// SourceTable is a source of connector "k" named name that reads topic from
+// the earliest offset and publishes each record's value to mqttTopic at QoS
+// 1; sourceTOML are more of the source's keys (start_delay …).
+func SourceTable(name, topic, mqttTopic, sourceTOML string) string {
+	return Source(name, fmt.Sprintf("topic = %q\noffset_reset_policy = \"earliest\"\n%s", topic, sourceTOML),
+		TopicMapping(topic, mqttTopic, "qos = 1\npayload_template = \"${.value}\""))
+}
+
+// Source is a source of connector "k" named name with more keys given as
+// TOML lines, and the topic mappings made by TopicMapping.
+func Source(name, sourceTOML string, mappings ...string) string {
+	return fmt.Sprintf(`
+[[sources]]
+name = %q
+connector = "k"
+%s
+%s`, name, sourceTOML, strings.Join(mappings, ""))
+}
+
+// TopicMapping is a source's mapping of kafkaTopic to mqttTopic with more
+// keys given as TOML lines (qos, payload_template).
+func TopicMapping(kafkaTopic, mqttTopic, mappingTOML string) string {
+	return fmt.Sprintf(`[[sources.topic_mapping]]
+kafka_topic = %q
+mqtt_topic = %q
+%s
+`, kafkaTopic, mqttTopic, mappingTOML)
 }
 
 // ConfigHead is a broker on a free loopback port, an open admin listener on

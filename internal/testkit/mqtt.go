@@ -136,6 +136,28 @@ func Subscriber(t testing.TB, addr, id string, expiry uint32, box *Inbox, qos by
 	return c
 }
 
+// Subscribed is the inbox of a clean MQTT 5 session subscribed to filters at
+// QoS 1.
+func Subscribed(t testing.TB, addr, id string, filters ...string) *Inbox {
+	t.Helper()
+	box := &Inbox{}
+	Subscriber(t, addr, id, 0, box, 1, filters...)
+	return box
+}
+
+// Subscribe subscribes c to filter at QoS 1 and returns the SUBACK's reason
+// code; a refusal is returned, not failed, so that callers check it.
+func Subscribe(t testing.TB, c *paho.Client, filter string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if err != nil && sa == nil {
+		t.Fatalf("subscribe %s: %v", filter, err)
+	}
+	return sa.Reasons[0]
+}
+
 // Settle waits until box's subscriber, connected to the broker at addr and
 // subscribed to topic, got every message the broker queued for it so far:
 // the broker writes to a client in the order it queues, so once a marker
