@@ -231,7 +231,7 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 	// Recorded first: a node reading the record before the routes keeps
 	// queueing what it does not route here yet, which this node reads.
-	h.s.Hold(cl.ID, record(cl, c.From))
+	h.s.Hold(cl.ID, h.record(cl, c.From))
 	for f := range cl.State.Subscriptions.GetAll() {
 		h.routes.announce(f)
 	}
@@ -288,7 +288,7 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 			inflight = append(inflight, &m)
 		}
 	}
-	if h.s.Release(cl.ID, record(cl, -1), inflight) || handedOver {
+	if h.s.Release(cl.ID, h.record(cl, -1), inflight) || handedOver {
 		// The cluster publishes it once, from whichever node is then
 		// responsible for the session.
 		h.srv.CancelDelayedWill(cl.ID)
@@ -323,7 +323,7 @@ func (h *sessionHook) OnSubscriptionCheck(cl *mqtt.Client, filter string) bool {
 	if !persistent(cl) {
 		return true
 	}
-	s := record(cl, -1)
+	s := h.record(cl, -1)
 	s.Subscriptions = append(slices.DeleteFunc(s.Subscriptions, func(sub cluster.Subscription) bool { return sub.Filter == filter }),
 		cluster.Subscription{Filter: filter, QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2, Identifier: maxSubscriptionIdentifier})
 	if h.s.Fits(cl.ID, s) {
@@ -345,15 +345,20 @@ func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) { h.upda
 
 func (h *sessionHook) update(cl *mqtt.Client) {
 	if !cl.Net.Inline && !cl.Closed() && persistent(cl) {
-		h.s.Hold(cl.ID, record(cl, -1))
+		h.s.Hold(cl.ID, h.record(cl, -1))
 	}
 }
 
 // record is cl's session as the cluster keeps it; from < 0 keeps the
-// recorded offset of its queue.
-func record(cl *mqtt.Client, from int64) cluster.Session {
+// recorded offset of its queue. A session with no expiry interval of its
+// own (MQTT 3.1.1) is kept for max_session_expiry, as on one node.
+func (h *sessionHook) record(cl *mqtt.Client, from int64) cluster.Session {
+	expiry := h.srv.Options.Capabilities.MaximumSessionExpiryInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryIntervalFlag {
+		expiry = cl.Properties.Props.SessionExpiryInterval
+	}
 	s := cluster.Session{Owner: string(cl.Properties.Username), Persistent: persistent(cl), Version: cl.Properties.ProtocolVersion,
-		Expiry: cl.Properties.Props.SessionExpiryInterval, From: from}
+		Expiry: expiry, From: from}
 	for _, sub := range cl.State.Subscriptions.GetAll() {
 		s.Subscriptions = append(s.Subscriptions, cluster.Subscription{Filter: sub.Filter, QoS: sub.Qos, NoLocal: sub.NoLocal,
 			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier})

@@ -1,8 +1,10 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/mqkafka/mqkafka/broker"
 	"github.com/mqkafka/mqkafka/cluster"
 	"github.com/mqkafka/mqkafka/internal/testkit"
+	"github.com/mqkafka/mqkafka/third_party/mochi/packets"
 )
 
 // TestFailedQueueReadKeepsOffset: a resume whose read of the session's
@@ -171,4 +174,46 @@ func TestClaimOfAnotherUsersSessionRefused(t *testing.T) {
 	if f := n1.b.Filters(); slices.Contains(f, "a/secret") {
 		t.Fatalf("the other user's session was put here: filters %v", f)
 	}
+}
+
+// TestMQTT311SessionExpiresClusterWide: a persistent MQTT 3.1.1 session has
+// no expiry interval of its own; the cluster keeps it for
+// max_session_expiry, as one node does, not for good (every matching
+// publish would have queued a record for it in Kafka for ever).
+func TestMQTT311SessionExpiresClusterWide(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	cfg := nodeConfig(t, kafka, "n1", "")
+	cfg.Broker.MaxSessionExpiry = 2 * time.Second
+	n1 := joinSessions(t, "n1", cfg, shareNode)
+	conn, err := net.Dial("tcp", n1.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 30, ClientIdentifier: "old311"}}
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK % x, %v", ack, err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the session held", func() bool {
+		s := n1.n.Session("old311")
+		return s != nil && s.Connected
+	})
+	conn.Close()
+	testkit.WaitFor(t, 10*time.Second, "the session offline", func() bool {
+		s := n1.n.Session("old311")
+		return s != nil && !s.Connected
+	})
+	if s := n1.n.Session("old311"); s.Expiry != 2 {
+		t.Fatalf("the session's record keeps it %d s, want max_session_expiry (2 s)", s.Expiry)
+	}
+	testkit.WaitFor(t, 20*time.Second, "the session's end", func() bool { return n1.n.Session("old311") == nil })
 }
