@@ -317,16 +317,26 @@ func (n *Node) Load(ctx context.Context) error {
 	if err := n.stateIn.Assign(parts); err != nil {
 		return fmt.Errorf("cluster: reading the state topics: %w", err)
 	}
-	pending := len(parts)
-	for pending > 0 {
+	// A partition reaches its end again each time records arrive after
+	// it did (other nodes' heartbeats do, every heartbeat_interval): each
+	// partition counts once, or one could be left unread.
+	type partition struct {
+		topic string
+		n     int32
+	}
+	unread := make(map[partition]bool, len(parts))
+	for _, p := range parts {
+		unread[partition{*p.Topic, p.Partition}] = true
+	}
+	for len(unread) > 0 {
 		if ctx.Err() != nil {
-			return fmt.Errorf("cluster: reading the state topics: %d of %d partitions not read to their end: %w", pending, len(parts), ctx.Err())
+			return fmt.Errorf("cluster: reading the state topics: %d of %d partitions not read to their end: %w", len(unread), len(parts), ctx.Err())
 		}
 		switch ev := n.stateIn.Poll(100).(type) {
 		case *kafka.Message:
 			n.apply(ev, true)
 		case kafka.PartitionEOF:
-			pending--
+			delete(unread, partition{*ev.Topic, ev.Partition})
 		case kafka.Error:
 			n.logKafkaError(ev)
 		}

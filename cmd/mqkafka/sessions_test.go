@@ -65,8 +65,15 @@ func (n *clusterNode) offlineOn(t testing.TB, want int64) {
 	t.Helper()
 	// Generous: hundreds of releases, each a Kafka round trip before its
 	// record, on a machine that runs the rest of the suite alongside.
+	var got int64
+	defer func() {
+		if t.Failed() {
+			t.Logf("%s saw %d offline sessions last", n.name, got)
+		}
+	}()
 	testkit.WaitFor(t, 60*time.Second, fmt.Sprintf("%d offline sessions seen by %s", want, n.name), func() bool {
-		return n.status(t).SessionsOffline == want
+		got = n.status(t).SessionsOffline
+		return got == want
 	})
 }
 

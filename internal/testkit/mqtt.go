@@ -166,7 +166,12 @@ func Subscribe(t testing.TB, c *paho.Client, filter string) byte {
 func Settle(t testing.TB, addr, topic string, box *Inbox) {
 	t.Helper()
 	marker := fmt.Sprintf("settle-%d", time.Now().UnixNano())
-	c := MQTTClient(t, addr, marker, nil)
+	settleBy(t, MQTTClient(t, addr, marker, nil), topic, marker, box)
+}
+
+// settleBy is Settle with the marker published by c.
+func settleBy(t testing.TB, c *paho.Client, topic, marker string, box *Inbox) {
+	t.Helper()
 	if resp := Publish(t, c, topic, 1, []byte(marker)); resp.ReasonCode != 0 {
 		t.Fatalf("publish the marker: PUBACK reason %d", resp.ReasonCode)
 	}
@@ -194,13 +199,16 @@ func PublishRetained(t testing.TB, c *paho.Client, topic, payload string) {
 }
 
 // Retained is what a new subscriber to filter on the broker at addr is
-// sent at once: its retained messages, queued before Settle's marker.
+// sent at once: its retained messages. The subscriber publishes the marker
+// itself: the broker queues a SUBSCRIBE's retained messages after its
+// SUBACK, before it reads the client's next packet, so a marker from
+// another client could overtake them.
 func Retained(t testing.TB, addr, filter string) []string {
 	t.Helper()
 	box := &Inbox{}
 	settle := fmt.Sprintf("settle/retained-%d", time.Now().UnixNano())
 	c := Subscriber(t, addr, settle, 0, box, 1, filter, settle)
 	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
-	Settle(t, addr, settle, box)
+	settleBy(t, c, settle, settle, box)
 	return box.Payloads()
 }
