@@ -224,6 +224,9 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if v, ok := h.claims.LoadAndDelete(cl); ok {
 		c = v.(cluster.Claimed)
 	}
+	if h.anotherUsers(cl) {
+		return
+	}
 	for _, m := range c.Messages {
 		if err := h.deliver(cl, m); err != nil {
 			h.log.Debug("queued message not delivered", "client", cl.ID, "topic", m.Topic, "err", err)
@@ -235,6 +238,24 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	for f := range cl.State.Subscriptions.GetAll() {
 		h.routes.announce(f)
 	}
+}
+
+// anotherUsers ends cl's connection (DISCONNECT 0x87, 3.1.1: close; no
+// will) if, since OnConnect checked it, a record of another user's
+// connection with its client id came in: that record is before the one
+// cl's would be, so the other user keeps the session, as the holder
+// decides for records in the other order.
+func (h *sessionHook) anotherUsers(cl *mqtt.Client) bool {
+	owner := string(cl.Properties.Username)
+	s := h.s.Session(cl.ID)
+	if !h.ownerCheck || s == nil || !s.Connected || s.Owner == owner {
+		return false
+	}
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	h.refusedHere.Store(cl, true)
+	_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	h.refusedOwner(cl.ID, owner, s.Node)
+	return true
 }
 
 // deliver hands m, queued for cl's session, to cl at the QoS it was

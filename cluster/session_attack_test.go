@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,4 +217,52 @@ func TestMQTT311SessionExpiresClusterWide(t *testing.T) {
 		t.Fatalf("the session's record keeps it %d s, want max_session_expiry (2 s)", s.Expiry)
 	}
 	testkit.WaitFor(t, 20*time.Second, "the session's end", func() bool { return n1.n.Session("old311") == nil })
+}
+
+// recordAfterCheck is a node whose record of client id, once the broker
+// has checked it at CONNECT, is another user's connection: as when that
+// user's record comes in between the check and the record of this
+// connection.
+type recordAfterCheck struct {
+	*cluster.Node
+	checked atomic.Bool
+}
+
+func (r *recordAfterCheck) Session(id string) *cluster.Session {
+	if !r.checked.Swap(true) {
+		return r.Node.Session(id)
+	}
+	return &cluster.Session{Owner: "a", Node: "n9", Connected: true, Persistent: true, Version: 5}
+}
+
+// TestRecordOfAnotherUserAfterTheCheck: another user's connection recorded
+// between the CONNECT's owner check and the record of this connection was
+// first in the topic: this connection is ended with DISCONNECT 0x87
+// (counted session_owner) and writes no record of its own.
+func TestRecordOfAnotherUserAfterTheCheck(t *testing.T) {
+	_, kafka := testkit.NewKafka(t, 0)
+	var nodeOf *cluster.Node
+	n1 := joinSessions(t, "n1", nodeConfig(t, kafka, "n1", ""), func(n *cluster.Node) broker.Sessions {
+		nodeOf = n
+		return &recordAfterCheck{Node: n}
+	})
+	conn, err := net.Dial("tcp", n1.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	expiry := uint32(300)
+	_, ca, err := testkit.MQTTSession(t, conn, &paho.Connect{ClientID: "dev", Username: "b", UsernameFlag: true,
+		KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, nil)
+	if ca == nil {
+		t.Fatalf("CONNACK: %v", err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "the connection refused", func() bool { return n1.b.Refused()["session_owner"] == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the connection ended here", func() bool {
+		_, ok := n1.b.OwnerHere("dev")
+		return !ok
+	})
+	if s := nodeOf.Session("dev"); s != nil {
+		t.Fatalf("a record of the refused connection was written: %+v", s)
+	}
 }
