@@ -153,8 +153,8 @@ func TestClusterSessions(t *testing.T) {
 			if code != 0x8E {
 				t.Fatalf("the connection on n1 got DISCONNECT 0x%02X, want 0x8E", code)
 			}
-		case <-time.After(2 * time.Second):
-			t.Fatal("the connection on n1 got no DISCONNECT within 2 s")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection on n1 got no DISCONNECT")
 		}
 		if r := testkit.Publish(t, c2, "twice/x", 1, []byte("x")); r.ReasonCode != 0 {
 			t.Fatalf("the connection on n2 is not usable: PUBACK %d", r.ReasonCode)
@@ -183,9 +183,9 @@ func TestClusterSessions(t *testing.T) {
 		}
 		old := connect(n1.mqtt)
 		connect(n3.mqtt)
-		_ = old.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = old.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if n, err := old.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("the 3.1.1 connection on n1 was not closed within 2 s: read %d, %v", n, err)
+			t.Fatalf("the 3.1.1 connection on n1 was not closed: read %d, %v", n, err)
 		}
 	})
 
@@ -394,8 +394,8 @@ func TestClusterSessionsThroughHAProxy(t *testing.T) {
 		if code != 0x8E {
 			t.Fatalf("the first connection got DISCONNECT 0x%02X, want 0x8E", code)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("the first connection got no DISCONNECT within 2 s")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first connection got no DISCONNECT")
 	}
 }
 
@@ -455,7 +455,7 @@ func TestClusterSessionOwnerRace(t *testing.T) {
 			// refuses b's, and n2 ends it.
 			select {
 			case code = <-bCodes:
-			case <-time.After(5 * time.Second):
+			case <-time.After(10 * time.Second):
 				t.Fatalf("%s: b, CONNACK 0, got no DISCONNECT", id)
 			}
 		}
