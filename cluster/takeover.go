@@ -354,9 +354,6 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 		return
 	}
 	prev, _ := n.sessions.get(id)
-	if !loading && n.local != nil && n.ownComesLater(id, prev, s) {
-		return
-	}
 	taken := n.sessions.set(id, s)
 	if loading || s == nil || n.local == nil {
 		n.confirm(id, false)
@@ -382,19 +379,6 @@ func (n *Node) applySession(id string, value []byte, loading bool) {
 		off.Claim, off.Connected, off.Disconnected = "", false, time.Now().Unix()
 		n.putSession(id, &off)
 	}
-}
-
-// ownComesLater reports whether s, another node's record of the same
-// user's connection with client id, has the epoch of this node's own
-// record of its connection (prev), written and not read back yet. Both
-// nodes connected it from the same record; this node's comes after s in
-// the topic, so every node takes this one (of equal epochs the later
-// wins) and s must not end the connection here: otherwise both nodes end
-// theirs, each on reading the other's record.
-func (n *Node) ownComesLater(id string, prev, s *Session) bool {
-	return s != nil && prev != nil && prev.Node == n.cfg.Node && prev.Connected && prev.Claim == "" &&
-		s.Node != n.cfg.Node && s.Connected && s.Claim == "" && s.Epoch == prev.Epoch &&
-		!n.isConfirmed(id) && !n.otherUserHere(id, s)
 }
 
 // applyStale takes s, a record of client id older than the one applied,

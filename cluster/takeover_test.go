@@ -232,15 +232,6 @@ func TestApplySessionRecords(t *testing.T) {
 		calls: []string{"takeover"},
 		holds: "a's on n2 connected epoch 5",
 	}, {
-		name: "connection elsewhere of an equal epoch before this node's own comes back: this node's is later",
-		run: func(t *testing.T, id string) {
-			seed(id)
-			own := st.hold(t, id, "a")
-			st.read(id, on("n2", "a", 5))
-			st.read(id, own)
-		},
-		holds: "a's on n1 connected epoch 5",
-	}, {
 		name: "claim of an equal epoch",
 		run: func(t *testing.T, id string) {
 			confirmed(t, id, "a")
