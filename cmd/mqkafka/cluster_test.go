@@ -46,7 +46,7 @@ connector = "k"
 replication_factor = 1
 partitions = 3
 heartbeat_interval = "300ms"
-node_timeout = "2s"
+node_timeout = "5s"
 
 [[sources]]
 name = "src"

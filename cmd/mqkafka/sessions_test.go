@@ -430,7 +430,9 @@ func ownerClient(t testing.TB, addr, id, user string, box *testkit.Inbox, onDisc
 // TestClusterSessionOwnerRace: user b connecting on n2 with user a's
 // client id before n2 has read a's record, a moment after a connected on
 // n1, is refused with 0x87 and does not end a's connection; a same-user
-// takeover still ends it with 0x8E.
+// takeover still ends it with 0x8E. Should n1 write a's record after n2
+// wrote b's (a loaded machine), b's is first in the topic and a's
+// connection is the one refused: one of the two always stays, never both.
 func TestClusterSessionOwnerRace(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0, kfake.SeedTopics(3, "src"))
 	n1, n2 := clusterNodeConfig(t, kafka, "n1"), clusterNodeConfig(t, kafka, "n2")
@@ -439,7 +441,9 @@ func TestClusterSessionOwnerRace(t *testing.T) {
 	for _, n := range []*clusterNode{n1, n2} {
 		testkit.WaitFor(t, 20*time.Second, n.name+" to see the two nodes up", func() bool { return n.sees(t, "n1", "n2") })
 	}
-	for i := range 5 {
+	const rounds = 5
+	bFirst := 0
+	for i := range rounds {
 		id := fmt.Sprintf("owned-%d", i)
 		aCodes := make(chan byte, 1)
 		box := &testkit.Inbox{}
@@ -449,14 +453,29 @@ func TestClusterSessionOwnerRace(t *testing.T) {
 		}
 		subscribe(t, a, id+"/#")
 		bCodes := make(chan byte, 1)
-		_, code = ownerClient(t, n2.mqtt, id, "b", nil, func(d *paho.Disconnect) { bCodes <- d.ReasonCode })
+		b, code := ownerClient(t, n2.mqtt, id, "b", nil, func(d *paho.Disconnect) { bCodes <- d.ReasonCode })
 		if code == 0 {
-			// n2 had not read a's record: n1, holding a's connection,
-			// refuses b's, and n2 ends it.
+			// n2 had not read a's record. The connection whose record is
+			// second in the sessions topic is refused: b's, unless n1
+			// wrote a's record after n2 wrote b's (a loaded machine).
 			select {
 			case code = <-bCodes:
+			case code = <-aCodes:
+				if code != 0x87 {
+					t.Fatalf("%s: a got DISCONNECT 0x%02X, want 0x87", id, code)
+				}
+				if r := testkit.Publish(t, b, id+"/b", 1, []byte("b's")); r.ReasonCode != 0 {
+					t.Fatalf("%s: a was refused, and b's connection is not usable: PUBACK %d", id, r.ReasonCode)
+				}
+				select {
+				case code := <-bCodes:
+					t.Fatalf("%s: both refused (b: 0x%02X)", id, code)
+				default:
+				}
+				bFirst++
+				continue
 			case <-time.After(10 * time.Second):
-				t.Fatalf("%s: b, CONNACK 0, got no DISCONNECT", id)
+				t.Fatalf("%s: b, CONNACK 0, got no DISCONNECT and a none either", id)
 			}
 		}
 		if code != 0x87 {
@@ -479,9 +498,12 @@ func TestClusterSessionOwnerRace(t *testing.T) {
 			if code != 0x8E {
 				t.Fatalf("%s: a's connection on n1 got DISCONNECT 0x%02X, want 0x8E", id, code)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: a's connection on n1 got no DISCONNECT", id)
 		}
 		_ = c.Disconnect(&paho.Disconnect{})
+	}
+	if bFirst == rounds {
+		t.Fatalf("b's record was first in all %d rounds: a's connection was never seen kept", rounds)
 	}
 }
