@@ -45,7 +45,8 @@ func (b *Broker) ShareSessions(s Sessions) error {
 		return ErrNoCluster
 	}
 	h := &sessionHook{srv: b.srv, s: s, routes: b.cluster, store: b.store, ownerCheck: b.access.sessionOwner,
-		refused: b.refused, limit: b.queue.maxLen, log: b.log.With("component", "cluster-sessions")}
+		refused: b.refused, limit: b.queue.maxLen, log: b.log.With("component", "cluster-sessions"),
+		established: map[*mqtt.Client]bool{}, pendingEnd: map[*mqtt.Client]packets.Code{}}
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return fmt.Errorf("broker: cluster sessions: %w", err)
 	}
@@ -104,8 +105,43 @@ func (b *Broker) endHere(id string, marks *sync.Map, code packets.Code) bool {
 		return false
 	}
 	marks.Store(cl, true)
+	if h := b.sessions; h != nil && h.deferEnd(cl, code) {
+		return true
+	}
 	_ = b.srv.DisconnectClient(cl, code)
 	return true
+}
+
+// deferEnd keeps code for cl if its CONNACK is not written yet (mochi adds
+// a client before it writes the CONNACK): a DISCONNECT must not come
+// first [MQTT-3.2.0-1], so OnSessionEstablished sends it.
+func (h *sessionHook) deferEnd(cl *mqtt.Client, code packets.Code) bool {
+	h.endMu.Lock()
+	defer h.endMu.Unlock()
+	if h.established[cl] {
+		return false
+	}
+	h.pendingEnd[cl] = code
+	return true
+}
+
+// establish notes that cl's CONNACK is written and returns the end kept
+// for it meanwhile, if any.
+func (h *sessionHook) establish(cl *mqtt.Client) (packets.Code, bool) {
+	h.endMu.Lock()
+	defer h.endMu.Unlock()
+	h.established[cl] = true
+	code, ok := h.pendingEnd[cl]
+	delete(h.pendingEnd, cl)
+	return code, ok
+}
+
+// forget drops what establish and deferEnd kept of cl.
+func (h *sessionHook) forget(cl *mqtt.Client) {
+	h.endMu.Lock()
+	defer h.endMu.Unlock()
+	delete(h.established, cl)
+	delete(h.pendingEnd, cl)
 }
 
 // sessionHook moves sessions between this node and the cluster.
@@ -127,6 +163,11 @@ type sessionHook struct {
 	refusedHere  sync.Map // *mqtt.Client → bool
 	lastRefusal  atomic.Int64
 	lastTooLarge atomic.Int64
+	// established are the clients whose CONNACK is written; pendingEnd
+	// the ends asked for a client before that.
+	endMu       sync.Mutex
+	established map[*mqtt.Client]bool
+	pendingEnd  map[*mqtt.Client]packets.Code
 }
 
 func (h *sessionHook) ID() string { return "mqkafka-cluster-sessions" }
@@ -224,6 +265,10 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if v, ok := h.claims.LoadAndDelete(cl); ok {
 		c = v.(cluster.Claimed)
 	}
+	if code, ok := h.establish(cl); ok {
+		_ = h.srv.DisconnectClient(cl, code)
+		return
+	}
 	if h.anotherUsers(cl) {
 		return
 	}
@@ -291,6 +336,7 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	_, handedOver := h.handover.LoadAndDelete(cl)
 	_, refused := h.refusedHere.LoadAndDelete(cl)
 	h.claims.Delete(cl)
+	h.forget(cl)
 	if cl.IsTakenOver() && !handedOver {
 		return // by a client of this node, which holds the session now
 	}
