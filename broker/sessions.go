@@ -45,8 +45,7 @@ func (b *Broker) ShareSessions(s Sessions) error {
 		return ErrNoCluster
 	}
 	h := &sessionHook{srv: b.srv, s: s, routes: b.cluster, store: b.store, ownerCheck: b.access.sessionOwner,
-		refused: b.refused, limit: b.queue.maxLen, log: b.log.With("component", "cluster-sessions"),
-		established: map[*mqtt.Client]bool{}, pendingEnd: map[*mqtt.Client]packets.Code{}}
+		refused: b.refused, limit: b.queue.maxLen, log: b.log.With("component", "cluster-sessions")}
 	if err := b.srv.AddHook(h, nil); err != nil {
 		return fmt.Errorf("broker: cluster sessions: %w", err)
 	}
@@ -112,36 +111,24 @@ func (b *Broker) endHere(id string, marks *sync.Map, code packets.Code) bool {
 	return true
 }
 
-// deferEnd keeps code for cl if its CONNACK is not written yet (mochi adds
-// a client before it writes the CONNACK): a DISCONNECT must not come
-// first [MQTT-3.2.0-1], so OnSessionEstablished sends it.
+// connecting is a client from its CONNECT to its CONNACK: what it
+// claimed, and an end asked for it meanwhile. mochi adds a client before
+// it writes the CONNACK, and a DISCONNECT must not come first
+// [MQTT-3.2.0-1], so OnSessionEstablished sends that end.
+type connecting struct {
+	claimed cluster.Claimed
+	// end is nil until an end is asked for or the CONNACK is written
+	// (connackWritten), whichever comes first.
+	end atomic.Pointer[packets.Code]
+}
+
+// connackWritten marks a connecting client whose CONNACK is written.
+var connackWritten = new(packets.Code)
+
+// deferEnd keeps code for cl if its CONNACK is not written yet.
 func (h *sessionHook) deferEnd(cl *mqtt.Client, code packets.Code) bool {
-	h.endMu.Lock()
-	defer h.endMu.Unlock()
-	if h.established[cl] {
-		return false
-	}
-	h.pendingEnd[cl] = code
-	return true
-}
-
-// establish notes that cl's CONNACK is written and returns the end kept
-// for it meanwhile, if any.
-func (h *sessionHook) establish(cl *mqtt.Client) (packets.Code, bool) {
-	h.endMu.Lock()
-	defer h.endMu.Unlock()
-	h.established[cl] = true
-	code, ok := h.pendingEnd[cl]
-	delete(h.pendingEnd, cl)
-	return code, ok
-}
-
-// forget drops what establish and deferEnd kept of cl.
-func (h *sessionHook) forget(cl *mqtt.Client) {
-	h.endMu.Lock()
-	defer h.endMu.Unlock()
-	delete(h.established, cl)
-	delete(h.pendingEnd, cl)
+	v, ok := h.claims.Load(cl)
+	return ok && v.(*connecting).end.CompareAndSwap(nil, &code)
 }
 
 // sessionHook moves sessions between this node and the cluster.
@@ -155,19 +142,14 @@ type sessionHook struct {
 	refused    *refusals
 	limit      int
 	log        *slog.Logger
-	// claims carry what OnConnect claimed to OnSessionEstablished.
-	claims sync.Map // *mqtt.Client → cluster.Claimed
+	// claims are the clients between OnConnect and OnSessionEstablished.
+	claims sync.Map // *mqtt.Client → *connecting
 	// handover marks the clients whose session another node took;
 	// refusedHere those ended because the session is another user's.
 	handover     sync.Map // *mqtt.Client → bool
 	refusedHere  sync.Map // *mqtt.Client → bool
 	lastRefusal  atomic.Int64
 	lastTooLarge atomic.Int64
-	// established are the clients whose CONNACK is written; pendingEnd
-	// the ends asked for a client before that.
-	endMu       sync.Mutex
-	established map[*mqtt.Client]bool
-	pendingEnd  map[*mqtt.Client]packets.Code
 }
 
 func (h *sessionHook) ID() string { return "mqkafka-cluster-sessions" }
@@ -196,7 +178,7 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return nil
 	}
 	owner := string(cl.Properties.Username)
-	if s := h.s.Session(cl.ID); s != nil && h.ownerCheck && s.Owner != owner {
+	if s := h.s.Session(cl.ID); h.othersSession(s, owner) {
 		return h.refuse(cl, s.Node)
 	}
 	c, err := h.s.Claim(context.Background(), cl.ID, owner, !pk.Connect.Clean, persistent(cl), h.limit)
@@ -206,7 +188,7 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// The record may have changed between the check above and the
 	// claim's answer (a claim its holder read as stale): a session of
 	// another user is not handed to this one.
-	if c.Session != nil && h.ownerCheck && c.Session.Owner != owner {
+	if h.othersSession(c.Session, owner) {
 		return h.refuse(cl, c.Session.Node)
 	}
 	if err != nil {
@@ -217,7 +199,7 @@ func (h *sessionHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 			h.srv.Clients.Add(h.offline(cl.ID, c.Session))
 		}
 	}
-	h.claims.Store(cl, c)
+	h.claims.Store(cl, &connecting{claimed: c})
 	return nil
 }
 
@@ -263,11 +245,12 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 	c := cluster.Claimed{From: -1}
 	if v, ok := h.claims.LoadAndDelete(cl); ok {
-		c = v.(cluster.Claimed)
-	}
-	if code, ok := h.establish(cl); ok {
-		_ = h.srv.DisconnectClient(cl, code)
-		return
+		p := v.(*connecting)
+		c = p.claimed
+		if code := p.end.Swap(connackWritten); code != nil {
+			_ = h.srv.DisconnectClient(cl, *code)
+			return
+		}
 	}
 	if h.anotherUsers(cl) {
 		return
@@ -285,15 +268,21 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
+// othersSession reports whether s is a session of another user than
+// owner, which session_owner_check keeps from owner.
+func (h *sessionHook) othersSession(s *cluster.Session, owner string) bool {
+	return h.ownerCheck && s != nil && s.Owner != owner
+}
+
 // anotherUsers ends cl's connection (DISCONNECT 0x87, 3.1.1: close; no
 // will) if, since OnConnect checked it, a record of another user's
-// connection with its client id came in: that record is before the one
-// cl's would be, so the other user keeps the session, as the holder
-// decides for records in the other order.
+// session with its client id came in: that record is before the one cl's
+// would be, so the other user keeps the session, as the holder decides
+// for records in the other order.
 func (h *sessionHook) anotherUsers(cl *mqtt.Client) bool {
 	owner := string(cl.Properties.Username)
 	s := h.s.Session(cl.ID)
-	if !h.ownerCheck || s == nil || !s.Connected || s.Owner == owner {
+	if !h.othersSession(s, owner) {
 		return false
 	}
 	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
@@ -336,7 +325,6 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	_, handedOver := h.handover.LoadAndDelete(cl)
 	_, refused := h.refusedHere.LoadAndDelete(cl)
 	h.claims.Delete(cl)
-	h.forget(cl)
 	if cl.IsTakenOver() && !handedOver {
 		return // by a client of this node, which holds the session now
 	}
