@@ -66,11 +66,8 @@ topics = ["#"]
 // one exactly at the limit crosses.
 func TestTooLargeToCrossNodes(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
-	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	in := &testkit.Inbox{}
-	testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
-	routed(t, n1, 1)
-	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	c := newCrossing(t, kafka)
+	n1, in, pub := c.n1, c.in, c.pub
 	// librdkafka's framing (36), the key "n2\x00pub" (6) and the encoded
 	// message without its payload (24) take 66 bytes of 1,000,000.
 	const fits = conf.DefaultMessageMaxBytes - 66
@@ -300,11 +297,8 @@ func TestRetainedLimitClusterWide(t *testing.T) {
 // missing may be lost, counted.
 func TestMessagesTopicRecreated(t *testing.T) {
 	kc, kafka := testkit.NewKafka(t, 0)
-	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	in := &testkit.Inbox{}
-	testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
-	routed(t, n1, 1)
-	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	c := newCrossing(t, kafka)
+	n1, in, pub := c.n1, c.in, c.pub
 	topic := "mqkafka.t.messages"
 	var produced atomic.Int64 // requests to produce to the messages topic
 	kc.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {

@@ -160,13 +160,27 @@ func routed(t testing.TB, m *member, want int64) {
 	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d remote routes", want), func() bool { return m.n.Status().Routes == want })
 }
 
+// crossing is two nodes on kafka: a subscriber to t/# on n2, whose
+// messages go to in, and a publisher on n1, which has n2's route.
+type crossing struct {
+	n1, n2   *member
+	in       *testkit.Inbox
+	sub, pub *paho.Client
+}
+
+func newCrossing(t testing.TB, kafka string) crossing {
+	t.Helper()
+	c := crossing{n1: join(t, kafka, "n1"), n2: join(t, kafka, "n2"), in: &testkit.Inbox{}}
+	c.sub = testkit.Subscriber(t, c.n2.addr, "sub", 0, c.in, 1, "t/#")
+	routed(t, c.n1, 1)
+	c.pub = testkit.MQTTClient(t, c.n1.addr, "pub", nil)
+	return c
+}
+
 func TestCrossNodePublishInOrder(t *testing.T) {
 	_, kafka := testkit.NewKafka(t, 0)
-	n1, n2 := join(t, kafka, "n1"), join(t, kafka, "n2")
-	in := &testkit.Inbox{}
-	sub := testkit.Subscriber(t, n2.addr, "sub", 0, in, 1, "t/#")
-	routed(t, n1, 1)
-	pub := testkit.MQTTClient(t, n1.addr, "pub", nil)
+	c := newCrossing(t, kafka)
+	n1, n2, in, sub, pub := c.n1, c.n2, c.in, c.sub, c.pub
 	publish(t, pub, "other/topic", "not routed")
 	const n = 300
 	var want []string

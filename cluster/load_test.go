@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/mqkafka/mqkafka/conf"
 	"github.com/mqkafka/mqkafka/internal/testkit"
 )
 
@@ -24,39 +22,9 @@ import (
 // behind the nodes topic.
 func TestLoadReadsEveryStatePartitionToItsEnd(t *testing.T) {
 	_, addr := testkit.NewKafka(t, 0)
-	cfg, err := conf.Parse("test.toml", fmt.Appendf(nil, `
-[broker]
-node = "n1"
-[cluster]
-name = "t"
-connector = "k"
-replication_factor = 1
-partitions = 3
-[[connectors]]
-name = "k"
-bootstrap_hosts = %q
-properties = { "max.partition.fetch.bytes" = "2048" }
-`, addr))
-	if err != nil {
-		t.Fatal(err)
-	}
 	load := func() *Node {
 		t.Helper()
-		n, err := New(Config{Cluster: *cfg.Cluster, Node: "n1", Connector: cfg.Connectors[0], Version: "test"}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			n.Close(ctx)
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := n.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return loadedNode(t, addr, 3, `properties = { "max.partition.fetch.bytes" = "2048" }`)
 	}
 	load() // creates the internal topics
 

@@ -56,6 +56,17 @@ type stage struct {
 func newStage(t *testing.T) *stage {
 	t.Helper()
 	_, addr := testkit.NewKafka(t, 0)
+	n := loadedNode(t, addr, 1, "")
+	st := &stage{n: n, local: &fakeLocal{users: map[string]string{}}}
+	n.local = st.local
+	return st
+}
+
+// loadedNode is node n1 of cluster "t" on the Kafka at addr, its internal
+// topics of partitions partitions, connectorTOML added to its connector,
+// loaded and closed when the test ends.
+func loadedNode(t *testing.T, addr string, partitions int, connectorTOML string) *Node {
+	t.Helper()
 	cfg, err := conf.Parse("test.toml", fmt.Appendf(nil, `
 [broker]
 node = "n1"
@@ -63,11 +74,12 @@ node = "n1"
 name = "t"
 connector = "k"
 replication_factor = 1
-partitions = 1
+partitions = %d
 [[connectors]]
 name = "k"
 bootstrap_hosts = %q
-`, addr))
+%s
+`, partitions, addr, connectorTOML))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,19 +87,17 @@ bootstrap_hosts = %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st := &stage{n: n, local: &fakeLocal{users: map[string]string{}}}
-	n.local = st.local
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		n.Close(ctx)
 	})
-	return st
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := n.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // read applies s as the next record of client id in the sessions topic.
