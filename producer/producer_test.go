@@ -153,13 +153,17 @@ func TestMaxBatchAgeNeverReorders(t *testing.T) {
 	c, addr := testkit.NewKafka(t, 0, kfake.SeedTopics(1, "o"))
 	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "o", Err: kerr.NotEnoughReplicas, Count: -1})
 	s := newTestSinkWith(t, addr, "o", map[string]string{"retry.backoff.ms": "20", "retry.backoff.max.ms": "20"}, func(sc *conf.Sink) {
-		sc.MaxBatchAge = time.Second
+		sc.MaxBatchAge = 2 * time.Second
 	})
 	s.render.value = rule.MustTemplate("${payload}")
 	enqueue(t, s, 0, 50)
 	// The second run is handed over well after the first, so that it is
-	// still within its age when the first has expired.
-	testkit.WaitFor(t, 20*time.Second, "the first run refused", func() bool { return fault.Hits() >= 10 })
+	// still within its age when the first has expired; on a machine so
+	// loaded that librdkafka retries fewer times than that within the
+	// age, after the first expired, which the assertions below also hold for.
+	testkit.WaitFor(t, 20*time.Second, "the first run refused", func() bool {
+		return fault.Hits() >= 10 || s.Counters.DroppedTotal() > 0
+	})
 	enqueue(t, s, 50, 50)
 	testkit.WaitFor(t, 20*time.Second, "the first run expired", func() bool {
 		return s.Counters.Dropped()[buffer.ReasonExpired] >= 50
